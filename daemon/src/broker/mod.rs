@@ -1,0 +1,1 @@
+//! broker subsystem (work in progress).

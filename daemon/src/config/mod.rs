@@ -1,0 +1,1 @@
+//! config subsystem (work in progress).

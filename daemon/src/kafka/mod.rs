@@ -1,0 +1,1 @@
+//! kafka subsystem (work in progress).

@@ -1,0 +1,1 @@
+//! log subsystem (work in progress).
