@@ -214,7 +214,7 @@ pub struct Limits {
     pub socket_request_max_bytes: u64,
     /// Kafka's `max.connections`: client connections accepted per broker.
     pub max_connections: u32,
-    /// Kafka's `max.connections.per.ip`; `None` is unlimited.
+    /// Kafka's `max.connections.per.ip`.
     #[serde(deserialize_with = "units::de_count_limit")]
     pub max_connections_per_ip: Limit,
     /// Requests read from one connection and not yet answered (pipelining depth);

@@ -468,74 +468,38 @@ const KAFKA_CONFIG_NAMES: &str = "cleanup.policy, compression.type, flush.messag
     sluice.flush.mode, unclean.leader.election.enable";
 
 fn apply_kafka_config(config: &mut TopicConfig, name: &str, value: &str) -> Result<(), String> {
-    let numeric = |setting: Setting, unlimited: Option<i128>| -> Result<Option<u64>, String> {
-        let parsed: i128 = value.trim().parse::<i64>().map(i128::from).map_err(|_| {
-            format!("{name}: {value:?} is not an integer (Kafka configs are plain numbers)")
-        })?;
-        if Some(parsed) == unlimited {
-            return Ok(None);
-        }
-        match setting.check(parsed) {
-            Some(message) => Err(format!("{name}: {message}")),
-            None => Ok(Some(parsed as u64)),
-        }
-    };
-    let narrow = |value: Option<u64>| value.map_or(0, |v| u32::try_from(v).unwrap_or(u32::MAX));
-    let long_max = Some(i128::from(i64::MAX));
+    let is_config = |s: &Setting| !matches!(s, Setting::Partitions | Setting::ReplicationFactor);
+    let numeric = Setting::NUMERIC
+        .into_iter()
+        .filter(is_config)
+        .find(|s| s.kafka_name() == name);
+    if let Some(setting) = numeric {
+        return apply_kafka_number(config, setting, value);
+    }
+    let one_of = |choices: &str| format!("{name}: {value:?} is not one of {choices}");
     match name {
         "cleanup.policy" => match value {
             "delete" => {}
             "compact" | "compact,delete" | "delete,compact" => {
                 return Err(format!(
-                    "cleanup.policy: {value:?} is not supported: Sluice only deletes by retention (\"delete\")"
+                    "{name}: {value:?} is not supported: Sluice only deletes by retention (\"delete\")"
                 ));
             }
-            _ => {
-                return Err(format!(
-                    "cleanup.policy: {value:?} is not one of \"delete\", \"compact\""
-                ));
-            }
+            _ => return Err(one_of("delete, compact")),
         },
         "compression.type" => config.compression = kafka_compression(value)?,
-        "flush.messages" => {
-            config.flush_interval_messages = numeric(Setting::FlushIntervalMessages, long_max)?
-        }
-        "flush.ms" => config.flush_interval_ms = numeric(Setting::FlushIntervalMs, long_max)?,
-        "index.interval.bytes" => {
-            config.index_interval_bytes = narrow(numeric(Setting::IndexIntervalBytes, None)?)
-        }
-        "max.message.bytes" => {
-            config.max_message_bytes = narrow(numeric(Setting::MaxMessageBytes, None)?)
-        }
         "message.timestamp.type" => {
             config.message_timestamp_type = match value {
                 "CreateTime" => TimestampKind::CreateTime,
                 "LogAppendTime" => TimestampKind::LogAppendTime,
-                _ => {
-                    return Err(format!(
-                        "{name}: {value:?} is not one of CreateTime, LogAppendTime"
-                    ));
-                }
+                _ => return Err(one_of("CreateTime, LogAppendTime")),
             }
         }
-        "min.insync.replicas" => {
-            let parsed = numeric(Setting::MinInsyncReplicas, None)?.unwrap_or(1);
-            config.min_insync_replicas = i16::try_from(parsed).unwrap_or(i16::MAX);
-        }
-        "retention.bytes" => config.retention_bytes = numeric(Setting::RetentionBytes, Some(-1))?,
-        "retention.ms" => config.retention_ms = numeric(Setting::RetentionMs, Some(-1))?,
-        "segment.bytes" => {
-            config.segment_bytes = numeric(Setting::SegmentBytes, None)?.unwrap_or(0)
-        }
-        "segment.index.bytes" => {
-            config.segment_index_bytes = narrow(numeric(Setting::SegmentIndexBytes, None)?)
-        }
-        "segment.ms" => config.segment_ms = numeric(Setting::SegmentMs, None)?.unwrap_or(0),
         "sluice.flush.mode" => {
             config.flush = match value {
                 "page-cache" => FlushMode::PageCache,
                 "fsync" => FlushMode::Fsync,
-                _ => return Err(format!("{name}: {value:?} is not one of page-cache, fsync")),
+                _ => return Err(one_of("page-cache, fsync")),
             }
         }
         "unclean.leader.election.enable" => {
@@ -549,6 +513,48 @@ fn apply_kafka_config(config: &mut TopicConfig, name: &str, value: &str) -> Resu
             return Err(format!(
                 "unknown topic config {name:?}; Sluice supports {KAFKA_CONFIG_NAMES}"
             ));
+        }
+    }
+    Ok(())
+}
+
+/// A numeric Kafka config: a plain integer, with Kafka's spelling of "unlimited"
+/// (-1 for retention, Long.MAX for flushing).
+fn apply_kafka_number(
+    config: &mut TopicConfig,
+    setting: Setting,
+    value: &str,
+) -> Result<(), String> {
+    let name = setting.kafka_name();
+    let parsed = value.trim().parse::<i64>().map_err(|_| {
+        format!("{name}: {value:?} is not an integer (Kafka configs are plain numbers)")
+    })?;
+    let unlimited = match setting {
+        Setting::RetentionMs | Setting::RetentionBytes => parsed == -1,
+        Setting::FlushIntervalMessages | Setting::FlushIntervalMs => parsed == i64::MAX,
+        _ => false,
+    };
+    if !unlimited && let Some(message) = setting.check(i128::from(parsed)) {
+        return Err(format!("{name}: {message}"));
+    }
+    let bounded = (!unlimited).then_some(parsed.unsigned_abs());
+    let number = parsed.unsigned_abs();
+    let narrow = u32::try_from(number).unwrap_or(u32::MAX);
+    match setting {
+        Setting::MinInsyncReplicas => {
+            config.min_insync_replicas = i16::try_from(number).unwrap_or(i16::MAX);
+        }
+        Setting::SegmentBytes => config.segment_bytes = number,
+        Setting::SegmentMs => config.segment_ms = number,
+        Setting::SegmentIndexBytes => config.segment_index_bytes = narrow,
+        Setting::IndexIntervalBytes => config.index_interval_bytes = narrow,
+        Setting::RetentionMs => config.retention_ms = bounded,
+        Setting::RetentionBytes => config.retention_bytes = bounded,
+        Setting::MaxMessageBytes => config.max_message_bytes = narrow,
+        Setting::FlushIntervalMessages => config.flush_interval_messages = bounded,
+        Setting::FlushIntervalMs => config.flush_interval_ms = bounded,
+        Setting::Partitions | Setting::ReplicationFactor => {
+            unreachable!("not topic configs in Kafka")
         }
     }
     Ok(())
