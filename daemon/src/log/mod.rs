@@ -21,6 +21,8 @@ mod time_index;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_model;
 
 pub use batch::{
     BATCH_HEADER_BYTES, BatchHeader, LOG_OVERHEAD_BYTES, MAGIC_V2, parse_header, validate_batches,
