@@ -21,13 +21,21 @@ mod time_index;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_model;
 
 pub use batch::{
     BATCH_HEADER_BYTES, BatchHeader, LOG_OVERHEAD_BYTES, MAGIC_V2, parse_header, validate_batches,
 };
-pub use config::{FlushPolicy, LogConfig, TimestampType};
+pub use config::{
+    FlushPolicy, INDEX_INTERVAL_BYTES_DEFAULT, LogConfig, MAX_MESSAGE_BYTES_DEFAULT,
+    RETENTION_MS_DEFAULT, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_INDEX_BYTES_DEFAULT,
+    SEGMENT_MS_DEFAULT, TimestampType,
+};
 pub use error::LogError;
-pub use leader_epoch::{EpochEntry, LeaderEpochCache};
+pub use leader_epoch::{EpochEntry, LEADER_EPOCH_CHECKPOINT_FILE, LeaderEpochCache};
 pub use partition_log::{
-    AppendInfo, FileSlice, PartitionLog, PendingSync, ReadSlice, RecoveryReport, RetentionOutcome,
+    AppendInfo, CLEAN_SHUTDOWN_FILE, FileSlice, PartitionLog, PendingSync,
+    RECOVERY_POINT_CHECKPOINT_FILE, RECOVERY_POINT_CHECKPOINT_INTERVAL_MS, ReadSlice,
+    RecoveryReport, RetentionOutcome,
 };

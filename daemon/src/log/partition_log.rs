@@ -78,6 +78,8 @@ pub struct PendingSync {
     targets: Vec<(PathBuf, Arc<File>)>,
     dir: Option<PathBuf>,
     durable_offset: i64,
+    /// `PartitionLog::truncations` at capture time.
+    truncations: u64,
 }
 
 impl PendingSync {
@@ -116,6 +118,9 @@ pub struct PartitionLog {
     recovery_point: i64,
     last_checkpoint_ms: i64,
     last_flush_ms: i64,
+    /// Bumped by every `truncate_to`: a sync captured before a truncation
+    /// says nothing about bytes appended after it.
+    truncations: u64,
 }
 
 /// What the directory listing found.
@@ -267,6 +272,7 @@ impl PartitionLog {
             recovery_point: 0,
             last_checkpoint_ms: now_ms,
             last_flush_ms: now_ms,
+            truncations: 0,
         };
         log.settle_after_open(&report)?;
         report.log_start_offset = log.log_start_offset();
@@ -815,14 +821,31 @@ impl PartitionLog {
             targets,
             dir: dir_dirty.then(|| self.dir.clone()),
             durable_offset: log_end_offset,
+            truncations: self.truncations,
         })
     }
 
     /// Records a finished `PendingSync::sync`: advances the recovery point
     /// (never past the current log end) and checkpoints it, at most once per
-    /// RECOVERY_POINT_CHECKPOINT_INTERVAL_MS.
+    /// RECOVERY_POINT_CHECKPOINT_INTERVAL_MS. If `truncate_to` may have run
+    /// between capture and completion (followers), use
+    /// `complete_pending_sync`, which can tell.
     pub fn complete_sync(&mut self, durable_offset: i64, now_ms: i64) -> Result<(), LogError> {
         self.record_sync(durable_offset, now_ms, false)
+    }
+
+    /// `complete_sync` for a specific capture: ignored if the log was
+    /// truncated after `pending` was captured (its offsets may now name
+    /// different, unsynced bytes).
+    pub fn complete_pending_sync(
+        &mut self,
+        pending: &PendingSync,
+        now_ms: i64,
+    ) -> Result<(), LogError> {
+        if pending.truncations != self.truncations {
+            return Ok(());
+        }
+        self.record_sync(pending.durable_offset, now_ms, false)
     }
 
     fn record_sync(
@@ -950,6 +973,7 @@ impl PartitionLog {
         } else {
             self.truncate_within(offset)?;
         }
+        self.truncations += 1;
         let log_end_offset = self.log_end_offset();
         assert!(log_end_offset <= offset);
         self.epochs.truncate_from_end(log_end_offset)?;

@@ -651,3 +651,28 @@ fn leftover_files_are_cleaned_up_on_open() {
     assert!(!segment_path(dir.path(), 999, ".index").exists());
     assert_eq!(log.log_end_offset(), 3);
 }
+
+#[test]
+fn a_sync_captured_before_a_truncation_does_not_vouch_for_later_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(dir.path(), small_config());
+    append_batches(&mut log, 4, 2, 10);
+    let stale = log.pending_sync().unwrap();
+    stale.sync().unwrap();
+    log.truncate_to(2).unwrap();
+    append_batches(&mut log, 4, 2, 10);
+    log.complete_pending_sync(&stale, 5).unwrap();
+    assert_eq!(log.recovery_point(), 0, "the stale capture is ignored");
+    let fresh = log.pending_sync().unwrap();
+    fresh.sync().unwrap();
+    log.complete_pending_sync(&fresh, 6).unwrap();
+    assert_eq!(log.recovery_point(), 10);
+}
+
+#[test]
+fn the_log_can_move_between_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<PartitionLog>();
+    assert_send_sync::<PendingSync>();
+    assert_send_sync::<FileSlice>();
+}
