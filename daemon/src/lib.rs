@@ -3,6 +3,7 @@
 //! One folder per subsystem; see docs/ARCHITECTURE.md for how data flows
 //! between them.
 
+pub mod bench;
 pub mod broker;
 pub mod config;
 pub mod kafka;

@@ -1,1 +1,225 @@
-fn main() {}
+//! `sluiced`: the Sluice broker daemon and its command-line tools.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use sluice::broker::Broker;
+use sluice::config::{self, ClusterSpec};
+use sluice::kafka::{self, ListenerLimits};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sluiced",
+    version,
+    about = "Sluice: a Kafka-compatible, durable commit log"
+)]
+struct Cli {
+    /// Cluster spec (TOML). Without it, the embedded single-node default is used.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Which broker of the spec this host is (else $SLUICE_NODE_ID, /etc/sluice/node.toml,
+    /// or the only broker of a one-broker spec).
+    #[arg(long, value_name = "ID")]
+    node: Option<i32>,
+    /// Overrides the broker's data_dir from the spec.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Parse and validate a cluster spec; exit non-zero with every error found.
+    CheckConfig { file: PathBuf },
+    /// Print the embedded default spec (a valid, commented TOML file).
+    DefaultConfig,
+    /// Measure produce/consume throughput of an in-process broker beside the
+    /// raw disk write and loopback TCP rates of this machine.
+    Bench {
+        /// Messages per run.
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: u64,
+        /// Payload bytes per message.
+        #[arg(long, default_value_t = 1024)]
+        message_bytes: usize,
+        /// Partition counts to run, comma separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,8")]
+        partitions: Vec<i32>,
+        /// Messages per batch (16 x 1 KiB = Kafka's default batch.size).
+        #[arg(long, default_value_t = 16)]
+        batch_messages: usize,
+        /// Produce requests in flight on the connection.
+        #[arg(long, default_value_t = 8)]
+        in_flight: usize,
+        /// Directory on the disk to measure (the broker's data goes under it).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::DefaultConfig) => {
+            print!("{}", config::DEFAULT_SPEC_TOML);
+            ExitCode::SUCCESS
+        }
+        Some(Command::CheckConfig { ref file }) => match config::load_spec(file) {
+            Ok(spec) => {
+                println!(
+                    "{}: ok ({} broker(s), {} topic(s))",
+                    file.display(),
+                    spec.brokers.len(),
+                    spec.topics.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(1)
+            }
+        },
+        Some(Command::Bench {
+            messages,
+            message_bytes,
+            ref partitions,
+            batch_messages,
+            in_flight,
+            ref dir,
+        }) => {
+            let options = sluice::bench::BenchOptions {
+                messages,
+                message_bytes,
+                partitions: partitions.clone(),
+                batch_messages,
+                in_flight,
+                dir: dir.clone(),
+            };
+            match sluice::bench::run(&options) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sluiced bench: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        None => {
+            init_tracing();
+            match run(cli) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(event = "fatal", error = %format!("{e:#}"));
+                    eprintln!("sluiced: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn load(cli: &Cli) -> anyhow::Result<(ClusterSpec, i32, PathBuf)> {
+    let spec = match &cli.config {
+        Some(path) => config::load_spec(path).map_err(|e| anyhow::anyhow!("{e}"))?,
+        None => config::parse_spec(config::DEFAULT_SPEC_TOML, "<embedded default>")
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+    };
+    let env = std::env::var(config::NODE_ID_ENV).ok();
+    let node_file = PathBuf::from(config::DEFAULT_NODE_FILE);
+    let node_file = node_file.exists().then_some(node_file.as_path());
+    let node_id = config::resolve_node_id(cli.node, env.as_deref(), node_file, &spec)
+        .map_err(|e| anyhow::anyhow!("choosing the broker id: {e}"))?;
+    let broker = spec
+        .broker(node_id)
+        .with_context(|| format!("broker {node_id} not in spec"))?;
+    let data_dir = cli
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| broker.data_dir.clone());
+    Ok((spec, node_id, data_dir))
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let (spec, node_id, data_dir) = load(&cli)?;
+    tracing::info!(event = "starting", node_id, data_dir = %data_dir.display(), spec_hash = %spec.source_hash);
+    let limits = listener_limits(&spec);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sluice-worker")
+        .build()
+        .context("starting the async runtime")?;
+    let broker = Broker::open(spec, node_id, data_dir).context("opening the broker")?;
+    tracing::info!(
+        event = "recovered",
+        topics = broker.topics().len(),
+        partitions = broker.partition_count()
+    );
+    runtime.block_on(serve(broker.clone(), limits))?;
+    broker.close().context("closing partition logs")?;
+    tracing::info!(event = "stopped");
+    Ok(())
+}
+
+fn listener_limits(spec: &ClusterSpec) -> ListenerLimits {
+    let limits = &spec.limits;
+    let defaults = ListenerLimits::default();
+    let request_bytes_max = u32::try_from(limits.socket_request_max_bytes).unwrap_or(u32::MAX);
+    ListenerLimits {
+        request_bytes_max,
+        queued_request_bytes_max: defaults.queued_request_bytes_max.max(request_bytes_max),
+        connections_max: limits.max_connections as usize,
+        in_flight_requests_max: limits.max_queued_requests_per_connection.max(1) as usize,
+        idle_timeout: std::time::Duration::from_millis(limits.connections_max_idle_ms),
+        fetch_response_bytes_max: u32::try_from(limits.fetch_max_bytes).unwrap_or(u32::MAX),
+    }
+}
+
+async fn serve(broker: Arc<Broker>, limits: ListenerLimits) -> anyhow::Result<()> {
+    let address = broker.broker_spec().kafka;
+    let listener = TcpListener::bind(address)
+        .await
+        .with_context(|| format!("binding the Kafka listener on {address}"))?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let syncer = tokio::spawn(broker.clone().run_syncer());
+    let housekeeping = tokio::spawn(broker.clone().run_housekeeping());
+    tokio::spawn(wait_for_stop_signal(stop_tx));
+    tracing::info!(event = "ready", kafka = %listener.local_addr()?);
+    kafka::serve(listener, broker, limits, stop_rx).await;
+    syncer.abort();
+    housekeeping.abort();
+    Ok(())
+}
+
+async fn wait_for_stop_signal(stop: watch::Sender<bool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!(event = "signal_setup_failed");
+        return;
+    };
+    let which = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(event = "stopping", signal = which);
+    let _ = stop.send(true);
+}

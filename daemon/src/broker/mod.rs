@@ -1,1 +1,332 @@
-//! broker subsystem (work in progress).
+//! The broker's state on one host: which topics and partitions it holds,
+//! their logs, and the background work (group commit, flush, retention).
+//! Kafka request handlers in `kafka/` call into this; it does no networking.
+
+mod log_config;
+mod partition;
+mod registry;
+mod topic;
+
+pub use log_config::log_config_for;
+pub use partition::{Partition, PartitionOffsets, PartitionRead, SINGLE_NODE_LEADER_EPOCH};
+pub use registry::{RegistryEntry, RegistryError, TopicOrigin, TopicRegistry};
+pub use topic::{CreateTopicError, Topic, TopicRequest};
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use thiserror::Error;
+use tokio::sync::Notify;
+
+use crate::config::{BrokerSpec, ClusterSpec};
+use crate::log::LogError;
+
+/// How often partitions are checked for age-based rolls and due flushes.
+pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(200);
+/// How often retention runs (Kafka: log.retention.check.interval.ms, 5 min).
+pub const RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Error)]
+pub enum BrokerError {
+    #[error("broker {node_id} is not declared in the cluster spec")]
+    UnknownNode { node_id: i32 },
+    #[error("creating data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("data directory {path} is in use by another sluiced (lock file held)")]
+    DataDirLocked { path: PathBuf },
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("opening topic {topic}: {source}")]
+    OpenTopic {
+        topic: String,
+        source: CreateTopicError,
+    },
+}
+
+/// Milliseconds since the Unix epoch: record timestamps, segment ages and
+/// retention all use wall-clock time, as Kafka does.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+pub struct Broker {
+    node_id: i32,
+    spec: RwLock<Arc<ClusterSpec>>,
+    data_dir: PathBuf,
+    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    /// Serialises topic creation and registry writes.
+    registry: Mutex<TopicRegistry>,
+    /// Wakes the syncer when an append waits for an fsync.
+    sync_wakeup: Notify,
+    /// Held open for the broker's life: an exclusive flock on the data dir.
+    _dir_lock: File,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("node_id", &self.node_id)
+            .field("data_dir", &self.data_dir)
+            .finish()
+    }
+}
+
+impl Broker {
+    /// Locks the data directory, recovers every partition it holds and opens
+    /// the topics the spec declares. Runs before any listener is bound.
+    pub fn open(
+        spec: ClusterSpec,
+        node_id: i32,
+        data_dir: PathBuf,
+    ) -> Result<Arc<Self>, BrokerError> {
+        if spec.broker(node_id).is_none() {
+            return Err(BrokerError::UnknownNode { node_id });
+        }
+        std::fs::create_dir_all(&data_dir).map_err(|source| BrokerError::DataDir {
+            path: data_dir.clone(),
+            source,
+        })?;
+        let dir_lock = lock_data_dir(&data_dir)?;
+        let registry = TopicRegistry::load(&data_dir)?;
+        let broker = Arc::new(Self {
+            node_id,
+            spec: RwLock::new(Arc::new(spec)),
+            data_dir,
+            topics: RwLock::new(BTreeMap::new()),
+            registry: Mutex::new(registry),
+            sync_wakeup: Notify::new(),
+            _dir_lock: dir_lock,
+        });
+        broker.open_all_topics()?;
+        Ok(broker)
+    }
+
+    fn open_all_topics(&self) -> Result<(), BrokerError> {
+        let spec = self.spec();
+        let recorded: Vec<(String, RegistryEntry)> = self
+            .lock_registry()
+            .topics
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut names: Vec<String> = spec.topics.keys().cloned().collect();
+        for (name, _) in &recorded {
+            if !spec.topics.contains_key(name) {
+                names.push(name.clone());
+            }
+        }
+        let total = names.len();
+        for (done, name) in names.into_iter().enumerate() {
+            tracing::info!(event = "topic_open", topic = %name, progress = %format!("{}/{}", done + 1, total));
+            let request = TopicRequest::from_registry_or_spec(
+                &spec,
+                &name,
+                self.lock_registry().topics.get(&name),
+            );
+            self.install_topic(&name, request)
+                .map_err(|source| BrokerError::OpenTopic {
+                    topic: name.clone(),
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    pub fn node_id(&self) -> i32 {
+        self.node_id
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn spec(&self) -> Arc<ClusterSpec> {
+        self.spec.read().expect("spec lock poisoned").clone()
+    }
+
+    /// This broker's entry in the spec (checked present at open).
+    pub fn broker_spec(&self) -> BrokerSpec {
+        let spec = self.spec();
+        spec.broker(self.node_id)
+            .cloned()
+            .expect("own broker present in spec: checked at open")
+    }
+
+    /// The host and port clients are told to connect to.
+    pub fn advertised_endpoint(&self) -> (String, i32) {
+        let address = self.broker_spec().advertised_kafka();
+        (address.host, i32::from(address.port))
+    }
+
+    fn lock_registry(&self) -> std::sync::MutexGuard<'_, TopicRegistry> {
+        self.registry.lock().expect("registry lock poisoned")
+    }
+
+    pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+        self.topics
+            .read()
+            .expect("topics lock poisoned")
+            .get(name)
+            .cloned()
+    }
+
+    pub fn topics(&self) -> Vec<Arc<Topic>> {
+        self.topics
+            .read()
+            .expect("topics lock poisoned")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn partition_count(&self) -> usize {
+        self.topics().iter().map(|t| t.partitions.len()).sum()
+    }
+
+    /// Creates a topic (CreateTopics, or first use when the spec allows it).
+    pub fn create_topic(
+        &self,
+        name: &str,
+        partitions: Option<i32>,
+        configs: &[(String, String)],
+        validate_only: bool,
+    ) -> Result<Arc<Topic>, CreateTopicError> {
+        let spec = self.spec();
+        let request = TopicRequest::for_api(&spec, name, partitions, configs)?;
+        if validate_only {
+            return Ok(Arc::new(Topic::unopened(name, &request)));
+        }
+        self.install_topic(name, request)
+    }
+
+    /// Opens (creating if needed) a topic's partitions and records it.
+    fn install_topic(
+        &self,
+        name: &str,
+        request: TopicRequest,
+    ) -> Result<Arc<Topic>, CreateTopicError> {
+        let mut registry = self.lock_registry();
+        if let Some(existing) = self.topic(name) {
+            if request.is_new {
+                return Err(CreateTopicError::AlreadyExists(name.to_string()));
+            }
+            return Ok(existing);
+        }
+        let topic = Arc::new(Topic::open(&self.data_dir, name, &request, now_ms())?);
+        registry
+            .topics
+            .insert(name.to_string(), request.registry_entry(&topic));
+        registry
+            .store(&self.data_dir)
+            .map_err(CreateTopicError::Registry)?;
+        self.topics
+            .write()
+            .expect("topics lock poisoned")
+            .insert(name.to_string(), topic.clone());
+        tracing::info!(event = "topic_ready", topic = %name, partitions = topic.partitions.len(), origin = ?request.origin);
+        Ok(topic)
+    }
+
+    /// Asks the syncer to fsync this partition soon (group commit).
+    pub fn request_sync(&self, partition: &Partition) {
+        if partition.request_sync() {
+            self.sync_wakeup.notify_one();
+        }
+    }
+
+    /// The group-commit loop: each wakeup fsyncs every partition that asked,
+    /// concurrently, off the async workers.
+    pub async fn run_syncer(self: Arc<Self>) {
+        loop {
+            self.sync_wakeup.notified().await;
+            let mut syncs = tokio::task::JoinSet::new();
+            for topic in self.topics() {
+                for partition in &topic.partitions {
+                    if partition.take_sync_request() {
+                        let partition = partition.clone();
+                        syncs.spawn_blocking(move || (partition.sync(now_ms()), partition));
+                    }
+                }
+            }
+            while let Some(done) = syncs.join_next().await {
+                if let Ok((Err(e), partition)) = done {
+                    tracing::error!(event = "sync_failed", partition = ?partition, error = %e);
+                }
+            }
+        }
+    }
+
+    /// Periodic rolls, policy flushes and retention, off the async workers.
+    pub async fn run_housekeeping(self: Arc<Self>) {
+        let mut ticker = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_retention = std::time::Instant::now();
+        loop {
+            ticker.tick().await;
+            let retention_due = last_retention.elapsed() >= RETENTION_CHECK_INTERVAL;
+            if retention_due {
+                last_retention = std::time::Instant::now();
+            }
+            let broker = self.clone();
+            let _ =
+                tokio::task::spawn_blocking(move || broker.housekeeping(now_ms(), retention_due))
+                    .await;
+        }
+    }
+
+    fn housekeeping(&self, now_ms: i64, retention_due: bool) {
+        for topic in self.topics() {
+            for partition in &topic.partitions {
+                if let Err(e) = partition.housekeeping(now_ms, retention_due) {
+                    tracing::error!(event = "housekeeping_failed", partition = ?partition, error = %e);
+                }
+            }
+        }
+    }
+
+    /// Flushes and closes every log; called once no request can touch them.
+    pub fn close(&self) -> Result<(), LogError> {
+        let topics = std::mem::take(&mut *self.topics.write().expect("topics lock poisoned"));
+        let mut first_error = None;
+        for (_, topic) in topics {
+            for partition in topic.close_partitions() {
+                if let Err(e) = partition {
+                    tracing::error!(event = "close_failed", error = %e);
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+fn lock_data_dir(data_dir: &Path) -> Result<File, BrokerError> {
+    let path = data_dir.join(".lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| BrokerError::DataDir {
+            path: path.clone(),
+            source,
+        })?;
+    // SAFETY: flock on a descriptor we own; no memory is involved.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        return Err(BrokerError::DataDirLocked {
+            path: data_dir.to_path_buf(),
+        });
+    }
+    Ok(file)
+}

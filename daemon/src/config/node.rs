@@ -2,7 +2,7 @@
 //!
 //! The spec is identical on every host, so each host needs one small local fact:
 //! its broker id. Sources, first match wins:
-//! 1. the `--node-id` command-line flag;
+//! 1. the `--node` command-line flag;
 //! 2. the `SLUICE_NODE_ID` environment variable (empty counts as unset);
 //! 3. the node file, `/etc/sluice/node.toml` by default, holding `node_id = 1`
 //!    (a missing file counts as unset; an unreadable or invalid one is an error);
@@ -27,8 +27,8 @@ pub fn resolve_node_id(
 ) -> Result<i32, String> {
     let mut tried = Vec::new();
     match flag {
-        Some(id) => return declared(spec, id, "the --node-id flag"),
-        None => tried.push("no --node-id flag".to_string()),
+        Some(id) => return declared(spec, id, "the --node flag"),
+        None => tried.push("no --node flag".to_string()),
     }
     match env.map(str::trim).filter(|value| !value.is_empty()) {
         Some(value) => {
@@ -135,7 +135,7 @@ mod tests {
         let error = resolve_node_id(None, Some(""), Some(missing), &three_brokers()).unwrap_err();
         assert_eq!(
             error,
-            "cannot tell which broker this host is: no --node-id flag, SLUICE_NODE_ID is not set, \
+            "cannot tell which broker this host is: no --node flag, SLUICE_NODE_ID is not set, \
              /nonexistent/sluice/node.toml does not exist, and the spec declares 3 brokers (1, 2, 3); \
              set one of these"
         );
@@ -146,7 +146,7 @@ mod tests {
         let spec = three_brokers();
         assert_eq!(
             resolve_node_id(Some(7), None, None, &spec).unwrap_err(),
-            "node id 7 (from the --node-id flag) is not a broker declared in the spec (declared: 1, 2, 3)"
+            "node id 7 (from the --node flag) is not a broker declared in the spec (declared: 1, 2, 3)"
         );
         assert_eq!(
             resolve_node_id(None, Some("4"), None, &spec).unwrap_err(),
@@ -157,7 +157,7 @@ mod tests {
         assert!(error.starts_with("node id 9 (from /"), "{error}");
         assert_eq!(
             resolve_node_id(Some(2), None, None, &one_broker()).unwrap_err(),
-            "node id 2 (from the --node-id flag) is not a broker declared in the spec (declared: 1)"
+            "node id 2 (from the --node flag) is not a broker declared in the spec (declared: 1)"
         );
     }
 

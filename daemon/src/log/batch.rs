@@ -347,7 +347,6 @@ mod tests {
             records[MAGIC_AT] = magic;
             let err = validate_batches(&records, u32::MAX).unwrap_err();
             assert!(matches!(err, LogError::UnsupportedMagic { magic: m, .. } if m == magic as i8));
-            assert_eq!(err.kafka_error_code(), 43);
         }
         // A v0 message shorter than a v2 header still reports its magic.
         let mut short = vec![0u8; 26];

@@ -1,5 +1,5 @@
-//! Errors of the log. Each variant maps to one Kafka error code (see
-//! [`LogError::kafka_error_code`]), so the broker has a single mapping point.
+//! Errors of the log. Each variant maps to one Kafka error code in
+//! `kafka::errors`, the single mapping point.
 
 use std::io;
 use std::path::PathBuf;
@@ -63,22 +63,6 @@ impl LogError {
             operation,
             path,
             source,
-        }
-    }
-
-    /// The Kafka protocol error code for this error (the one mapping point).
-    pub fn kafka_error_code(&self) -> i16 {
-        match self {
-            LogError::CorruptBatch { .. } => 2,         // CORRUPT_MESSAGE
-            LogError::UnsupportedMagic { .. } => 43,    // UNSUPPORTED_FOR_MESSAGE_FORMAT
-            LogError::InvalidBatch { .. } => 87,        // INVALID_RECORD
-            LogError::BatchTooLarge { .. } => 10,       // MESSAGE_TOO_LARGE
-            LogError::RecordSetTooLarge { .. } => 18,   // RECORD_LIST_TOO_LARGE
-            LogError::OffsetOutOfRange { .. } => 1,     // OFFSET_OUT_OF_RANGE
-            LogError::NonContiguousOffsets { .. } => 2, // CORRUPT_MESSAGE
-            LogError::StaleLeaderEpoch { .. } => 74,    // FENCED_LEADER_EPOCH
-            LogError::CorruptCheckpoint { .. } => 56,   // KAFKA_STORAGE_ERROR
-            LogError::Io { .. } => 56,                  // KAFKA_STORAGE_ERROR
         }
     }
 }

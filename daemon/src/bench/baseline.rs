@@ -1,0 +1,62 @@
+//! What the hardware does without Sluice, measured in the same run: raw
+//! buffered sequential writes to the data disk, and TCP over loopback.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::time::Instant;
+
+/// Size of each write in both baselines.
+const CHUNK_BYTES: usize = 1024 * 1024;
+
+/// Buffered (page-cache) sequential write rate, in bytes per second, of
+/// `total_bytes` into a scratch file under `dir`; the file is removed.
+pub fn disk_write_bytes_per_sec(dir: &Path, total_bytes: u64) -> std::io::Result<f64> {
+    let path = dir.join("bench-raw-write.tmp");
+    let chunk = vec![0x5Au8; CHUNK_BYTES];
+    let started = Instant::now();
+    let mut file = std::fs::File::create(&path)?;
+    let mut written = 0u64;
+    while written < total_bytes {
+        file.write_all(&chunk)?;
+        written += CHUNK_BYTES as u64;
+    }
+    drop(file);
+    let seconds = started.elapsed().as_secs_f64();
+    std::fs::remove_file(&path)?;
+    Ok(written as f64 / seconds)
+}
+
+/// Loopback TCP rate, in bytes per second, of `total_bytes` from one thread
+/// to another through 127.0.0.1.
+pub fn loopback_tcp_bytes_per_sec(total_bytes: u64) -> std::io::Result<f64> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let address = listener.local_addr()?;
+    let reader = std::thread::spawn(move || -> std::io::Result<u64> {
+        let (mut socket, _) = listener.accept()?;
+        let mut buffer = vec![0u8; CHUNK_BYTES];
+        let mut received = 0u64;
+        loop {
+            let n = socket.read(&mut buffer)?;
+            if n == 0 {
+                return Ok(received);
+            }
+            received += n as u64;
+        }
+    });
+    let chunk = vec![0xA5u8; CHUNK_BYTES];
+    let started = Instant::now();
+    let mut socket = TcpStream::connect(address)?;
+    let mut sent = 0u64;
+    while sent < total_bytes {
+        socket.write_all(&chunk)?;
+        sent += CHUNK_BYTES as u64;
+    }
+    drop(socket);
+    let received = reader
+        .join()
+        .map_err(|_| std::io::Error::other("loopback reader panicked"))??;
+    let seconds = started.elapsed().as_secs_f64();
+    assert_eq!(received, sent);
+    Ok(received as f64 / seconds)
+}

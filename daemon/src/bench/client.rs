@@ -1,0 +1,94 @@
+//! A lean pipelined Kafka client for the benchmark: it pre-encodes batches
+//! and keeps several requests in flight, so the numbers measure the broker
+//! rather than a client library.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+/// Largest response the bench accepts.
+const RESPONSE_BYTES_MAX: usize = 256 * 1024 * 1024;
+
+pub struct RequestWriter {
+    writer: BufWriter<OwnedWriteHalf>,
+    next_correlation_id: i32,
+}
+
+pub struct ResponseReader {
+    reader: OwnedReadHalf,
+}
+
+pub async fn connect(
+    address: std::net::SocketAddr,
+) -> anyhow::Result<(RequestWriter, ResponseReader)> {
+    let stream = TcpStream::connect(address).await?;
+    stream.set_nodelay(true)?;
+    let (reader, writer) = stream.into_split();
+    Ok((
+        RequestWriter {
+            writer: BufWriter::with_capacity(1 << 20, writer),
+            next_correlation_id: 1,
+        },
+        ResponseReader { reader },
+    ))
+}
+
+impl RequestWriter {
+    /// Encodes and queues one request; `flush` sends what is queued.
+    pub async fn send<R: Encodable>(
+        &mut self,
+        key: ApiKey,
+        version: i16,
+        body: &R,
+    ) -> anyhow::Result<i32> {
+        let correlation_id = self.next_correlation_id;
+        self.next_correlation_id += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation_id)
+            .with_client_id(Some(StrBytes::from_static_str("sluiced-bench")));
+        let mut frame = BytesMut::with_capacity(body.compute_size(version)? + 64);
+        frame.put_i32(0);
+        header.encode(&mut frame, key.request_header_version(version))?;
+        body.encode(&mut frame, version)?;
+        let size = (frame.len() - 4) as i32;
+        frame[..4].copy_from_slice(&size.to_be_bytes());
+        self.writer.write_all(&frame).await?;
+        Ok(correlation_id)
+    }
+
+    pub async fn flush(&mut self) -> anyhow::Result<()> {
+        self.writer.flush().await?;
+        Ok(())
+    }
+}
+
+impl ResponseReader {
+    /// Reads the next response and decodes it as `T`.
+    pub async fn receive<T: Decodable>(
+        &mut self,
+        key: ApiKey,
+        version: i16,
+    ) -> anyhow::Result<(i32, T)> {
+        let size = self.reader.read_i32().await?;
+        anyhow::ensure!(
+            size >= 4 && (size as usize) <= RESPONSE_BYTES_MAX,
+            "response size {size}"
+        );
+        let mut frame = vec![0u8; size as usize];
+        self.reader.read_exact(&mut frame).await?;
+        let mut frame = Bytes::from(frame);
+        let header = ResponseHeader::decode(&mut frame, key.response_header_version(version))?;
+        let body = T::decode(&mut frame, version)?;
+        anyhow::ensure!(
+            !frame.has_remaining(),
+            "{} trailing bytes in response",
+            frame.remaining()
+        );
+        Ok((header.correlation_id, body))
+    }
+}

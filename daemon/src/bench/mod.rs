@@ -1,0 +1,314 @@
+//! `sluiced bench`: produce and consume throughput of an in-process broker,
+//! each reported beside the raw disk write and loopback TCP rates measured
+//! in the same run on the same machine.
+
+mod baseline;
+mod client;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::{Buf, Bytes, BytesMut};
+use kafka_protocol::indexmap::IndexMap;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, FetchRequest, FetchResponse, ProduceRequest, ProduceResponse,
+};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use tokio::sync::watch;
+
+use crate::broker::Broker;
+use crate::kafka::{self, ListenerLimits};
+
+const PRODUCE_VERSION: i16 = 9;
+const FETCH_VERSION: i16 = 12;
+/// Per-partition bytes per fetch (librdkafka's default is 1 MiB).
+const FETCH_PARTITION_BYTES: i32 = 4 * 1024 * 1024;
+const FETCH_RESPONSE_BYTES: i32 = 64 * 1024 * 1024;
+/// Bound on the whole run of one phase.
+const PHASE_TIMEOUT: Duration = Duration::from_secs(600);
+
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub messages: u64,
+    pub message_bytes: usize,
+    pub partitions: Vec<i32>,
+    pub batch_messages: usize,
+    pub in_flight: usize,
+    pub dir: PathBuf,
+}
+
+/// One partition count's results.
+#[derive(Debug, Clone)]
+pub struct BenchRun {
+    pub partitions: i32,
+    pub produce_seconds: f64,
+    pub consume_seconds: f64,
+    pub payload_bytes: u64,
+    pub messages: u64,
+}
+
+pub fn run(options: &BenchOptions) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        options.messages > 0 && options.message_bytes > 0 && options.batch_messages > 0
+    );
+    anyhow::ensure!(options.in_flight > 0 && !options.partitions.is_empty());
+    std::fs::create_dir_all(&options.dir)
+        .with_context(|| format!("creating {}", options.dir.display()))?;
+    let total_bytes = options.messages * options.message_bytes as u64;
+    let disk = baseline::disk_write_bytes_per_sec(&options.dir, total_bytes)
+        .context("raw disk baseline")?;
+    let loopback =
+        baseline::loopback_tcp_bytes_per_sec(total_bytes).context("loopback baseline")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let runs = runtime.block_on(run_broker_phases(options))?;
+    print_report(options, disk, loopback, &runs);
+    Ok(())
+}
+
+async fn run_broker_phases(options: &BenchOptions) -> anyhow::Result<Vec<BenchRun>> {
+    let data_dir = tempfile::Builder::new()
+        .prefix("sluice-bench-")
+        .tempdir_in(&options.dir)?;
+    let spec = crate::config::parse_spec(crate::config::DEFAULT_SPEC_TOML, "<embedded default>")
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let broker = Broker::open(spec, 1, data_dir.path().to_path_buf())?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let server = tokio::spawn(kafka::serve(
+        listener,
+        broker.clone(),
+        ListenerLimits::default(),
+        stop_rx,
+    ));
+    let housekeeping = tokio::spawn(broker.clone().run_housekeeping());
+    let mut runs = Vec::new();
+    for &partitions in &options.partitions {
+        let topic = format!("bench-{partitions}p");
+        broker.create_topic(&topic, Some(partitions), &[], false)?;
+        let started = Instant::now();
+        produce(address, &topic, partitions, options).await?;
+        let produce_seconds = started.elapsed().as_secs_f64();
+        let started = Instant::now();
+        let messages = consume(address, &topic, partitions, options).await?;
+        let consume_seconds = started.elapsed().as_secs_f64();
+        anyhow::ensure!(
+            messages == rounded_messages(options, partitions),
+            "consumed {messages} messages"
+        );
+        runs.push(BenchRun {
+            partitions,
+            produce_seconds,
+            consume_seconds,
+            payload_bytes: messages * options.message_bytes as u64,
+            messages,
+        });
+    }
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    housekeeping.abort();
+    broker.close()?;
+    Ok(runs)
+}
+
+/// Messages actually sent: whole requests of one batch per partition.
+fn rounded_messages(options: &BenchOptions, partitions: i32) -> u64 {
+    let per_request = options.batch_messages as u64 * partitions as u64;
+    options.messages.div_ceil(per_request) * per_request
+}
+
+fn encode_batch(options: &BenchOptions) -> anyhow::Result<Bytes> {
+    let now = crate::broker::now_ms();
+    let records: Vec<Record> = (0..options.batch_messages)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: -1,
+            timestamp: now,
+            key: None,
+            value: Some(Bytes::from(vec![b'v'; options.message_bytes])),
+            headers: IndexMap::new(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    let encode_options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    RecordBatchEncoder::encode(&mut buf, records.iter(), &encode_options)?;
+    Ok(buf.freeze())
+}
+
+async fn produce(
+    address: std::net::SocketAddr,
+    topic: &str,
+    partitions: i32,
+    options: &BenchOptions,
+) -> anyhow::Result<()> {
+    let batch = encode_batch(options)?;
+    let data = (0..partitions)
+        .map(|p| {
+            PartitionProduceData::default()
+                .with_index(p)
+                .with_records(Some(batch.clone()))
+        })
+        .collect();
+    let request = ProduceRequest::default()
+        .with_acks(1)
+        .with_timeout_ms(30_000)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(crate::kafka::api::topic_name(topic))
+                .with_partition_data(data),
+        ]);
+    let requests =
+        rounded_messages(options, partitions) / (options.batch_messages as u64 * partitions as u64);
+    let (mut writer, mut reader) = client::connect(address).await?;
+    let deadline = Instant::now() + PHASE_TIMEOUT;
+    let (mut sent, mut answered) = (0u64, 0u64);
+    while answered < requests {
+        anyhow::ensure!(Instant::now() < deadline, "produce phase timed out");
+        while sent < requests && sent - answered < options.in_flight as u64 {
+            writer
+                .send(ApiKey::Produce, PRODUCE_VERSION, &request)
+                .await?;
+            sent += 1;
+        }
+        writer.flush().await?;
+        let (_, response): (_, ProduceResponse) =
+            reader.receive(ApiKey::Produce, PRODUCE_VERSION).await?;
+        for p in response
+            .responses
+            .iter()
+            .flat_map(|t| &t.partition_responses)
+        {
+            anyhow::ensure!(
+                p.error_code == 0,
+                "produce error {} on partition {}",
+                p.error_code,
+                p.index
+            );
+        }
+        answered += 1;
+    }
+    Ok(())
+}
+
+async fn consume(
+    address: std::net::SocketAddr,
+    topic: &str,
+    partitions: i32,
+    options: &BenchOptions,
+) -> anyhow::Result<u64> {
+    let per_partition = rounded_messages(options, partitions) / partitions as u64;
+    let mut next: Vec<i64> = vec![0; partitions as usize];
+    let (mut writer, mut reader) = client::connect(address).await?;
+    let deadline = Instant::now() + PHASE_TIMEOUT;
+    let mut consumed = 0u64;
+    while next.iter().any(|&o| (o as u64) < per_partition) {
+        anyhow::ensure!(Instant::now() < deadline, "consume phase timed out");
+        let wanted = next
+            .iter()
+            .enumerate()
+            .map(|(p, &offset)| {
+                FetchPartition::default()
+                    .with_partition(p as i32)
+                    .with_fetch_offset(offset)
+                    .with_partition_max_bytes(FETCH_PARTITION_BYTES)
+            })
+            .collect();
+        let request = FetchRequest::default()
+            .with_max_wait_ms(100)
+            .with_min_bytes(1)
+            .with_max_bytes(FETCH_RESPONSE_BYTES)
+            .with_session_epoch(-1)
+            .with_topics(vec![
+                FetchTopic::default()
+                    .with_topic(crate::kafka::api::topic_name(topic))
+                    .with_partitions(wanted),
+            ]);
+        writer.send(ApiKey::Fetch, FETCH_VERSION, &request).await?;
+        writer.flush().await?;
+        let (_, response): (_, FetchResponse) =
+            reader.receive(ApiKey::Fetch, FETCH_VERSION).await?;
+        for data in response.responses.iter().flat_map(|t| &t.partitions) {
+            anyhow::ensure!(
+                data.error_code == 0,
+                "fetch error {} on partition {}",
+                data.error_code,
+                data.partition_index
+            );
+            let Some(records) = &data.records else {
+                continue;
+            };
+            let (count, next_offset) = walk_batches(records.clone())?;
+            consumed += count;
+            next[data.partition_index as usize] =
+                next_offset.max(next[data.partition_index as usize]);
+        }
+    }
+    Ok(consumed)
+}
+
+/// Counts records and finds the next offset by reading batch headers only.
+fn walk_batches(mut records: Bytes) -> anyhow::Result<(u64, i64)> {
+    let (mut count, mut next_offset) = (0u64, 0i64);
+    while records.remaining() >= 61 {
+        let base_offset = i64::from_be_bytes(records[0..8].try_into()?);
+        let batch_length = i32::from_be_bytes(records[8..12].try_into()?) as usize;
+        let last_offset_delta = i32::from_be_bytes(records[23..27].try_into()?);
+        let record_count = i32::from_be_bytes(records[57..61].try_into()?);
+        anyhow::ensure!(
+            records.remaining() >= 12 + batch_length,
+            "partial batch in a fetch response"
+        );
+        count += record_count as u64;
+        next_offset = base_offset + last_offset_delta as i64 + 1;
+        records.advance(12 + batch_length);
+    }
+    Ok((count, next_offset))
+}
+
+fn print_report(options: &BenchOptions, disk: f64, loopback: f64, runs: &[BenchRun]) {
+    const MIB: f64 = 1024.0 * 1024.0;
+    println!(
+        "sluiced bench: {} x {} B messages, acks=1, {} per batch, {} requests in flight",
+        options.messages, options.message_bytes, options.batch_messages, options.in_flight
+    );
+    println!(
+        "baseline  raw buffered disk write  {:>9.1} MiB/s   ({})",
+        disk / MIB,
+        options.dir.display()
+    );
+    println!(
+        "baseline  loopback TCP             {:>9.1} MiB/s",
+        loopback / MIB
+    );
+    for run in runs {
+        let produce = run.payload_bytes as f64 / run.produce_seconds;
+        let consume = run.payload_bytes as f64 / run.consume_seconds;
+        println!(
+            "{:>2} partition(s)  produce {:>8.1} MiB/s {:>10.0} msg/s  = {:.2} x disk   consume {:>8.1} MiB/s {:>10.0} msg/s  = {:.2} x loopback",
+            run.partitions,
+            produce / MIB,
+            run.messages as f64 / run.produce_seconds,
+            produce / disk,
+            consume / MIB,
+            run.messages as f64 / run.consume_seconds,
+            consume / loopback,
+        );
+    }
+}

@@ -1,0 +1,27 @@
+//! Translates a topic's resolved settings into what the log engine takes.
+
+use crate::config::{FlushMode, TimestampKind, TopicConfig};
+use crate::log::{FlushPolicy, LogConfig, TimestampType};
+
+pub fn log_config_for(topic: &TopicConfig) -> LogConfig {
+    LogConfig {
+        segment_bytes: topic.segment_bytes,
+        segment_ms: topic.segment_ms,
+        segment_index_bytes: topic.segment_index_bytes,
+        index_interval_bytes: topic.index_interval_bytes,
+        retention_bytes: topic.retention_bytes,
+        retention_ms: topic.retention_ms,
+        max_message_bytes: topic.max_message_bytes,
+        flush: match topic.flush {
+            FlushMode::Fsync => FlushPolicy::FsyncEveryAppend,
+            FlushMode::PageCache => FlushPolicy::PageCache {
+                interval_messages: topic.flush_interval_messages,
+                interval_ms: topic.flush_interval_ms,
+            },
+        },
+        timestamp_type: match topic.message_timestamp_type {
+            TimestampKind::CreateTime => TimestampType::CreateTime,
+            TimestampKind::LogAppendTime => TimestampType::LogAppendTime,
+        },
+    }
+}

@@ -1,0 +1,212 @@
+//! One partition on this broker: its log behind a lock, and the high
+//! watermark that producers waiting for acks and long-polling fetchers watch.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use tokio::sync::watch;
+
+use crate::log::{AppendInfo, FlushPolicy, LogConfig, LogError, PartitionLog, ReadSlice};
+
+/// The partition's leader epoch while Sluice runs on a single node: there is
+/// never another leader, so the epoch never moves.
+pub const SINGLE_NODE_LEADER_EPOCH: i32 = 0;
+
+/// A read, with the offsets the fetch response reports beside it.
+#[derive(Debug)]
+pub struct PartitionRead {
+    pub slice: ReadSlice,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+}
+
+/// Offsets describing a partition at one instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionOffsets {
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+    pub high_watermark: i64,
+}
+
+pub struct Partition {
+    pub topic: Arc<str>,
+    pub index: i32,
+    log: Mutex<PartitionLog>,
+    /// Offsets below this are visible to consumers (and acknowledged for acks=all).
+    high_watermark: watch::Sender<i64>,
+    /// Set while the log's flush policy is "fsync before acknowledging".
+    fsync_before_ack: AtomicBool,
+    /// Set by an append that waits for an fsync; cleared by the syncer.
+    sync_requested: AtomicBool,
+}
+
+impl std::fmt::Debug for Partition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.topic, self.index)
+    }
+}
+
+impl Partition {
+    pub fn new(topic: Arc<str>, index: i32, log: PartitionLog, fsync_before_ack: bool) -> Self {
+        // With fsync-before-ack nothing is visible until a sync proves it
+        // durable; after a restart everything recovered was on disk.
+        let high_watermark = watch::Sender::new(log.log_end_offset());
+        Self {
+            topic,
+            index,
+            log: Mutex::new(log),
+            high_watermark,
+            fsync_before_ack: AtomicBool::new(fsync_before_ack),
+            sync_requested: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn lock_log(&self) -> MutexGuard<'_, PartitionLog> {
+        // A poisoned lock means a panic mid-append: the log's in-memory
+        // state can no longer be trusted, so stopping is the safe answer.
+        self.log.lock().expect("partition log lock poisoned")
+    }
+
+    pub fn fsync_before_ack(&self) -> bool {
+        self.fsync_before_ack.load(Ordering::Relaxed)
+    }
+
+    /// Validates and appends a produce's records; with the page-cache policy
+    /// the data is acknowledged (and visible) at once.
+    pub fn append(&self, records: &mut [u8], now_ms: i64) -> Result<AppendInfo, LogError> {
+        let mut log = self.lock_log();
+        let info = log.append_as_leader(records, SINGLE_NODE_LEADER_EPOCH, now_ms)?;
+        assert!(info.last_offset + 1 == log.log_end_offset());
+        if !self.fsync_before_ack() {
+            self.advance_high_watermark(log.log_end_offset());
+        }
+        Ok(info)
+    }
+
+    /// Marks the partition for the syncer; true if it was not marked yet.
+    pub fn request_sync(&self) -> bool {
+        !self.sync_requested.swap(true, Ordering::AcqRel)
+    }
+
+    /// Clears the mark; true if a sync was requested.
+    pub fn take_sync_request(&self) -> bool {
+        self.sync_requested.swap(false, Ordering::AcqRel)
+    }
+
+    /// Moves the high watermark forward (never back) and wakes its watchers.
+    pub fn advance_high_watermark(&self, offset: i64) {
+        self.high_watermark.send_if_modified(|hw| {
+            if offset > *hw {
+                *hw = offset;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        *self.high_watermark.borrow()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<i64> {
+        self.high_watermark.subscribe()
+    }
+
+    pub fn offsets(&self) -> PartitionOffsets {
+        let log = self.lock_log();
+        PartitionOffsets {
+            log_start_offset: log.log_start_offset(),
+            log_end_offset: log.log_end_offset(),
+            high_watermark: self.high_watermark(),
+        }
+    }
+
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: u32,
+        min_one_batch: bool,
+    ) -> Result<PartitionRead, LogError> {
+        let log = self.lock_log();
+        let high_watermark = self.high_watermark();
+        let slice = log.read(offset, max_bytes, high_watermark, min_one_batch)?;
+        Ok(PartitionRead {
+            slice,
+            high_watermark,
+            log_start_offset: log.log_start_offset(),
+        })
+    }
+
+    /// Waits until the high watermark reaches `offset` or `deadline` passes.
+    pub async fn wait_for_high_watermark(&self, offset: i64, deadline: Instant) -> bool {
+        let mut rx = self.subscribe();
+        let wait = rx.wait_for(|hw| *hw >= offset);
+        matches!(
+            tokio::time::timeout_at(deadline.into(), wait).await,
+            Ok(Ok(_))
+        )
+    }
+
+    pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>, LogError> {
+        self.lock_log().offset_for_timestamp(timestamp_ms)
+    }
+
+    pub fn max_timestamp(&self) -> Option<(i64, i64)> {
+        self.lock_log().max_timestamp()
+    }
+
+    pub fn set_config(&self, config: LogConfig) {
+        let fsync = matches!(config.flush, FlushPolicy::FsyncEveryAppend);
+        self.lock_log().set_config(config);
+        self.fsync_before_ack.store(fsync, Ordering::Relaxed);
+    }
+
+    /// Makes everything appended so far durable without holding the lock
+    /// during the fsync, so appends continue meanwhile (group commit).
+    pub fn sync(&self, now_ms: i64) -> Result<(), LogError> {
+        let Some(pending) = self.lock_log().pending_sync() else {
+            return Ok(());
+        };
+        let durable = pending.sync().map_err(|source| LogError::Io {
+            operation: "fdatasync",
+            path: std::path::PathBuf::from(format!("{}-{}", self.topic, self.index)),
+            source,
+        })?;
+        // A truncation between capture and completion makes the sync moot.
+        self.lock_log().complete_pending_sync(&pending, now_ms)?;
+        if self.fsync_before_ack() {
+            self.advance_high_watermark(durable);
+        }
+        Ok(())
+    }
+
+    /// Periodic housekeeping: age-based roll, policy flush, retention.
+    pub fn housekeeping(&self, now_ms: i64, retention_due: bool) -> Result<(), LogError> {
+        let flush_due = {
+            let mut log = self.lock_log();
+            log.roll_if_due(now_ms)?;
+            if retention_due {
+                // Never delete what consumers cannot see yet.
+                log.apply_retention_below(now_ms, self.high_watermark())?;
+            }
+            log.flush_due(now_ms)
+        };
+        if flush_due {
+            self.sync(now_ms)?;
+        }
+        Ok(())
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.lock_log().size_bytes()
+    }
+}
+
+impl Partition {
+    /// Gives the log back for a clean close once nothing else holds it.
+    pub fn into_log(self) -> PartitionLog {
+        self.log.into_inner().expect("partition log lock poisoned")
+    }
+}

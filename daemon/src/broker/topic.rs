@@ -1,0 +1,223 @@
+//! A topic on this broker: its id, resolved settings and partitions.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use thiserror::Error;
+use uuid::Uuid;
+
+use super::log_config::log_config_for;
+use super::partition::Partition;
+use super::registry::{RegistryEntry, RegistryError, TopicOrigin};
+use crate::config::{ClusterSpec, FlushMode, TopicConfig};
+use crate::log::{LogError, PartitionLog};
+
+/// Most partitions one topic may have on this broker.
+pub const TOPIC_PARTITIONS_MAX: i32 = 10_000;
+
+#[derive(Debug, Error)]
+pub enum CreateTopicError {
+    #[error("topic {0} already exists")]
+    AlreadyExists(String),
+    #[error("invalid topic name: {0}")]
+    InvalidName(String),
+    #[error("invalid partition count {0}: must be 1..={TOPIC_PARTITIONS_MAX}")]
+    InvalidPartitions(i32),
+    #[error("invalid replication factor {0}: this cluster has {1} broker(s)")]
+    InvalidReplicationFactor(i16, usize),
+    #[error("invalid topic config: {0}")]
+    InvalidConfig(String),
+    #[error("topic creation through the Kafka API is disabled by the cluster spec")]
+    CreationDisabled,
+    #[error("creating {path}: {source}")]
+    Dir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Registry(RegistryError),
+}
+
+/// Everything needed to open or create a topic.
+#[derive(Debug, Clone)]
+pub struct TopicRequest {
+    pub origin: TopicOrigin,
+    pub config: TopicConfig,
+    pub partitions: i32,
+    pub id: Uuid,
+    /// Kafka-named overrides (API topics), kept for the registry.
+    pub overrides: Vec<(String, String)>,
+    /// A creation request: an existing topic of that name is an error.
+    pub is_new: bool,
+}
+
+impl TopicRequest {
+    /// A topic found at startup: declared in the spec, or recorded in the
+    /// registry after an API creation.
+    pub fn from_registry_or_spec(
+        spec: &ClusterSpec,
+        name: &str,
+        entry: Option<&RegistryEntry>,
+    ) -> Self {
+        let id = entry
+            .and_then(|e| Uuid::parse_str(&e.id).ok())
+            .unwrap_or_else(Uuid::new_v4);
+        if spec.topics.contains_key(name) {
+            let config = spec.topic_config(name);
+            // Partitions are never removed: keep what the disk already has.
+            let partitions = config.partitions.max(entry.map_or(0, |e| e.partitions));
+            return Self {
+                origin: TopicOrigin::Spec,
+                config,
+                partitions,
+                id,
+                overrides: Vec::new(),
+                is_new: false,
+            };
+        }
+        let entry = entry.expect("a topic neither declared nor recorded is never opened");
+        let overrides: Vec<(String, String)> = entry.configs.clone().into_iter().collect();
+        let config = spec.new_topic_config(Some(entry.partitions), &overrides).unwrap_or_else(|e| {
+            tracing::warn!(event = "topic_config_invalid", topic = %name, error = %e, action = "using topic_defaults");
+            spec.topic_config(name)
+        });
+        Self {
+            origin: TopicOrigin::Api,
+            partitions: entry.partitions,
+            config,
+            id,
+            overrides,
+            is_new: false,
+        }
+    }
+
+    /// A topic asked for through the Kafka API (CreateTopics or first use).
+    pub fn for_api(
+        spec: &ClusterSpec,
+        name: &str,
+        partitions: Option<i32>,
+        overrides: &[(String, String)],
+    ) -> Result<Self, CreateTopicError> {
+        crate::config::validate_topic_name(name).map_err(CreateTopicError::InvalidName)?;
+        if let Some(p) = partitions
+            && !(1..=TOPIC_PARTITIONS_MAX).contains(&p)
+        {
+            return Err(CreateTopicError::InvalidPartitions(p));
+        }
+        let config = spec
+            .new_topic_config(partitions, overrides)
+            .map_err(CreateTopicError::InvalidConfig)?;
+        if config.replication_factor as usize > spec.brokers.len() {
+            return Err(CreateTopicError::InvalidReplicationFactor(
+                config.replication_factor,
+                spec.brokers.len(),
+            ));
+        }
+        Ok(Self {
+            origin: TopicOrigin::Api,
+            partitions: config.partitions,
+            config,
+            id: Uuid::new_v4(),
+            overrides: overrides.to_vec(),
+            is_new: true,
+        })
+    }
+
+    pub fn registry_entry(&self, topic: &Topic) -> RegistryEntry {
+        RegistryEntry {
+            id: topic.id.hyphenated().to_string(),
+            origin: self.origin,
+            partitions: topic.partitions.len() as i32,
+            configs: self.overrides.iter().cloned().collect(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Topic {
+    pub name: Arc<str>,
+    pub id: Uuid,
+    pub origin: TopicOrigin,
+    pub config: TopicConfig,
+    pub partitions: Vec<Arc<Partition>>,
+}
+
+pub fn partition_dir(data_dir: &Path, topic: &str, index: i32) -> std::path::PathBuf {
+    data_dir.join(format!("{topic}-{index}"))
+}
+
+impl Topic {
+    /// What a validate-only CreateTopics reports: the topic as it would be.
+    pub fn unopened(name: &str, request: &TopicRequest) -> Self {
+        Self {
+            name: name.into(),
+            id: request.id,
+            origin: request.origin,
+            config: request.config.clone(),
+            partitions: Vec::new(),
+        }
+    }
+
+    /// Opens every partition directory, creating missing ones; existing logs
+    /// go through recovery.
+    pub fn open(
+        data_dir: &Path,
+        name: &str,
+        request: &TopicRequest,
+        now_ms: i64,
+    ) -> Result<Self, CreateTopicError> {
+        assert!(request.partitions >= 1);
+        let name: Arc<str> = name.into();
+        let log_config = log_config_for(&request.config);
+        let fsync = matches!(request.config.flush, FlushMode::Fsync);
+        let mut partitions = Vec::with_capacity(request.partitions as usize);
+        for index in 0..request.partitions {
+            let dir = partition_dir(data_dir, &name, index);
+            std::fs::create_dir_all(&dir).map_err(|source| CreateTopicError::Dir {
+                path: dir.clone(),
+                source,
+            })?;
+            let (log, report) = PartitionLog::open(&dir, log_config.clone(), now_ms)?;
+            tracing::debug!(event = "partition_recovered", topic = %name, partition = index, report = ?report);
+            partitions.push(Arc::new(Partition::new(name.clone(), index, log, fsync)));
+        }
+        Ok(Self {
+            name,
+            id: request.id,
+            origin: request.origin,
+            config: request.config.clone(),
+            partitions,
+        })
+    }
+
+    pub fn partition(&self, index: i32) -> Option<&Arc<Partition>> {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.partitions.get(i))
+    }
+
+    /// Closes each partition's log cleanly, or just flushes it if something
+    /// still holds a reference.
+    pub fn close_partitions(self: Arc<Self>) -> Vec<Result<(), LogError>> {
+        let topic = match Arc::try_unwrap(self) {
+            Ok(topic) => topic,
+            Err(shared) => {
+                return shared
+                    .partitions
+                    .iter()
+                    .map(|p| p.sync(super::now_ms()))
+                    .collect();
+            }
+        };
+        topic
+            .partitions
+            .into_iter()
+            .map(|partition| match Arc::try_unwrap(partition) {
+                Ok(partition) => partition.into_log().close(super::now_ms()),
+                Err(shared) => shared.sync(super::now_ms()),
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,95 @@
+//! ListOffsets: earliest, latest (the high watermark), the largest
+//! timestamp, or the first offset at or after a timestamp.
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+
+use crate::broker::{Partition, SINGLE_NODE_LEADER_EPOCH};
+use crate::kafka::dispatch::{DispatchError, Reply, RequestContext};
+use crate::kafka::errors::log_error_code;
+
+const LATEST_TIMESTAMP: i64 = -1;
+const EARLIEST_TIMESTAMP: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+
+pub fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> Result<Reply, DispatchError> {
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|topic| {
+            let found = ctx.broker.topic(topic.name.as_str());
+            let partitions = topic
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    let base = ListOffsetsPartitionResponse::default()
+                        .with_partition_index(p.partition_index)
+                        .with_timestamp(-1)
+                        .with_offset(-1);
+                    match found.as_ref().and_then(|t| t.partition(p.partition_index)) {
+                        None => base.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
+                        Some(partition) => answer(
+                            partition,
+                            p.timestamp,
+                            p.current_leader_epoch,
+                            base,
+                            ctx.version,
+                        ),
+                    }
+                })
+                .collect();
+            ListOffsetsTopicResponse::default()
+                .with_name(topic.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    ctx.encode(&ListOffsetsResponse::default().with_topics(topics))
+        .map(Reply::Ready)
+}
+
+fn answer(
+    partition: &Partition,
+    timestamp: i64,
+    current_leader_epoch: i32,
+    base: ListOffsetsPartitionResponse,
+    version: i16,
+) -> ListOffsetsPartitionResponse {
+    // The leader epoch field exists from v4 on.
+    let epoch = if version >= 4 {
+        SINGLE_NODE_LEADER_EPOCH
+    } else {
+        -1
+    };
+    if current_leader_epoch >= 0 && current_leader_epoch != SINGLE_NODE_LEADER_EPOCH {
+        let code = if current_leader_epoch > SINGLE_NODE_LEADER_EPOCH {
+            ResponseError::UnknownLeaderEpoch
+        } else {
+            ResponseError::FencedLeaderEpoch
+        };
+        return base.with_error_code(code.code());
+    }
+    let offsets = partition.offsets();
+    // Records at or above the high watermark are not visible to consumers.
+    let visible =
+        |found: Option<(i64, i64)>| found.filter(|(offset, _)| *offset < offsets.high_watermark);
+    let found = match timestamp {
+        LATEST_TIMESTAMP => Ok(Some((offsets.high_watermark, -1))),
+        EARLIEST_TIMESTAMP => Ok(Some((offsets.log_start_offset, -1))),
+        MAX_TIMESTAMP => Ok(visible(
+            partition.max_timestamp().map(|(ts, offset)| (offset, ts)),
+        )),
+        t if t >= 0 => partition.offset_for_timestamp(t).map(visible),
+        _ => return base.with_error_code(ResponseError::UnsupportedVersion.code()),
+    };
+    match found {
+        Ok(Some((offset, ts))) => base
+            .with_offset(offset)
+            .with_timestamp(ts)
+            .with_leader_epoch(epoch),
+        Ok(_) => base.with_leader_epoch(epoch),
+        Err(e) => base.with_error_code(log_error_code(&e)),
+    }
+}

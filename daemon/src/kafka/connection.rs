@@ -1,0 +1,151 @@
+//! One client connection: a reader that takes whole frames and dispatches
+//! them in arrival order, and a writer that sends replies in that same order
+//! while later requests are already being read (pipelining).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{Semaphore, mpsc, watch};
+
+use super::dispatch::{Reply, dispatch};
+use super::frame::{FRAME_SIZE_PREFIX_BYTES, FrameError, frame_length};
+use super::listener::ListenerLimits;
+use super::response::write_frame;
+use crate::broker::Broker;
+
+/// Initial read buffer per connection; grows to the largest frame seen.
+const READ_BUFFER_BYTES_INITIAL: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error("connection closed in the middle of a frame")]
+    TruncatedFrame,
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Shared by all connections: bounds on memory held by queued requests.
+pub struct ConnectionShared {
+    pub broker: Arc<Broker>,
+    pub limits: ListenerLimits,
+    /// One permit per byte of request being read or dispatched.
+    pub request_bytes: Arc<Semaphore>,
+}
+
+pub async fn run(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<ConnectionShared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let (mut reader, writer) = stream.into_split();
+    let (replies_tx, replies_rx) = mpsc::channel::<Reply>(shared.limits.in_flight_requests_max);
+    let writer_task = tokio::spawn(write_loop(writer, replies_rx, peer));
+    let mut buffer = BytesMut::with_capacity(READ_BUFFER_BYTES_INITIAL);
+    loop {
+        let idle = shared.limits.idle_timeout;
+        let frame = tokio::select! {
+            frame = tokio::time::timeout(idle, read_frame(&mut reader, &mut buffer, &shared)) => match frame {
+                Ok(frame) => frame,
+                Err(_) => {
+                    tracing::debug!(event = "connection_idle_closed", peer = %peer);
+                    break;
+                }
+            },
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        };
+        let (frame, permit) = match frame {
+            Ok(Some(taken)) => taken,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::info!(event = "connection_closed", peer = %peer, reason = %e);
+                break;
+            }
+        };
+        let reply = dispatch(&shared.broker, &shared.limits, frame);
+        drop(permit);
+        match reply {
+            Ok(reply) => {
+                if replies_tx.send(reply).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::info!(event = "connection_closed", peer = %peer, reason = %e);
+                break;
+            }
+        }
+    }
+    // Replies already queued are still written before the socket closes.
+    drop(replies_tx);
+    let _ = writer_task.await;
+}
+
+async fn write_loop(
+    mut writer: OwnedWriteHalf,
+    mut replies: mpsc::Receiver<Reply>,
+    peer: SocketAddr,
+) {
+    while let Some(reply) = replies.recv().await {
+        let frame = match reply {
+            Reply::Nothing => continue,
+            Reply::Ready(frame) => frame,
+            Reply::Pending(pending) => match pending.await {
+                Ok(frame) => frame,
+                Err(e) => {
+                    tracing::error!(event = "reply_failed", peer = %peer, error = %e);
+                    return;
+                }
+            },
+        };
+        if let Err(e) = write_frame(&mut writer, &frame).await {
+            tracing::debug!(event = "write_failed", peer = %peer, error = %e);
+            return;
+        }
+    }
+}
+
+/// Reads until one whole frame is buffered; `None` on a clean EOF between
+/// frames. The permit covers the frame's bytes until dispatch is done.
+async fn read_frame(
+    reader: &mut OwnedReadHalf,
+    buffer: &mut BytesMut,
+    shared: &ConnectionShared,
+) -> Result<Option<(Bytes, tokio::sync::OwnedSemaphorePermit)>, ReadError> {
+    let max_bytes = shared.limits.request_bytes_max;
+    let mut permit = None;
+    loop {
+        if let Some(length) = frame_length(buffer, max_bytes)? {
+            if permit.is_none() {
+                let acquired = shared
+                    .request_bytes
+                    .clone()
+                    .acquire_many_owned(length as u32)
+                    .await;
+                permit = Some(acquired.map_err(|_| std::io::Error::other("listener closed"))?);
+            }
+            let whole = FRAME_SIZE_PREFIX_BYTES + length;
+            if buffer.len() >= whole {
+                buffer.advance(FRAME_SIZE_PREFIX_BYTES);
+                let frame = buffer.split_to(length).freeze();
+                let permit = permit.take().expect("permit acquired above");
+                return Ok(Some((frame, permit)));
+            }
+            buffer.reserve(whole - buffer.len());
+        }
+        if reader.read_buf(buffer).await? == 0 {
+            return if buffer.is_empty() {
+                Ok(None)
+            } else {
+                Err(ReadError::TruncatedFrame)
+            };
+        }
+    }
+}

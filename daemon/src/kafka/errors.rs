@@ -1,0 +1,43 @@
+//! The one place internal errors become Kafka error codes.
+
+use kafka_protocol::ResponseError;
+
+use crate::broker::CreateTopicError;
+use crate::log::LogError;
+
+pub const NONE: i16 = 0;
+
+/// The code a produce, fetch or list-offsets answer carries for a log error.
+pub fn log_error_code(error: &LogError) -> i16 {
+    let kind = match error {
+        LogError::CorruptBatch { .. } | LogError::NonContiguousOffsets { .. } => {
+            ResponseError::CorruptMessage
+        }
+        LogError::UnsupportedMagic { .. } => ResponseError::UnsupportedForMessageFormat,
+        LogError::InvalidBatch { .. } => ResponseError::InvalidRecord,
+        LogError::BatchTooLarge { .. } => ResponseError::MessageTooLarge,
+        LogError::RecordSetTooLarge { .. } => ResponseError::RecordListTooLarge,
+        LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        LogError::StaleLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
+        LogError::CorruptCheckpoint { .. } | LogError::Io { .. } => {
+            ResponseError::KafkaStorageError
+        }
+    };
+    kind.code()
+}
+
+/// The code a CreateTopics (or auto-creation) answer carries.
+pub fn create_topic_error_code(error: &CreateTopicError) -> i16 {
+    let kind = match error {
+        CreateTopicError::AlreadyExists(_) => ResponseError::TopicAlreadyExists,
+        CreateTopicError::InvalidName(_) => ResponseError::InvalidTopicException,
+        CreateTopicError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        CreateTopicError::InvalidReplicationFactor(..) => ResponseError::InvalidReplicationFactor,
+        CreateTopicError::InvalidConfig(_) => ResponseError::InvalidConfig,
+        CreateTopicError::CreationDisabled => ResponseError::PolicyViolation,
+        CreateTopicError::Dir { .. } | CreateTopicError::Log(_) | CreateTopicError::Registry(_) => {
+            ResponseError::KafkaStorageError
+        }
+    };
+    kind.code()
+}

@@ -1,0 +1,107 @@
+//! Accepts Kafka connections on every core, bounded by a connection limit,
+//! and stops on the shutdown signal: no new connections, in-flight requests
+//! answered, then return.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use super::connection::{self, ConnectionShared};
+use crate::broker::Broker;
+
+/// How long shutdown waits for connections to finish what they started.
+pub const SHUTDOWN_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Back-off after a failed accept (e.g. out of file descriptors).
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Clone, Copy)]
+pub struct ListenerLimits {
+    /// socket.request.max.bytes: the largest frame a client may send.
+    pub request_bytes_max: u32,
+    /// queued.max.request.bytes: request bytes buffered across all connections.
+    pub queued_request_bytes_max: u32,
+    pub connections_max: usize,
+    /// Requests read ahead of their replies on one connection.
+    pub in_flight_requests_max: usize,
+    /// connections.max.idle.ms: a connection that sends nothing this long is closed.
+    pub idle_timeout: Duration,
+    /// Broker-side fetch.max.bytes: the most record bytes in one Fetch response.
+    pub fetch_response_bytes_max: u32,
+}
+
+impl Default for ListenerLimits {
+    fn default() -> Self {
+        Self {
+            request_bytes_max: 100 * 1024 * 1024,
+            queued_request_bytes_max: 512 * 1024 * 1024,
+            connections_max: 10_000,
+            in_flight_requests_max: 100,
+            idle_timeout: Duration::from_secs(600),
+            fetch_response_bytes_max: 55 * 1024 * 1024,
+        }
+    }
+}
+
+/// Serves `listener` until `shutdown` becomes true, then drains.
+pub async fn serve(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    limits: ListenerLimits,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    assert!(limits.queued_request_bytes_max >= limits.request_bytes_max);
+    let connections = Arc::new(Semaphore::new(limits.connections_max));
+    let shared = Arc::new(ConnectionShared {
+        broker,
+        limits,
+        request_bytes: Arc::new(Semaphore::new(limits.queued_request_bytes_max as usize)),
+    });
+    let mut tasks = JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => permit,
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        };
+        let Ok(permit) = permit else { break };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let shared = shared.clone();
+                let shutdown = shutdown.clone();
+                tasks.spawn(async move {
+                    connection::run(stream, peer, shared, shutdown).await;
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                tracing::warn!(event = "accept_failed", error = %e);
+                tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+            }
+        }
+        while tasks.try_join_next().is_some() {}
+    }
+    drop(listener);
+    drain(tasks).await;
+}
+
+async fn drain(mut tasks: JoinSet<()>) {
+    let open = tasks.len();
+    let drained = tokio::time::timeout(SHUTDOWN_DRAIN_TIMEOUT, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            event = "shutdown_drain_timeout",
+            connections_open = tasks.len(),
+            connections_at_stop = open
+        );
+        tasks.abort_all();
+    }
+}

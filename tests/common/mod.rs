@@ -1,0 +1,199 @@
+//! Test harness: starts the real `sluiced` binary as a process on loopback
+//! with its own spec, data directory and free ports, and cleans up after.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a daemon may take to recover and bind.
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub fn sluiced_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_sluiced"))
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding an ephemeral port")
+}
+
+/// Polls `condition` until it holds or `timeout` passes; returns whether it held.
+pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A running `sluiced` with its own directory; killed on drop.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub kafka: SocketAddr,
+    pub spec_path: PathBuf,
+    child: Option<Child>,
+    log_path: PathBuf,
+}
+
+impl Daemon {
+    /// Starts a single-node daemon; `topics_toml` is appended to the spec
+    /// (e.g. `[topics.orders]\npartitions = 8\n`).
+    pub fn start(topics_toml: &str) -> Daemon {
+        Self::start_with(topics_toml, "")
+    }
+
+    /// As `start`, with `topic_defaults_toml` placed under `[topic_defaults]`.
+    pub fn start_with(topics_toml: &str, topic_defaults_toml: &str) -> Daemon {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let kafka: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+        let spec = format!(
+            r#"[cluster]
+name = "test"
+auto_create_topics = true
+allow_api_topic_creation = true
+
+[controller]
+voters = [1]
+
+[[brokers]]
+id = 1
+kafka = "127.0.0.1:{port}"
+quic = "127.0.0.1:{quic}"
+metrics = "127.0.0.1:{metrics}"
+data_dir = "data"
+
+[topic_defaults]
+{topic_defaults_toml}
+
+{topics_toml}
+"#,
+            quic = free_port(),
+            metrics = free_port(),
+        );
+        let spec_path = dir.path().join("cluster.toml");
+        std::fs::write(&spec_path, spec).expect("writing spec");
+        let log_path = dir.path().join("sluiced.log");
+        let mut daemon = Daemon {
+            dir,
+            kafka,
+            spec_path,
+            child: None,
+            log_path,
+        };
+        daemon.spawn();
+        daemon
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn bootstrap(&self) -> String {
+        self.kafka.to_string()
+    }
+
+    /// Starts the process (again) on the same spec and data, waiting until
+    /// the Kafka port accepts connections.
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "daemon already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("log file");
+        let child = Command::new(sluiced_bin())
+            .arg("--config")
+            .arg(&self.spec_path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawning sluiced");
+        self.child = Some(child);
+        let kafka = self.kafka;
+        let up = wait_until(START_TIMEOUT, || {
+            self.assert_running();
+            TcpStream::connect_timeout(&kafka, Duration::from_millis(200)).is_ok()
+        });
+        assert!(
+            up,
+            "sluiced did not start listening on {kafka}:\n{}",
+            self.log()
+        );
+    }
+
+    fn assert_running(&mut self) {
+        if let Some(child) = self.child.as_mut()
+            && let Ok(Some(status)) = child.try_wait()
+        {
+            panic!("sluiced exited with {status}:\n{}", self.log());
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("daemon running").id() as i32
+    }
+
+    /// SIGKILL: the crash case. Waits for the process to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit status code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let status = child.wait().expect("waiting for sluiced");
+        status.code()
+    }
+
+    pub fn restart_after_kill(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// The daemon's log output so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn log_lines(&self) -> Vec<String> {
+        std::fs::File::open(&self.log_path)
+            .map(|f| BufReader::new(f).lines().map_while(Result::ok).collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The newest `.log` segment file of a partition directory.
+pub fn active_segment(partition_dir: &Path) -> PathBuf {
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(partition_dir)
+        .expect("partition dir")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    segments.sort();
+    segments.pop().expect("at least one segment")
+}
