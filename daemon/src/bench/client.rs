@@ -36,6 +36,24 @@ pub async fn connect(
     ))
 }
 
+/// Where the correlation id sits in a frame: after the size, key and version.
+const CORRELATION_ID_AT: usize = 8;
+
+/// A whole request frame (size prefix included), correlation id 0.
+pub fn encode_frame<R: Encodable>(key: ApiKey, version: i16, body: &R) -> anyhow::Result<Vec<u8>> {
+    let header = RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(version)
+        .with_client_id(Some(StrBytes::from_static_str("sluiced-bench")));
+    let mut frame = BytesMut::with_capacity(body.compute_size(version)? + 64);
+    frame.put_i32(0);
+    header.encode(&mut frame, key.request_header_version(version))?;
+    body.encode(&mut frame, version)?;
+    let size = i32::try_from(frame.len() - 4)?;
+    frame[..4].copy_from_slice(&size.to_be_bytes());
+    Ok(frame.to_vec())
+}
+
 impl RequestWriter {
     /// Encodes and queues one request; `flush` sends what is queued.
     pub async fn send<R: Encodable>(
@@ -44,20 +62,18 @@ impl RequestWriter {
         version: i16,
         body: &R,
     ) -> anyhow::Result<i32> {
+        let mut frame = encode_frame(key, version, body)?;
+        self.send_encoded(&mut frame).await
+    }
+
+    /// Queues a frame from `encode_frame` with a fresh correlation id, so a
+    /// benchmark loop costs the client one copy per request.
+    pub async fn send_encoded(&mut self, frame: &mut [u8]) -> anyhow::Result<i32> {
         let correlation_id = self.next_correlation_id;
         self.next_correlation_id += 1;
-        let header = RequestHeader::default()
-            .with_request_api_key(key as i16)
-            .with_request_api_version(version)
-            .with_correlation_id(correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str("sluiced-bench")));
-        let mut frame = BytesMut::with_capacity(body.compute_size(version)? + 64);
-        frame.put_i32(0);
-        header.encode(&mut frame, key.request_header_version(version))?;
-        body.encode(&mut frame, version)?;
-        let size = (frame.len() - 4) as i32;
-        frame[..4].copy_from_slice(&size.to_be_bytes());
-        self.writer.write_all(&frame).await?;
+        frame[CORRELATION_ID_AT..CORRELATION_ID_AT + 4]
+            .copy_from_slice(&correlation_id.to_be_bytes());
+        self.writer.write_all(frame).await?;
         Ok(correlation_id)
     }
 

@@ -176,15 +176,14 @@ async fn produce(
         ]);
     let requests =
         rounded_messages(options, partitions) / (options.batch_messages as u64 * partitions as u64);
+    let mut frame = client::encode_frame(ApiKey::Produce, PRODUCE_VERSION, &request)?;
     let (mut writer, mut reader) = client::connect(address).await?;
     let deadline = Instant::now() + PHASE_TIMEOUT;
     let (mut sent, mut answered) = (0u64, 0u64);
     while answered < requests {
         anyhow::ensure!(Instant::now() < deadline, "produce phase timed out");
         while sent < requests && sent - answered < options.in_flight as u64 {
-            writer
-                .send(ApiKey::Produce, PRODUCE_VERSION, &request)
-                .await?;
+            writer.send_encoded(&mut frame).await?;
             sent += 1;
         }
         writer.flush().await?;

@@ -166,7 +166,7 @@ impl FetchPlan {
             session_id: 0,
             topics,
         };
-        (answer, has_error || total_bytes >= self.min_bytes.max(1))
+        (answer, has_error || total_bytes >= self.min_bytes)
     }
 
     fn read_partition(

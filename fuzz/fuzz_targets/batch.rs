@@ -1,0 +1,127 @@
+//! Any bytes as a produced record set: `validate_batches` must not panic,
+//! and whatever a leader append accepts must read back byte for byte as it
+//! was appended (after offset, epoch and timestamp patching), through the
+//! real segment files and indexes of a log on a scratch directory.
+//!
+//! The same bytes go to two logs, one per timestamp type, so the
+//! LogAppendTime re-stamping (and CRC recomputation) path is covered too.
+//! The logs persist across inputs (so reads also walk indexes built by
+//! earlier appends) and are re-created when they grow.
+
+#![no_main]
+
+use std::cell::RefCell;
+
+use libfuzzer_sys::fuzz_target;
+use sluice::log::{LogConfig, PartitionLog, TimestampType, validate_batches};
+
+/// A fixed clock: keeps runs reproducible and age-based rolls out of play.
+const NOW_MS: i64 = 1_700_000_000_000;
+/// Re-create a log past this size or segment count, or far along in offsets.
+const LOG_BYTES_MAX: u64 = 4 << 20;
+const SEGMENTS_MAX: usize = 32;
+const OFFSET_MAX: i64 = 1 << 48;
+
+struct Scratch {
+    dir: tempfile::TempDir,
+    timestamp_type: TimestampType,
+    log: Option<PartitionLog>,
+}
+
+impl Scratch {
+    fn new(timestamp_type: TimestampType) -> Scratch {
+        Scratch {
+            dir: tempfile::tempdir().expect("scratch dir"),
+            timestamp_type,
+            log: None,
+        }
+    }
+
+    fn config(&self) -> LogConfig {
+        LogConfig {
+            segment_bytes: 64 << 10,
+            segment_index_bytes: 4096,
+            index_interval_bytes: 256,
+            retention_ms: None,
+            timestamp_type: self.timestamp_type,
+            ..LogConfig::default()
+        }
+    }
+
+    fn log(&mut self) -> &mut PartitionLog {
+        let too_big = self.log.as_ref().is_some_and(|log| {
+            log.size_bytes() > LOG_BYTES_MAX
+                || log.segment_count() > SEGMENTS_MAX
+                || log.log_end_offset() > OFFSET_MAX
+        });
+        if too_big {
+            self.log = None;
+            self.dir = tempfile::tempdir().expect("scratch dir");
+        }
+        if self.log.is_none() {
+            let path = self.dir.path().join("fuzz-0");
+            let (log, _) = PartitionLog::open(&path, self.config(), NOW_MS).expect("open log");
+            self.log = Some(log);
+        }
+        self.log.as_mut().expect("just opened")
+    }
+}
+
+thread_local! {
+    static LOGS: RefCell<[Scratch; 2]> = RefCell::new([
+        Scratch::new(TimestampType::CreateTime),
+        Scratch::new(TimestampType::LogAppendTime),
+    ]);
+}
+
+fn append_and_read_back(scratch: &mut Scratch, data: &[u8], validated: bool) {
+    let log = scratch.log();
+    let end_before = log.log_end_offset();
+    let mut records = data.to_vec();
+    let info = match log.append_as_leader(&mut records, 0, NOW_MS) {
+        Ok(info) => info,
+        Err(_) => {
+            assert_eq!(log.log_end_offset(), end_before, "failed append moved the log end");
+            return;
+        }
+    };
+    assert!(validated, "append accepted bytes validate_batches refused");
+    assert_eq!(info.base_offset, end_before);
+    assert_eq!(log.log_end_offset(), info.last_offset + 1);
+    // Only offsets, epochs, and (LogAppendTime) timestamps + CRC may change.
+    assert_eq!(records.len(), data.len());
+
+    let slice = log
+        .read(info.base_offset, u32::MAX, log.log_end_offset(), true)
+        .expect("read back what was just appended");
+    let file = slice.file.expect("an append leaves something to read");
+    let read = file.read_to_vec().expect("read slice");
+    assert_eq!(read.len(), records.len(), "read back a different length");
+    assert!(read == records, "read back different bytes");
+
+    // What was stored must itself be a valid record set at the right offsets.
+    let headers = validate_batches(&read, u32::MAX).expect("stored batches validate");
+    assert_eq!(headers[0].base_offset, info.base_offset);
+    assert_eq!(headers.last().expect("non-empty").last_offset(), info.last_offset);
+    for pair in headers.windows(2) {
+        assert_eq!(pair[0].next_offset(), pair[1].base_offset);
+    }
+
+    // A read from the last offset finds the batch holding it.
+    let tail = log
+        .read(info.last_offset, u32::MAX, log.log_end_offset(), true)
+        .expect("read the last offset")
+        .file
+        .expect("the last batch");
+    let tail_bytes = tail.read_to_vec().expect("read tail slice");
+    assert!(records.ends_with(&tail_bytes), "tail read is not a suffix of the append");
+}
+
+fuzz_target!(|data: &[u8]| {
+    let validated = validate_batches(data, u32::MAX).is_ok();
+    LOGS.with(|logs| {
+        for scratch in logs.borrow_mut().iter_mut() {
+            append_and_read_back(scratch, data, validated);
+        }
+    });
+});

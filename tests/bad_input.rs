@@ -1,0 +1,189 @@
+//! Bad input on the Kafka port: random bytes, absurd or negative sizes,
+//! truncated frames, unknown API keys and unsupported versions close the
+//! offending connection, while the daemon and other clients carry on.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use common::Daemon;
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, RequestHeader, ResponseHeader,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn connect(daemon: &Daemon) -> TcpStream {
+    let stream = TcpStream::connect(daemon.kafka).expect("connect");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream
+}
+
+fn request_frame<R: Encodable>(
+    key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &R,
+) -> Vec<u8> {
+    let header = RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str("bad-input-test")));
+    let mut buf = BytesMut::new();
+    header
+        .encode(&mut buf, key.request_header_version(version))
+        .unwrap();
+    body.encode(&mut buf, version).unwrap();
+    let mut frame = (buf.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&buf);
+    frame
+}
+
+/// Sends ApiVersions v3 and checks a well-formed answer comes back.
+fn api_versions_round_trip(stream: &mut TcpStream, correlation_id: i32) {
+    stream
+        .write_all(&request_frame(
+            ApiKey::ApiVersions,
+            3,
+            correlation_id,
+            &ApiVersionsRequest::default(),
+        ))
+        .unwrap();
+    let mut size = [0u8; 4];
+    stream.read_exact(&mut size).expect("response size");
+    let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
+    stream.read_exact(&mut body).expect("response body");
+    let mut body = Bytes::from(body);
+    let header =
+        ResponseHeader::decode(&mut body, ApiKey::ApiVersions.response_header_version(3)).unwrap();
+    assert_eq!(header.correlation_id, correlation_id);
+    let response = ApiVersionsResponse::decode(&mut body, 3).unwrap();
+    assert_eq!(response.error_code, 0);
+    assert!(!response.api_keys.is_empty());
+}
+
+fn read_correlation_id(stream: &mut TcpStream) -> i32 {
+    let mut size = [0u8; 4];
+    stream.read_exact(&mut size).expect("response size");
+    let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
+    stream.read_exact(&mut body).expect("response body");
+    i32::from_be_bytes([body[0], body[1], body[2], body[3]])
+}
+
+/// The server closes the connection: a read sees EOF or a reset, not a timeout.
+fn assert_closed_by_server(mut stream: TcpStream, case: &str) {
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => continue, // an error response before the close is fine
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                ) =>
+            {
+                return;
+            }
+            Err(e) => panic!("{case}: connection not closed by the server: {e}"),
+        }
+    }
+}
+
+/// xorshift64*: reproducible random bytes from a printed seed.
+fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed.max(1);
+    (0..len)
+        .map(|_| {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
+        })
+        .collect()
+}
+
+#[test]
+fn bad_input_closes_only_the_offending_connection() {
+    let daemon = Daemon::start("[topics.t]\npartitions = 1\n");
+    let mut bystander = connect(&daemon);
+    api_versions_round_trip(&mut bystander, 1);
+
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("random-bytes seed: {seed}");
+    let mut unknown_key = request_frame(ApiKey::ApiVersions, 3, 9, &ApiVersionsRequest::default());
+    unknown_key[4..6].copy_from_slice(&999i16.to_be_bytes());
+    let mut unsupported_version =
+        request_frame(ApiKey::Metadata, 12, 9, &MetadataRequest::default());
+    unsupported_version[6..8].copy_from_slice(&99i16.to_be_bytes());
+    let mut lying_body = request_frame(
+        ApiKey::Metadata,
+        12,
+        9,
+        &MetadataRequest::default().with_topics(None),
+    );
+    lying_body.extend_from_slice(&[0xff; 16]);
+    let fixed_len = (lying_body.len() - 4) as i32;
+    lying_body[..4].copy_from_slice(&fixed_len.to_be_bytes());
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("random bytes", random_bytes(seed, 64 * 1024)),
+        ("absurd size", i32::MAX.to_be_bytes().to_vec()),
+        ("negative size", (-5i32).to_be_bytes().to_vec()),
+        (
+            "size below a header",
+            3i32.to_be_bytes()
+                .iter()
+                .chain(&[1, 2, 3])
+                .copied()
+                .collect(),
+        ),
+        ("unknown api key", unknown_key),
+        ("unsupported version", unsupported_version),
+        ("body with trailing garbage", lying_body),
+    ];
+    for (case, bytes) in cases {
+        let mut stream = connect(&daemon);
+        // The server may close before reading everything: a failed write is fine.
+        let _ = stream.write_all(&bytes);
+        assert_closed_by_server(stream, case);
+        api_versions_round_trip(&mut bystander, 2);
+    }
+
+    // A frame cut short by the client: the server drops it and carries on.
+    let mut truncated = connect(&daemon);
+    truncated.write_all(&100i32.to_be_bytes()).unwrap();
+    truncated.write_all(&[0u8; 10]).unwrap();
+    truncated.shutdown(Shutdown::Write).unwrap();
+    assert_closed_by_server(truncated, "truncated frame");
+
+    // Pipelined requests after all that are answered in order.
+    let mut fresh = connect(&daemon);
+    let mut pipelined = Vec::new();
+    for correlation_id in 10..20 {
+        pipelined.extend(request_frame(
+            ApiKey::ApiVersions,
+            3,
+            correlation_id,
+            &ApiVersionsRequest::default(),
+        ));
+    }
+    fresh.write_all(&pipelined).unwrap();
+    for correlation_id in 10..20 {
+        assert_eq!(
+            read_correlation_id(&mut fresh),
+            correlation_id,
+            "responses out of order"
+        );
+    }
+    api_versions_round_trip(&mut bystander, 3);
+    assert!(!daemon.log().contains("panicked"), "{}", daemon.log());
+}
