@@ -23,6 +23,12 @@ pub(crate) const TIME_INDEX_SUFFIX: &str = ".timeindex";
 pub(crate) const FILE_NAME_DIGITS: usize = 20;
 /// Header scans read the log in windows of this size.
 const SCAN_WINDOW_BYTES: usize = 64 * 1024;
+/// Window for finding one batch from its index entry: the batch sits within
+/// about one index interval (4 KiB by default) of the entry, so a fetch
+/// reads a few KiB of headers rather than a recovery-sized window.
+const LOOKUP_WINDOW_BYTES: usize = 4 * 1024;
+const _: () =
+    assert!(LOOKUP_WINDOW_BYTES >= BATCH_HEADER_BYTES && LOOKUP_WINDOW_BYTES <= SCAN_WINDOW_BYTES);
 /// Relative offsets are u32 on disk; like Kafka we stay within i32.
 pub(crate) const RELATIVE_OFFSET_MAX: i64 = i32::MAX as i64;
 
@@ -66,16 +72,28 @@ pub(crate) struct HeaderScanner<'a> {
     end: u64,
     window: Vec<u8>,
     window_start: u64,
+    window_bytes_max: usize,
 }
 
 impl<'a> HeaderScanner<'a> {
     pub(crate) fn new(file: &'a File, path: &'a Path, end: u64) -> HeaderScanner<'a> {
+        Self::with_window(file, path, end, SCAN_WINDOW_BYTES)
+    }
+
+    pub(crate) fn with_window(
+        file: &'a File,
+        path: &'a Path,
+        end: u64,
+        window_bytes_max: usize,
+    ) -> HeaderScanner<'a> {
+        assert!(window_bytes_max >= BATCH_HEADER_BYTES);
         HeaderScanner {
             file,
             path,
             end,
             window: Vec::new(),
             window_start: 0,
+            window_bytes_max,
         }
     }
 
@@ -86,7 +104,7 @@ impl<'a> HeaderScanner<'a> {
         let header_end = position + BATCH_HEADER_BYTES as u64;
         let window_end = self.window_start + self.window.len() as u64;
         if position < self.window_start || header_end > window_end {
-            let len = (self.end - position).min(SCAN_WINDOW_BYTES as u64) as usize;
+            let len = (self.end - position).min(self.window_bytes_max as u64) as usize;
             self.window.resize(len, 0);
             self.file
                 .read_exact_at(&mut self.window, position)
@@ -338,7 +356,12 @@ impl Segment {
     /// it), scanning from the index's floor entry. None past the end.
     pub(crate) fn find_batch(&self, offset: i64) -> Result<Option<BatchHeader>, LogError> {
         let (_, position) = self.index.lookup(offset);
-        let mut scanner = HeaderScanner::new(&self.log, &self.log_path, self.size_bytes);
+        let mut scanner = HeaderScanner::with_window(
+            &self.log,
+            &self.log_path,
+            self.size_bytes,
+            LOOKUP_WINDOW_BYTES,
+        );
         let mut position = u64::from(position);
         loop {
             match scanner.at(position)? {
@@ -352,7 +375,10 @@ impl Segment {
         }
     }
 
-    /// Whole batches from the one containing `start_offset`; see `PartitionLog::read`.
+    /// Bytes from the batch containing `start_offset`; see `PartitionLog::read`.
+    /// The end is found without scanning: the high watermark's batch position
+    /// (or the segment's end), then `max_bytes`, which may cut the last batch
+    /// short as Kafka does (clients drop a partial trailing batch).
     pub(crate) fn read(
         &self,
         start_offset: i64,
@@ -363,29 +389,35 @@ impl Segment {
         let Some(first) = self.find_batch(start_offset)? else {
             return Ok(None);
         };
-        let mut scanner = HeaderScanner::new(&self.log, &self.log_path, self.size_bytes);
-        let mut total_bytes = 0u64;
-        let mut position = first.position;
-        loop {
-            let header = match scanner.at(position)? {
-                Scanned::End => break,
-                Scanned::Invalid(error) => return Err(error),
-                Scanned::Batch(header) => header,
-            };
-            let fits = total_bytes + u64::from(header.batch_bytes) <= u64::from(max_bytes);
-            if header.last_offset() >= max_offset_exclusive
-                || !(fits || (total_bytes == 0 && min_one_batch))
-            {
-                break;
-            }
-            total_bytes += u64::from(header.batch_bytes);
-            position += u64::from(header.batch_bytes);
+        if first.last_offset() >= max_offset_exclusive {
+            return Ok(None);
         }
-        assert!(total_bytes <= u64::from(u32::MAX));
-        Ok((total_bytes > 0).then(|| FileSlice {
+        let end = if max_offset_exclusive >= self.next_offset {
+            self.size_bytes
+        } else {
+            self.find_batch(max_offset_exclusive)?
+                .map_or(self.size_bytes, |h| h.position)
+        };
+        let first_bytes = u64::from(first.batch_bytes);
+        let available = end - first.position;
+        assert!(
+            available >= first_bytes,
+            "the first batch lies wholly below the limit"
+        );
+        let len = if available <= u64::from(max_bytes) {
+            available
+        } else if u64::from(max_bytes) >= first_bytes {
+            u64::from(max_bytes)
+        } else if min_one_batch {
+            first_bytes
+        } else {
+            return Ok(None);
+        };
+        assert!(len <= u64::from(u32::MAX) && first.position + len <= self.size_bytes);
+        Ok(Some(FileSlice {
             file: Arc::clone(&self.log),
             position: first.position,
-            len: total_bytes as u32,
+            len: len as u32,
         }))
     }
 

@@ -169,9 +169,10 @@ fn read_respects_max_bytes_min_one_batch_and_high_watermark() {
         len_of(log.read(0, batch_len - 1, i64::MAX, true).unwrap()),
         batch_len
     );
+    // max_bytes may cut the last batch short, as Kafka does.
     assert_eq!(
         len_of(log.read(0, 2 * batch_len + 5, i64::MAX, false).unwrap()),
-        2 * batch_len
+        2 * batch_len + 5
     );
     // Mid-batch start: the whole containing batch comes back.
     let slice = log
