@@ -2,7 +2,7 @@
 //! and keeps several requests in flight, so the numbers measure the broker
 //! rather than a client library.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
@@ -19,6 +19,9 @@ pub struct RequestWriter {
 
 pub struct ResponseReader {
     reader: OwnedReadHalf,
+    /// Reused between responses: a fresh multi-MiB buffer per fetch would
+    /// cost page faults and zeroing that the broker is not responsible for.
+    buffer: BytesMut,
 }
 
 pub async fn connect(
@@ -32,7 +35,10 @@ pub async fn connect(
             writer: BufWriter::with_capacity(1 << 20, writer),
             next_correlation_id: 1,
         },
-        ResponseReader { reader },
+        ResponseReader {
+            reader,
+            buffer: BytesMut::new(),
+        },
     ))
 }
 
@@ -95,9 +101,18 @@ impl ResponseReader {
             size >= 4 && (size as usize) <= RESPONSE_BYTES_MAX,
             "response size {size}"
         );
-        let mut frame = vec![0u8; size as usize];
-        self.reader.read_exact(&mut frame).await?;
-        let mut frame = Bytes::from(frame);
+        let size = size as usize;
+        self.buffer.clear();
+        self.buffer.reserve(size);
+        while self.buffer.len() < size {
+            let remaining = (size - self.buffer.len()) as u64;
+            let n = (&mut self.reader)
+                .take(remaining)
+                .read_buf(&mut self.buffer)
+                .await?;
+            anyhow::ensure!(n > 0, "connection closed inside a response");
+        }
+        let mut frame = self.buffer.split().freeze();
         let header = ResponseHeader::decode(&mut frame, key.response_header_version(version))?;
         let body = T::decode(&mut frame, version)?;
         anyhow::ensure!(

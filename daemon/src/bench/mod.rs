@@ -48,6 +48,7 @@ pub struct BenchRun {
     pub partitions: i32,
     pub produce_seconds: f64,
     pub consume_seconds: f64,
+    pub reconsume_seconds: f64,
     pub payload_bytes: u64,
     pub messages: u64,
 }
@@ -99,6 +100,11 @@ async fn run_broker_phases(options: &BenchOptions) -> anyhow::Result<Vec<BenchRu
         let started = Instant::now();
         let messages = consume(address, &topic, partitions, options).await?;
         let consume_seconds = started.elapsed().as_secs_f64();
+        // A second read of the same data: consumers that are not tailing,
+        // once writeback of what was just produced has settled.
+        let started = Instant::now();
+        consume(address, &topic, partitions, options).await?;
+        let reconsume_seconds = started.elapsed().as_secs_f64();
         anyhow::ensure!(
             messages == rounded_messages(options, partitions),
             "consumed {messages} messages"
@@ -107,6 +113,7 @@ async fn run_broker_phases(options: &BenchOptions) -> anyhow::Result<Vec<BenchRu
             partitions,
             produce_seconds,
             consume_seconds,
+            reconsume_seconds,
             payload_bytes: messages * options.message_bytes as u64,
             messages,
         });
@@ -296,17 +303,33 @@ fn print_report(options: &BenchOptions, disk: f64, loopback: f64, runs: &[BenchR
         loopback / MIB
     );
     for run in runs {
-        let produce = run.payload_bytes as f64 / run.produce_seconds;
-        let consume = run.payload_bytes as f64 / run.consume_seconds;
+        let rate = |seconds: f64| run.payload_bytes as f64 / seconds;
+        let messages = |seconds: f64| run.messages as f64 / seconds;
+        let (produce, consume, reconsume) = (
+            rate(run.produce_seconds),
+            rate(run.consume_seconds),
+            rate(run.reconsume_seconds),
+        );
         println!(
-            "{:>2} partition(s)  produce {:>8.1} MiB/s {:>10.0} msg/s  = {:.2} x disk   consume {:>8.1} MiB/s {:>10.0} msg/s  = {:.2} x loopback",
+            "{:>2} partition(s)  produce   {:>8.1} MiB/s {:>9.0} msg/s = {:.2} x disk",
             run.partitions,
             produce / MIB,
-            run.messages as f64 / run.produce_seconds,
-            produce / disk,
+            messages(run.produce_seconds),
+            produce / disk
+        );
+        println!(
+            "{:>2} partition(s)  consume   {:>8.1} MiB/s {:>9.0} msg/s = {:.2} x loopback",
+            run.partitions,
             consume / MIB,
-            run.messages as f64 / run.consume_seconds,
-            consume / loopback,
+            messages(run.consume_seconds),
+            consume / loopback
+        );
+        println!(
+            "{:>2} partition(s)  re-read   {:>8.1} MiB/s {:>9.0} msg/s = {:.2} x loopback",
+            run.partitions,
+            reconsume / MIB,
+            messages(run.reconsume_seconds),
+            reconsume / loopback
         );
     }
 }
