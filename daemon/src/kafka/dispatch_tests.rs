@@ -292,3 +292,67 @@ fn produce_of_an_old_format_or_corrupt_batch_is_refused_and_appends_nothing() {
     assert_eq!(produce_with(batch()), 0);
     assert_eq!(partition.offsets().log_end_offset, 1);
 }
+
+fn fetch_frame(max_wait_ms: i32, min_bytes: i32) -> Bytes {
+    let partition = FetchPartition::default()
+        .with_partition(0)
+        .with_fetch_offset(0)
+        .with_partition_max_bytes(1 << 20);
+    let topic = FetchTopic::default()
+        .with_topic(topic_name("t"))
+        .with_partitions(vec![partition]);
+    let body = FetchRequest::default()
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(min_bytes)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![topic]);
+    frame(ApiKey::Fetch, 12, &body)
+}
+
+#[test]
+fn a_waiting_fetch_is_answered_when_data_arrives_and_at_max_wait_otherwise() {
+    let (_dir, broker) = scratch_broker();
+    let limits = ListenerLimits::default();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    // Nothing to read: the answer comes at max_wait, empty.
+    let Reply::Pending(empty) = dispatch(&broker, &limits, fetch_frame(300, 1)).unwrap() else {
+        panic!("an empty partition with min_bytes 1 must wait");
+    };
+    let started = std::time::Instant::now();
+    let bytes = runtime.block_on(empty).unwrap().to_vec().unwrap();
+    assert!(started.elapsed() >= std::time::Duration::from_millis(290));
+    let r: FetchResponse = check_decodes(ApiKey::Fetch, 12, bytes);
+    assert!(
+        r.responses[0].partitions[0]
+            .records
+            .as_ref()
+            .is_none_or(|r| r.is_empty())
+    );
+
+    // A produce releases a fetch waiting up to 60 s.
+    let Reply::Pending(waiting) = dispatch(&broker, &limits, fetch_frame(60_000, 1)).unwrap()
+    else {
+        panic!("must wait");
+    };
+    let waiting = runtime.spawn(waiting);
+    let produced = answer(dispatch(&broker, &limits, request(ApiKey::Produce, 9)).unwrap());
+    let _: ProduceResponse = check_decodes(ApiKey::Produce, 9, produced);
+    let bytes = runtime
+        .block_on(async { tokio::time::timeout(std::time::Duration::from_secs(10), waiting).await })
+        .expect("the produce must release the fetch long before max_wait")
+        .unwrap()
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    let r: FetchResponse = check_decodes(ApiKey::Fetch, 12, bytes);
+    assert!(
+        r.responses[0].partitions[0]
+            .records
+            .as_ref()
+            .is_some_and(|r| !r.is_empty())
+    );
+}
