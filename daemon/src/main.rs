@@ -185,6 +185,10 @@ fn listener_limits(spec: &ClusterSpec) -> ListenerLimits {
         request_bytes_max,
         queued_request_bytes_max: defaults.queued_request_bytes_max.max(request_bytes_max),
         connections_max: limits.max_connections as usize,
+        connections_per_ip_max: limits
+            .max_connections_per_ip
+            .as_option()
+            .map(|n| n as usize),
         in_flight_requests_max: limits.max_queued_requests_per_connection.max(1) as usize,
         idle_timeout: std::time::Duration::from_millis(limits.connections_max_idle_ms),
         fetch_response_bytes_max: u32::try_from(limits.fetch_max_bytes).unwrap_or(u32::MAX),

@@ -56,6 +56,15 @@ impl Daemon {
 
     /// As `start`, with `topic_defaults_toml` placed under `[topic_defaults]`.
     pub fn start_with(topics_toml: &str, topic_defaults_toml: &str) -> Daemon {
+        Self::start_full(topics_toml, topic_defaults_toml, "")
+    }
+
+    /// As `start`, with `limits_toml` placed under `[limits]`.
+    pub fn start_with_limits(topics_toml: &str, limits_toml: &str) -> Daemon {
+        Self::start_full(topics_toml, "", limits_toml)
+    }
+
+    fn start_full(topics_toml: &str, topic_defaults_toml: &str, limits_toml: &str) -> Daemon {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let kafka: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
@@ -74,6 +83,9 @@ kafka = "127.0.0.1:{port}"
 quic = "127.0.0.1:{quic}"
 metrics = "127.0.0.1:{metrics}"
 data_dir = "data"
+
+[limits]
+{limits_toml}
 
 [topic_defaults]
 {topic_defaults_toml}
