@@ -125,15 +125,15 @@ fn bad_input_closes_only_the_offending_connection() {
     let mut unsupported_version =
         request_frame(ApiKey::Metadata, 12, 9, &MetadataRequest::default());
     unsupported_version[6..8].copy_from_slice(&99i16.to_be_bytes());
+    // A topic array claiming 2^31 - 1 entries in a 20-byte body.
     let mut lying_body = request_frame(
         ApiKey::Metadata,
-        12,
+        4,
         9,
-        &MetadataRequest::default().with_topics(None),
+        &MetadataRequest::default().with_topics(Some(vec![])),
     );
-    lying_body.extend_from_slice(&[0xff; 16]);
-    let fixed_len = (lying_body.len() - 4) as i32;
-    lying_body[..4].copy_from_slice(&fixed_len.to_be_bytes());
+    let at = lying_body.len() - 5;
+    lying_body[at..at + 4].copy_from_slice(&i32::MAX.to_be_bytes());
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("random bytes", random_bytes(seed, 64 * 1024)),
         ("absurd size", i32::MAX.to_be_bytes().to_vec()),
@@ -148,7 +148,7 @@ fn bad_input_closes_only_the_offending_connection() {
         ),
         ("unknown api key", unknown_key),
         ("unsupported version", unsupported_version),
-        ("body with trailing garbage", lying_body),
+        ("array length past the body", lying_body),
     ];
     for (case, bytes) in cases {
         let mut stream = connect(&daemon);

@@ -13,6 +13,10 @@ use sluice::broker::Broker;
 use sluice::config::{self, ClusterSpec};
 use sluice::kafka::{self, ListenerLimits};
 
+/// Lying array lengths on the wire must not abort the broker; see alloc_guard.
+#[global_allocator]
+static ALLOCATOR: sluice::alloc_guard::GuardedAllocator = sluice::alloc_guard::GuardedAllocator;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "sluiced",
@@ -171,7 +175,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         topics = broker.topics().len(),
         partitions = broker.partition_count()
     );
-    runtime.block_on(serve(broker.clone(), limits))?;
+    runtime.block_on(serve(broker.clone(), limits, cli.config.clone()))?;
     broker.close().context("closing partition logs")?;
     tracing::info!(event = "stopped");
     Ok(())
@@ -195,7 +199,11 @@ fn listener_limits(spec: &ClusterSpec) -> ListenerLimits {
     }
 }
 
-async fn serve(broker: Arc<Broker>, limits: ListenerLimits) -> anyhow::Result<()> {
+async fn serve(
+    broker: Arc<Broker>,
+    limits: ListenerLimits,
+    config: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let address = broker.broker_spec().kafka;
     let listener = TcpListener::bind(address)
         .await
@@ -204,6 +212,7 @@ async fn serve(broker: Arc<Broker>, limits: ListenerLimits) -> anyhow::Result<()
     let syncer = tokio::spawn(broker.clone().run_syncer());
     let housekeeping = tokio::spawn(broker.clone().run_housekeeping());
     tokio::spawn(wait_for_stop_signal(stop_tx));
+    tokio::spawn(reload_on_sighup(broker.clone(), config));
     tracing::info!(event = "ready", kafka = %listener.local_addr()?);
     kafka::serve(listener, broker, limits, stop_rx).await;
     syncer.abort();
@@ -226,4 +235,57 @@ async fn wait_for_stop_signal(stop: watch::Sender<bool>) {
     };
     tracing::info!(event = "stopping", signal = which);
     let _ = stop.send(true);
+}
+
+/// SIGHUP (`systemctl reload`): re-read the spec; an invalid file changes
+/// nothing, a valid one is diffed against the running spec and applied.
+async fn reload_on_sighup(broker: Arc<Broker>, config: Option<PathBuf>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::error!(event = "signal_setup_failed", signal = "SIGHUP");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        let (broker, config) = (broker.clone(), config.clone());
+        let _ = tokio::task::spawn_blocking(move || reload(&broker, config.as_deref())).await;
+    }
+}
+
+/// One reload; true when the new spec was valid (whatever it changed).
+fn reload(broker: &Broker, config: Option<&std::path::Path>) -> bool {
+    let origin = config.map_or(config::DEFAULT_SPEC_ORIGIN.to_string(), |p| {
+        p.display().to_string()
+    });
+    tracing::info!(event = "reload_started", file = %origin);
+    let loaded = match config {
+        Some(path) => config::load_spec(path).map_err(|e| e.to_string()),
+        None => config::parse_spec(config::DEFAULT_SPEC_TOML, config::DEFAULT_SPEC_ORIGIN)
+            .map_err(|e| e.to_string()),
+    };
+    let spec = match loaded {
+        Ok(spec) => spec,
+        Err(errors) => {
+            for line in errors.lines() {
+                tracing::error!(event = "reload_invalid", error = %line);
+            }
+            tracing::error!(event = "reload_failed", file = %origin, outcome = "nothing changed");
+            return false;
+        }
+    };
+    let actions = config::diff_specs(&broker.spec(), &spec, broker.node_id());
+    let count = actions.len();
+    let spec_hash = spec.source_hash.clone();
+    for applied in broker.apply_reload(spec, actions) {
+        match applied.result {
+            Ok(()) if applied.action.is_live() => {
+                tracing::info!(event = "reload_action", action = %applied.action)
+            }
+            Ok(()) => tracing::warn!(event = "reload_action_deferred", action = %applied.action),
+            Err(e) => {
+                tracing::error!(event = "reload_action_failed", action = %applied.action, error = %e)
+            }
+        }
+    }
+    tracing::info!(event = "reload_done", actions = count, spec_hash = %spec_hash);
+    true
 }
