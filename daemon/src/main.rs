@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use sluice::broker::Broker;
 use sluice::config::{self, ClusterSpec};
 use sluice::kafka::{self, ListenerLimits};
+use sluice::service;
 
 /// Lying array lengths on the wire must not abort the broker; see alloc_guard.
 #[global_allocator]
@@ -169,6 +170,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .thread_name("sluice-worker")
         .build()
         .context("starting the async runtime")?;
+    service::status("recovering partition logs");
     let broker = Broker::open(spec, node_id, data_dir).context("opening the broker")?;
     tracing::info!(
         event = "recovered",
@@ -213,7 +215,14 @@ async fn serve(
     let housekeeping = tokio::spawn(broker.clone().run_housekeeping());
     tokio::spawn(wait_for_stop_signal(stop_tx));
     tokio::spawn(reload_on_sighup(broker.clone(), config));
-    tracing::info!(event = "ready", kafka = %listener.local_addr()?);
+    tokio::spawn(service::run_watchdog());
+    let address = listener.local_addr()?;
+    tracing::info!(event = "ready", kafka = %address);
+    service::ready(&format!(
+        "serving {} partition(s) of {} topic(s) on {address}",
+        broker.partition_count(),
+        broker.topics().len()
+    ));
     kafka::serve(listener, broker, limits, stop_rx).await;
     syncer.abort();
     housekeeping.abort();
@@ -234,6 +243,7 @@ async fn wait_for_stop_signal(stop: watch::Sender<bool>) {
         _ = int.recv() => "SIGINT",
     };
     tracing::info!(event = "stopping", signal = which);
+    service::stopping();
     let _ = stop.send(true);
 }
 
@@ -246,8 +256,18 @@ async fn reload_on_sighup(broker: Arc<Broker>, config: Option<PathBuf>) {
         return;
     };
     while hangups.recv().await.is_some() {
-        let (broker, config) = (broker.clone(), config.clone());
-        let _ = tokio::task::spawn_blocking(move || reload(&broker, config.as_deref())).await;
+        service::reloading();
+        let (reloaded, config) = (broker.clone(), config.clone());
+        let ok = tokio::task::spawn_blocking(move || reload(&reloaded, config.as_deref())).await;
+        let outcome = if matches!(ok, Ok(true)) {
+            "reloaded"
+        } else {
+            "reload failed, previous spec kept"
+        };
+        service::ready(&format!(
+            "{outcome}; serving {} partition(s)",
+            broker.partition_count()
+        ));
     }
 }
 
