@@ -9,6 +9,7 @@ pub mod broker;
 pub mod config;
 pub mod kafka;
 pub mod log;
+pub mod metrics;
 pub mod service;
 
 /// Unit tests run under the same allocator as the daemon (see alloc_guard).

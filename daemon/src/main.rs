@@ -206,18 +206,30 @@ async fn serve(
     limits: ListenerLimits,
     config: Option<PathBuf>,
 ) -> anyhow::Result<()> {
+    let metrics_address = broker.broker_spec().metrics;
+    let metrics_listener = TcpListener::bind(metrics_address)
+        .await
+        .with_context(|| format!("binding the metrics endpoint on {metrics_address}"))?;
     let address = broker.broker_spec().kafka;
     let listener = TcpListener::bind(address)
         .await
         .with_context(|| format!("binding the Kafka listener on {address}"))?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    let m = sluice::metrics::metrics();
+    m.set_spec_hash(&broker.spec().source_hash);
+    m.config_last_reload_success.set(1);
+    tokio::spawn(sluice::metrics::serve(
+        metrics_listener,
+        broker.clone(),
+        stop_rx.clone(),
+    ));
     let syncer = tokio::spawn(broker.clone().run_syncer());
     let housekeeping = tokio::spawn(broker.clone().run_housekeeping());
     tokio::spawn(wait_for_stop_signal(stop_tx));
     tokio::spawn(reload_on_sighup(broker.clone(), config));
     tokio::spawn(service::run_watchdog());
     let address = listener.local_addr()?;
-    tracing::info!(event = "ready", kafka = %address);
+    tracing::info!(event = "ready", kafka = %address, metrics = %metrics_address);
     service::ready(&format!(
         "serving {} partition(s) of {} topic(s) on {address}",
         broker.partition_count(),
@@ -289,11 +301,23 @@ fn reload(broker: &Broker, config: Option<&std::path::Path>) -> bool {
                 tracing::error!(event = "reload_invalid", error = %line);
             }
             tracing::error!(event = "reload_failed", file = %origin, outcome = "nothing changed");
+            let m = sluice::metrics::metrics();
+            m.config_reloads.with_label_values(&["invalid"]).inc();
+            m.config_last_reload_success.set(0);
             return false;
         }
     };
     let actions = config::diff_specs(&broker.spec(), &spec, broker.node_id());
     let count = actions.len();
+    let result = if actions.iter().all(|a| a.is_live()) {
+        "ok"
+    } else {
+        "needs_restart"
+    };
+    let m = sluice::metrics::metrics();
+    m.config_reloads.with_label_values(&[result]).inc();
+    m.config_last_reload_success.set(1);
+    m.set_spec_hash(&spec.source_hash);
     let spec_hash = spec.source_hash.clone();
     for applied in broker.apply_reload(spec, actions) {
         match applied.result {

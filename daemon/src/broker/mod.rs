@@ -9,7 +9,9 @@ mod reload;
 mod topic;
 
 pub use log_config::log_config_for;
-pub use partition::{Partition, PartitionOffsets, PartitionRead, SINGLE_NODE_LEADER_EPOCH};
+pub use partition::{
+    Partition, PartitionOffsets, PartitionRead, PartitionStats, SINGLE_NODE_LEADER_EPOCH,
+};
 pub use registry::{RegistryEntry, RegistryError, TopicOrigin, TopicRegistry};
 pub use reload::AppliedAction;
 pub use topic::{CreateTopicError, Topic, TopicRequest};

@@ -41,3 +41,18 @@ pub fn create_topic_error_code(error: &CreateTopicError) -> i16 {
     };
     kind.code()
 }
+
+/// Counts a non-zero error code answered for `api`.
+pub fn count_error(api: kafka_protocol::messages::ApiKey, code: i16) {
+    if code == NONE {
+        return;
+    }
+    let name = match ResponseError::try_from_code(code) {
+        Some(ResponseError::Unknown(_)) | None => format!("CODE_{code}"),
+        Some(error) => format!("{error:?}"),
+    };
+    crate::metrics::metrics()
+        .request_errors
+        .with_label_values(&[&format!("{api:?}"), &name])
+        .inc();
+}
