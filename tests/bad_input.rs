@@ -111,15 +111,20 @@ fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
 
 #[test]
 fn bad_input_closes_only_the_offending_connection() {
-    let daemon = Daemon::start("[topics.t]\npartitions = 1\n");
+    let mut daemon = Daemon::start("[topics.t]\npartitions = 1\n");
     let mut bystander = connect(&daemon);
     api_versions_round_trip(&mut bystander, 1);
 
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    eprintln!("random-bytes seed: {seed}");
+    let seed = std::env::var("SLUICE_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("random-bytes seed: {seed} (rerun with SLUICE_TEST_SEED={seed})");
     let mut unknown_key = request_frame(ApiKey::ApiVersions, 3, 9, &ApiVersionsRequest::default());
     unknown_key[4..6].copy_from_slice(&999i16.to_be_bytes());
     let mut unsupported_version =
@@ -155,6 +160,11 @@ fn bad_input_closes_only_the_offending_connection() {
         // The server may close before reading everything: a failed write is fine.
         let _ = stream.write_all(&bytes);
         assert_closed_by_server(stream, case);
+        assert!(
+            daemon.running(),
+            "the daemon died on {case}:\n{}",
+            daemon.log()
+        );
         api_versions_round_trip(&mut bystander, 2);
     }
 

@@ -180,6 +180,13 @@ data_dir = "data"
         }
     }
 
+    /// Whether the process is still alive.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.as_ref().expect("daemon running").id() as i32
     }
