@@ -281,6 +281,25 @@ impl OffsetIndex {
         }
     }
 
+    /// The last entry whose batch starts at or before byte `position`, or
+    /// the segment start (base, 0). Positions grow with offsets, so the
+    /// same binary search applies.
+    pub(crate) fn lookup_position(&self, position: u32) -> (i64, u32) {
+        let (mut low, mut high) = (0u32, self.entries());
+        while low < high {
+            let middle = low + (high - low) / 2;
+            if self.entry(middle).1 <= position {
+                low = middle + 1;
+            } else {
+                high = middle;
+            }
+        }
+        match low.checked_sub(1) {
+            Some(n) => self.entry(n),
+            None => (self.base_offset, 0),
+        }
+    }
+
     /// Drops entries for offsets ≥ `offset`.
     pub(crate) fn truncate_to(&mut self, offset: i64) {
         let keep = (0..self.entries())

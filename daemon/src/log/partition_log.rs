@@ -697,9 +697,8 @@ impl PartitionLog {
 }
 
 impl PartitionLog {
-    /// Bytes from the batch containing `start_offset`: at most `max_bytes`,
-    /// where the last batch may be cut short (as in Kafka; clients discard a
-    /// partial trailing batch), except that the first batch is returned whole
+    /// Whole batches from the one containing `start_offset`: at most
+    /// `max_bytes` in total, except that the first batch is returned whole
     /// when `min_one_batch` (KIP-74); never a batch whose last offset is ≥
     /// `max_offset_exclusive` (the high watermark). Reads stay within one
     /// segment. `start_offset == LEO` gives an empty slice.

@@ -375,10 +375,11 @@ impl Segment {
         }
     }
 
-    /// Bytes from the batch containing `start_offset`; see `PartitionLog::read`.
-    /// The end is found without scanning: the high watermark's batch position
-    /// (or the segment's end), then `max_bytes`, which may cut the last batch
-    /// short as Kafka does (clients drop a partial trailing batch).
+    /// Whole batches from the one containing `start_offset`; see
+    /// `PartitionLog::read`. The end is found through the index, not by
+    /// scanning the range: the high watermark's batch position (or the
+    /// segment's end), and when `max_bytes` is smaller, the last batch
+    /// boundary within it (`batch_boundary_within`).
     pub(crate) fn read(
         &self,
         start_offset: i64,
@@ -407,7 +408,8 @@ impl Segment {
         let len = if available <= u64::from(max_bytes) {
             available
         } else if u64::from(max_bytes) >= first_bytes {
-            u64::from(max_bytes)
+            self.batch_boundary_within(first.position, first.position + u64::from(max_bytes))?
+                - first.position
         } else if min_one_batch {
             first_bytes
         } else {
@@ -419,6 +421,35 @@ impl Segment {
             position: first.position,
             len: len as u32,
         }))
+    }
+
+    /// The last batch boundary at or before `limit`, at least one batch past
+    /// `start` (the caller checked the first batch fits). Starts from the
+    /// index entry at or before `limit`, so it reads at most about one index
+    /// interval of headers.
+    fn batch_boundary_within(&self, start: u64, limit: u64) -> Result<u64, LogError> {
+        assert!(limit <= self.size_bytes);
+        let (_, floor) = self
+            .index
+            .lookup_position(u32::try_from(limit).unwrap_or(u32::MAX));
+        let mut position = start.max(u64::from(floor));
+        let mut scanner = HeaderScanner::with_window(
+            &self.log,
+            &self.log_path,
+            self.size_bytes,
+            LOOKUP_WINDOW_BYTES,
+        );
+        loop {
+            match scanner.at(position)? {
+                Scanned::Batch(header) if position + u64::from(header.batch_bytes) <= limit => {
+                    position += u64::from(header.batch_bytes);
+                }
+                Scanned::Invalid(error) => return Err(error),
+                Scanned::Batch(_) | Scanned::End => break,
+            }
+        }
+        assert!(position > start, "the first batch fits within the limit");
+        Ok(position)
     }
 
     /// First record with timestamp ≥ `target` in this segment, as (offset, timestamp).

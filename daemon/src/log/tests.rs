@@ -169,10 +169,10 @@ fn read_respects_max_bytes_min_one_batch_and_high_watermark() {
         len_of(log.read(0, batch_len - 1, i64::MAX, true).unwrap()),
         batch_len
     );
-    // max_bytes may cut the last batch short, as Kafka does.
+    // max_bytes ends the read at the last whole batch within it.
     assert_eq!(
         len_of(log.read(0, 2 * batch_len + 5, i64::MAX, false).unwrap()),
-        2 * batch_len + 5
+        2 * batch_len
     );
     // Mid-batch start: the whole containing batch comes back.
     let slice = log
@@ -676,4 +676,34 @@ fn the_log_can_move_between_threads() {
     assert_send_sync::<PartitionLog>();
     assert_send_sync::<PendingSync>();
     assert_send_sync::<FileSlice>();
+}
+
+#[test]
+fn a_read_limited_by_max_bytes_ends_on_the_last_whole_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        index_interval_bytes: 256,
+        ..LogConfig::default()
+    };
+    let (mut log, _) = open(dir.path(), config);
+    // Batches of varying sizes, several per index interval and some larger.
+    let mut sizes = Vec::new();
+    for i in 0..60u32 {
+        let written = append_batches(&mut log, 1, 1 + i % 4, 10 + (i as usize * 37) % 400);
+        sizes.push(written[0].1.len() as u64);
+    }
+    let len_of = |slice: ReadSlice| slice.file.map_or(0, |file| u64::from(file.len));
+    for max_bytes in (100..=6000u64).step_by(97) {
+        // Expected: the longest prefix of whole batches within max_bytes (at least one).
+        let mut expected = 0u64;
+        for size in &sizes {
+            if expected + size > max_bytes {
+                break;
+            }
+            expected += size;
+        }
+        let expected = if expected == 0 { sizes[0] } else { expected };
+        let got = len_of(log.read(0, max_bytes as u32, i64::MAX, true).unwrap());
+        assert_eq!(got, expected, "max_bytes {max_bytes}");
+    }
 }
