@@ -6,5 +6,6 @@
 pub mod bench;
 pub mod broker;
 pub mod config;
+pub mod group;
 pub mod kafka;
 pub mod log;

@@ -171,7 +171,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         topics = broker.topics().len(),
         partitions = broker.partition_count()
     );
-    runtime.block_on(serve(broker.clone(), limits))?;
+    let groups = broker
+        .start_group_coordinator()
+        .map_err(|e| anyhow::anyhow!("starting the group coordinator: {e}"))?;
+    tracing::info!(event = "groups_ready");
+    runtime.block_on(serve(broker.clone(), limits, groups))?;
     broker.close().context("closing partition logs")?;
     tracing::info!(event = "stopped");
     Ok(())
@@ -191,7 +195,11 @@ fn listener_limits(spec: &ClusterSpec) -> ListenerLimits {
     }
 }
 
-async fn serve(broker: Arc<Broker>, limits: ListenerLimits) -> anyhow::Result<()> {
+async fn serve(
+    broker: Arc<Broker>,
+    limits: ListenerLimits,
+    groups: Arc<sluice::group::GroupCoordinator>,
+) -> anyhow::Result<()> {
     let address = broker.broker_spec().kafka;
     let listener = TcpListener::bind(address)
         .await
@@ -199,11 +207,13 @@ async fn serve(broker: Arc<Broker>, limits: ListenerLimits) -> anyhow::Result<()
     let (stop_tx, stop_rx) = watch::channel(false);
     let syncer = tokio::spawn(broker.clone().run_syncer());
     let housekeeping = tokio::spawn(broker.clone().run_housekeeping());
+    let group_driver = tokio::spawn(groups.run_driver());
     tokio::spawn(wait_for_stop_signal(stop_tx));
     tracing::info!(event = "ready", kafka = %listener.local_addr()?);
     kafka::serve(listener, broker, limits, stop_rx).await;
     syncer.abort();
     housekeeping.abort();
+    group_driver.abort();
     Ok(())
 }
 
