@@ -21,6 +21,8 @@ mod sync;
 mod timer;
 
 #[cfg(test)]
+mod service_tests;
+#[cfg(test)]
 mod tests;
 
 pub use coordinator::{

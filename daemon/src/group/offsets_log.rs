@@ -101,7 +101,7 @@ pub fn decode_record(
         return Err(OffsetsLogError::Malformed("key version"));
     }
     let version = k.get_i16();
-    if version > OFFSET_KEY_VERSION || version < 0 {
+    if !(0..=OFFSET_KEY_VERSION).contains(&version) {
         return Ok(None);
     }
     let group = get_string(&mut k)?;
@@ -185,7 +185,7 @@ pub fn decode_batches(bytes: Bytes) -> Result<(Vec<OffsetChange>, Option<i64>), 
     // A fetch-style read may end inside a batch: stop at the last whole one.
     while buf.remaining() >= 12 {
         let len = i32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
-        let whole = usize::try_from(len).map_or(false, |l| buf.remaining() >= 12 + l);
+        let whole = usize::try_from(len).is_ok_and(|l| buf.remaining() >= 12 + l);
         if !whole {
             break;
         }
