@@ -612,3 +612,79 @@ fn kcat_balanced_consumer_reads_and_commits() {
     let committed = committed_offsets(&daemon.bootstrap(), "kcat-group", "kcat", 2);
     assert_eq!(committed, vec![10, 10], "kcat's commits on exit");
 }
+
+#[test]
+fn groups_cli_lists_members_assignments_and_lag() {
+    let daemon = Daemon::start(&topic_toml("lagged", 2));
+    produce(&daemon.bootstrap(), "lagged", 2, 20);
+    let c = consumer(
+        &daemon.bootstrap(),
+        "lag-group",
+        &[("enable.auto.commit", "false")],
+    );
+    c.subscribe(&["lagged"]).expect("subscribe");
+    let deadline = Instant::now() + CONVERGE_TIMEOUT;
+    while assigned(&c).len() != 2 {
+        let _ = c.poll(Duration::from_millis(20));
+        assert!(Instant::now() < deadline, "no assignment");
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("lagged", 0, Offset::Offset(5))
+        .unwrap();
+    tpl.add_partition_offset("lagged", 1, Offset::Offset(20))
+        .unwrap();
+    c.commit(&tpl, CommitMode::Sync).expect("commit");
+    let output = Command::new(common::sluiced_bin())
+        .args(["groups", "--bootstrap", &daemon.bootstrap()])
+        .output()
+        .expect("sluiced groups");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        text.contains("GROUP lag-group state=Stable protocol=range members=1 total_lag=15"),
+        "{text}"
+    );
+    assert!(text.contains("assigned=lagged[0, 1]"), "{text}");
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.first() == Some(&"lagged"))
+        .collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    assert_eq!(&rows[0][1..5], &["0", "5", "20", "15"]);
+    assert_eq!(&rows[1][1..5], &["1", "20", "20", "0"]);
+}
+
+/// Not a timed assertion: prints synchronous commit latency (librdkafka
+/// round trip, one partition) for the issue note.
+#[test]
+fn commit_latency_is_measured() {
+    const COMMITS: usize = 200;
+    let daemon = Daemon::start(&topic_toml("latency", 1));
+    let c = consumer(&daemon.bootstrap(), "latency-group", &[]);
+    let mut samples = Vec::with_capacity(COMMITS);
+    for i in 0..COMMITS {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("latency", 0, Offset::Offset(i as i64))
+            .unwrap();
+        let started = Instant::now();
+        c.commit(&tpl, CommitMode::Sync).expect("commit");
+        samples.push(started.elapsed());
+    }
+    samples.sort();
+    let at = |q: f64| samples[((COMMITS as f64 * q) as usize).min(COMMITS - 1)].as_micros();
+    eprintln!(
+        "measured: sync commit latency over {COMMITS}: p50 {} us, p99 {} us, max {} us",
+        at(0.5),
+        at(0.99),
+        at(1.0)
+    );
+    assert_eq!(
+        committed_offsets(&daemon.bootstrap(), "latency-group", "latency", 1),
+        vec![COMMITS as i64 - 1]
+    );
+}

@@ -40,6 +40,13 @@ enum Command {
     CheckConfig { file: PathBuf },
     /// Print the embedded default spec (a valid, commented TOML file).
     DefaultConfig,
+    /// List consumer groups of a running broker: members, assignments, and
+    /// per-partition lag (high watermark − committed offset).
+    Groups {
+        /// The broker's Kafka address.
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+    },
     /// Measure produce/consume throughput of an in-process broker beside the
     /// raw disk write and loopback TCP rates of this machine.
     Bench {
@@ -110,6 +117,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some(Command::Groups { ref bootstrap }) => groups(bootstrap),
         None => {
             init_tracing();
             match run(cli) {
@@ -120,6 +128,29 @@ fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             }
+        }
+    }
+}
+
+fn groups(bootstrap: &str) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("sluiced groups: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(sluice::group::report::collect(bootstrap)) {
+        Ok(reports) => {
+            print!("{}", sluice::group::report::render(&reports));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sluiced groups: {e:#}");
+            ExitCode::from(1)
         }
     }
 }

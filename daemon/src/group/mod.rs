@@ -15,6 +15,7 @@ mod join;
 pub mod lag;
 mod offset_commit;
 pub mod offsets_log;
+pub mod report;
 mod service;
 mod state;
 mod sync;
