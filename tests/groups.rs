@@ -660,11 +660,18 @@ fn groups_cli_lists_members_assignments_and_lag() {
 }
 
 /// Not a timed assertion: prints synchronous commit latency (librdkafka
-/// round trip, one partition) for the issue note.
+/// round trip, one partition) for the issue note, with the offsets topic
+/// acknowledging from the page cache and with fsync before acknowledging.
 #[test]
 fn commit_latency_is_measured() {
+    for (mode, defaults) in [("page-cache", ""), ("fsync", "flush = \"fsync\"\n")] {
+        let daemon = Daemon::start_with(&topic_toml("latency", 1), defaults);
+        measure_commits(&daemon, mode);
+    }
+}
+
+fn measure_commits(daemon: &Daemon, mode: &str) {
     const COMMITS: usize = 200;
-    let daemon = Daemon::start(&topic_toml("latency", 1));
     let c = consumer(&daemon.bootstrap(), "latency-group", &[]);
     let mut samples = Vec::with_capacity(COMMITS);
     for i in 0..COMMITS {
@@ -678,7 +685,7 @@ fn commit_latency_is_measured() {
     samples.sort();
     let at = |q: f64| samples[((COMMITS as f64 * q) as usize).min(COMMITS - 1)].as_micros();
     eprintln!(
-        "measured: sync commit latency over {COMMITS}: p50 {} us, p99 {} us, max {} us",
+        "measured: {mode} sync commit latency over {COMMITS}: p50 {} us, p99 {} us, max {} us",
         at(0.5),
         at(0.99),
         at(1.0)
