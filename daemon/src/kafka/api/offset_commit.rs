@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use kafka_protocol::ResponseError;
+use kafka_protocol::messages::offset_commit_request::OffsetCommitRequestTopic;
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
@@ -24,44 +25,7 @@ type Answers = Vec<(TopicName, Vec<(i32, Option<i16>)>)>;
 
 pub fn handle(ctx: &RequestContext, request: OffsetCommitRequest) -> Result<Reply, DispatchError> {
     let coordinator = coordinator(ctx);
-    let mut answers: Answers = Vec::with_capacity(request.topics.len());
-    let mut entries: Vec<(OffsetKey, CommittedOffset)> = Vec::new();
-    let timestamp_ms = now_ms();
-    for topic in request.topics {
-        let found = ctx.broker.topic(topic.name.as_str());
-        let mut partitions = Vec::with_capacity(topic.partitions.len());
-        for p in topic.partitions {
-            let metadata = optional(&p.committed_metadata).unwrap_or_default();
-            let code = if coordinator.is_none() {
-                Some(not_available())
-            } else if found
-                .as_ref()
-                .and_then(|t| t.partition(p.partition_index))
-                .is_none()
-            {
-                Some(ResponseError::UnknownTopicOrPartition.code())
-            } else if let Err(e) = Coordinator::check_offset_metadata(&metadata) {
-                Some(group_error_code(&e))
-            } else {
-                entries.push((
-                    (topic.name.to_string(), p.partition_index),
-                    CommittedOffset {
-                        offset: p.committed_offset,
-                        leader_epoch: if ctx.version >= 6 {
-                            p.committed_leader_epoch
-                        } else {
-                            -1
-                        },
-                        metadata,
-                        commit_timestamp_ms: timestamp_ms,
-                    },
-                ));
-                None
-            };
-            partitions.push((p.partition_index, code));
-        }
-        answers.push((topic.name, partitions));
-    }
+    let (answers, entries) = sort_partitions(ctx, request.topics, coordinator.is_some());
     let Some(coordinator) = coordinator.filter(|_| !entries.is_empty()) else {
         return ctx.encode(&response(answers, 0)).map(Reply::Ready);
     };
@@ -96,6 +60,53 @@ pub fn handle(ctx: &RequestContext, request: OffsetCommitRequest) -> Result<Repl
         };
         ctx.encode(&response(answers, code))
     })))
+}
+
+/// Answers what fails per partition (unknown partition, metadata too
+/// large) and gathers the rest into one commit for the group.
+fn sort_partitions(
+    ctx: &RequestContext,
+    topics: Vec<OffsetCommitRequestTopic>,
+    available: bool,
+) -> (Answers, Vec<(OffsetKey, CommittedOffset)>) {
+    let mut answers: Answers = Vec::with_capacity(topics.len());
+    let mut entries = Vec::new();
+    let timestamp_ms = now_ms();
+    for topic in topics {
+        let found = ctx.broker.topic(topic.name.as_str());
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for p in topic.partitions {
+            let metadata = optional(&p.committed_metadata).unwrap_or_default();
+            let code = if !available {
+                Some(not_available())
+            } else if found
+                .as_ref()
+                .and_then(|t| t.partition(p.partition_index))
+                .is_none()
+            {
+                Some(ResponseError::UnknownTopicOrPartition.code())
+            } else if let Err(e) = Coordinator::check_offset_metadata(&metadata) {
+                Some(group_error_code(&e))
+            } else {
+                let leader_epoch = if ctx.version >= 6 {
+                    p.committed_leader_epoch
+                } else {
+                    -1
+                };
+                let value = CommittedOffset {
+                    offset: p.committed_offset,
+                    leader_epoch,
+                    metadata,
+                    commit_timestamp_ms: timestamp_ms,
+                };
+                entries.push(((topic.name.to_string(), p.partition_index), value));
+                None
+            };
+            partitions.push((p.partition_index, code));
+        }
+        answers.push((topic.name, partitions));
+    }
+    (answers, entries)
 }
 
 fn response(answers: Answers, group_code: i16) -> OffsetCommitResponse {
