@@ -33,7 +33,11 @@ impl Coordinator {
             return Err(GroupError::InvalidGroupId);
         }
         let Some(group) = self.groups.get(group_id) else {
-            if generation >= 0 || !member_id.is_empty() {
+            // Kafka's order: an unknown member first, then the generation.
+            if !member_id.is_empty() {
+                return Err(GroupError::UnknownMemberId);
+            }
+            if generation >= 0 {
                 return Err(GroupError::IllegalGeneration {
                     got: generation,
                     current: -1,
@@ -55,6 +59,9 @@ impl Coordinator {
         match (&group.state, standalone) {
             (GroupState::Empty(_), true) => return Ok(()),
             (_, true) => return Err(GroupError::UnknownMemberId),
+            (GroupState::Empty(_), false) if !member_id.is_empty() => {
+                return Err(GroupError::UnknownMemberId);
+            }
             (GroupState::Empty(_), false) => {
                 return Err(GroupError::IllegalGeneration {
                     got: generation,

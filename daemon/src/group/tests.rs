@@ -325,9 +325,14 @@ fn commits_are_fenced_by_member_generation_and_state() {
         check(&mut sim, &a, generation),
         Err(GroupError::RebalanceInProgress)
     );
-    // A group nobody joined takes standalone commits.
+    // A group nobody joined takes standalone commits, not member commits
+    // (a member of a group lost in a broker restart is told to rejoin).
     let other = sim.core.check_commit(now, "solo", "", None, -1, &key);
     assert_eq!(other, Ok(()));
+    let lost = sim
+        .core
+        .check_commit(now, "solo", "old-member", None, 3, &key);
+    assert_eq!(lost, Err(GroupError::UnknownMemberId));
 }
 
 #[test]
