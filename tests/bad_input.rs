@@ -125,15 +125,15 @@ fn bad_input_closes_only_the_offending_connection() {
     let mut unsupported_version =
         request_frame(ApiKey::Metadata, 12, 9, &MetadataRequest::default());
     unsupported_version[6..8].copy_from_slice(&99i16.to_be_bytes());
+    // A topic array claiming 2^31 - 1 entries in a 20-byte body.
     let mut lying_body = request_frame(
         ApiKey::Metadata,
-        12,
+        4,
         9,
-        &MetadataRequest::default().with_topics(None),
+        &MetadataRequest::default().with_topics(Some(vec![])),
     );
-    lying_body.extend_from_slice(&[0xff; 16]);
-    let fixed_len = (lying_body.len() - 4) as i32;
-    lying_body[..4].copy_from_slice(&fixed_len.to_be_bytes());
+    let at = lying_body.len() - 5;
+    lying_body[at..at + 4].copy_from_slice(&i32::MAX.to_be_bytes());
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("random bytes", random_bytes(seed, 64 * 1024)),
         ("absurd size", i32::MAX.to_be_bytes().to_vec()),
@@ -148,7 +148,7 @@ fn bad_input_closes_only_the_offending_connection() {
         ),
         ("unknown api key", unknown_key),
         ("unsupported version", unsupported_version),
-        ("body with trailing garbage", lying_body),
+        ("array length past the body", lying_body),
     ];
     for (case, bytes) in cases {
         let mut stream = connect(&daemon);
@@ -186,4 +186,101 @@ fn bad_input_closes_only_the_offending_connection() {
     }
     api_versions_round_trip(&mut bystander, 3);
     assert!(!daemon.log().contains("panicked"), "{}", daemon.log());
+}
+
+/// Many clients at once are all served; past `max_connections` a client
+/// waits until a slot frees rather than starving the others.
+#[test]
+fn many_connections_are_served_and_the_limit_holds() {
+    let daemon =
+        Daemon::start_with_limits("[topics.t]\npartitions = 1\n", "max_connections = 64\n");
+    let mut clients: Vec<TcpStream> = (0..64).map(|_| connect(&daemon)).collect();
+    for (i, client) in clients.iter_mut().enumerate() {
+        let request = request_frame(
+            ApiKey::ApiVersions,
+            3,
+            i as i32,
+            &ApiVersionsRequest::default(),
+        );
+        client.write_all(&request).unwrap();
+    }
+    for (i, client) in clients.iter_mut().enumerate() {
+        assert_eq!(read_correlation_id(client), i as i32);
+    }
+    // The 65th is accepted by the kernel but not served while 64 are open.
+    let mut waiting = connect(&daemon);
+    waiting
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    waiting
+        .write_all(&request_frame(
+            ApiKey::ApiVersions,
+            3,
+            99,
+            &ApiVersionsRequest::default(),
+        ))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    assert!(
+        waiting.read(&mut byte).is_err(),
+        "served beyond max_connections"
+    );
+    drop(clients.pop());
+    waiting.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut rest = [0u8; 7];
+    waiting.read_exact(&mut rest).unwrap();
+}
+
+/// Past `max_connections_per_ip` a new connection from that address is
+/// closed at once; others from it keep working.
+#[test]
+fn connections_per_ip_are_limited() {
+    let daemon = Daemon::start_with_limits("", "max_connections_per_ip = 3\n");
+    // The harness's readiness probes may hold a slot for a moment.
+    let admitted = |daemon: &Daemon| {
+        let mut stream = None;
+        let ok = common::wait_until(Duration::from_secs(10), || {
+            let mut candidate = connect(daemon);
+            let answered = candidate
+                .write_all(&request_frame(
+                    ApiKey::ApiVersions,
+                    3,
+                    5,
+                    &ApiVersionsRequest::default(),
+                ))
+                .is_ok()
+                && read_correlation_id_opt(&mut candidate) == Some(5);
+            stream = answered.then_some(candidate);
+            answered
+        });
+        assert!(ok, "no slot for a connection");
+        stream.unwrap()
+    };
+    let mut open: Vec<TcpStream> = (0..3).map(|_| admitted(&daemon)).collect();
+    let extra = connect(&daemon);
+    assert_closed_by_server(extra, "fourth connection from one address");
+    api_versions_round_trip(&mut open[0], 10);
+    drop(open.pop());
+    let mut replacement = connect(&daemon);
+    let admitted = common::wait_until(Duration::from_secs(10), || {
+        replacement = connect(&daemon);
+        replacement
+            .write_all(&request_frame(
+                ApiKey::ApiVersions,
+                3,
+                5,
+                &ApiVersionsRequest::default(),
+            ))
+            .is_ok()
+            && read_correlation_id_opt(&mut replacement) == Some(5)
+    });
+    assert!(admitted, "a freed slot is reusable");
+}
+
+fn read_correlation_id_opt(stream: &mut TcpStream) -> Option<i32> {
+    let mut size = [0u8; 4];
+    stream.read_exact(&mut size).ok()?;
+    let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
+    stream.read_exact(&mut body).ok()?;
+    Some(i32::from_be_bytes([body[0], body[1], body[2], body[3]]))
 }

@@ -93,3 +93,18 @@ fn sigterm_stops_cleanly_and_the_daemon_restarts() {
     daemon.spawn();
     assert!(daemon.log().contains("event=\"ready\""));
 }
+
+/// The packaged conffile is the embedded default with the data under
+/// /var/lib/sluice, and nothing else may drift between them.
+#[test]
+fn the_packaged_spec_is_the_default_with_the_system_data_dir() {
+    let packaged = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../packaging/cluster.toml"
+    ))
+    .unwrap();
+    let expected = sluice::config::DEFAULT_SPEC_TOML
+        .replace("data_dir = \"data\"", "data_dir = \"/var/lib/sluice\"");
+    assert_eq!(packaged, expected);
+    sluice::config::parse_spec(&packaged, "packaging/cluster.toml").unwrap();
+}

@@ -657,6 +657,17 @@ fn groups_cli_lists_members_assignments_and_lag() {
     assert_eq!(rows.len(), 2, "{text}");
     assert_eq!(&rows[0][1..5], &["0", "5", "20", "15"]);
     assert_eq!(&rows[1][1..5], &["1", "20", "20", "0"]);
+    // The same lag on the metrics endpoint.
+    let metrics = daemon.scrape();
+    for (partition, lag) in [(0, 15), (1, 0)] {
+        let series = format!(
+            "sluice_consumer_group_lag{{group=\"lag-group\",partition=\"{partition}\",topic=\"lagged\"}} {lag}"
+        );
+        assert!(
+            metrics.lines().any(|l| l == series),
+            "{series} missing:\n{metrics}"
+        );
+    }
 }
 
 /// Not a timed assertion: prints synchronous commit latency (librdkafka

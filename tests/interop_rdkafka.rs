@@ -406,3 +406,52 @@ fn kcat_round_trip() {
         "{listing}"
     );
 }
+
+/// acks=0, 1 and all each deliver every message; an fsync-before-ack topic
+/// answers acks=all only after its group commit.
+#[test]
+fn every_acks_setting_and_the_fsync_policy_deliver() {
+    let daemon = Daemon::start("[topics.fsynced]\npartitions = 2\nflush = \"fsync\"\n");
+    for (topic, acks) in [
+        ("acks0", "0"),
+        ("acks1", "1"),
+        ("acksall", "all"),
+        ("fsynced", "all"),
+    ] {
+        let count = 3_000;
+        let context = Acks {
+            acked: Mutex::new(vec![None; count]),
+            failed: Mutex::new(Vec::new()),
+        };
+        let producer: BaseProducer<Acks> = ClientConfig::new()
+            .set("bootstrap.servers", daemon.bootstrap())
+            .set("acks", acks)
+            .set("linger.ms", "2")
+            .create_with_context(context)
+            .unwrap();
+        for i in 0..count {
+            let v = payload(topic, i);
+            let mut record = BaseRecord::<(), _, usize>::with_opaque_to(topic, i).payload(&v);
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                        record = r;
+                        producer.poll(Duration::from_millis(5));
+                    }
+                    Err((e, _)) => panic!("send failed: {e}"),
+                }
+            }
+        }
+        producer.flush(PHASE_TIMEOUT).unwrap();
+        assert!(
+            producer.context().failed.lock().unwrap().is_empty(),
+            "{topic}"
+        );
+        let partitions = if topic == "fsynced" { 2 } else { 1 };
+        let seen = consume(&daemon.bootstrap(), topic, partitions, count);
+        assert_eq!(seen.len(), count, "{topic} with acks={acks}");
+        let distinct: HashSet<&str> = seen.iter().map(|s| s.payload.as_str()).collect();
+        assert_eq!(distinct.len(), count, "{topic}: duplicates");
+    }
+}

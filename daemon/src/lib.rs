@@ -3,9 +3,17 @@
 //! One folder per subsystem; see docs/ARCHITECTURE.md for how data flows
 //! between them.
 
+pub mod alloc_guard;
 pub mod bench;
 pub mod broker;
 pub mod config;
 pub mod group;
 pub mod kafka;
 pub mod log;
+pub mod metrics;
+pub mod service;
+
+/// Unit tests run under the same allocator as the daemon (see alloc_guard).
+#[cfg(test)]
+#[global_allocator]
+static TEST_ALLOCATOR: alloc_guard::GuardedAllocator = alloc_guard::GuardedAllocator;

@@ -12,6 +12,11 @@ use tokio::sync::watch;
 use sluice::broker::Broker;
 use sluice::config::{self, ClusterSpec};
 use sluice::kafka::{self, ListenerLimits};
+use sluice::service;
+
+/// Lying array lengths on the wire must not abort the broker; see alloc_guard.
+#[global_allocator]
+static ALLOCATOR: sluice::alloc_guard::GuardedAllocator = sluice::alloc_guard::GuardedAllocator;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -196,6 +201,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .thread_name("sluice-worker")
         .build()
         .context("starting the async runtime")?;
+    service::status("recovering partition logs");
     let broker = Broker::open(spec, node_id, data_dir).context("opening the broker")?;
     tracing::info!(
         event = "recovered",
@@ -206,7 +212,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .start_group_coordinator()
         .map_err(|e| anyhow::anyhow!("starting the group coordinator: {e}"))?;
     tracing::info!(event = "groups_ready");
-    runtime.block_on(serve(broker.clone(), limits, groups))?;
+    runtime.block_on(serve(broker.clone(), limits, cli.config.clone(), groups))?;
     broker.close().context("closing partition logs")?;
     tracing::info!(event = "stopped");
     Ok(())
@@ -220,6 +226,10 @@ fn listener_limits(spec: &ClusterSpec) -> ListenerLimits {
         request_bytes_max,
         queued_request_bytes_max: defaults.queued_request_bytes_max.max(request_bytes_max),
         connections_max: limits.max_connections as usize,
+        connections_per_ip_max: limits
+            .max_connections_per_ip
+            .as_option()
+            .map(|n| n as usize),
         in_flight_requests_max: limits.max_queued_requests_per_connection.max(1) as usize,
         idle_timeout: std::time::Duration::from_millis(limits.connections_max_idle_ms),
         fetch_response_bytes_max: u32::try_from(limits.fetch_max_bytes).unwrap_or(u32::MAX),
@@ -229,18 +239,39 @@ fn listener_limits(spec: &ClusterSpec) -> ListenerLimits {
 async fn serve(
     broker: Arc<Broker>,
     limits: ListenerLimits,
+    config: Option<PathBuf>,
     groups: Arc<sluice::group::GroupCoordinator>,
 ) -> anyhow::Result<()> {
+    let metrics_address = broker.broker_spec().metrics;
+    let metrics_listener = TcpListener::bind(metrics_address)
+        .await
+        .with_context(|| format!("binding the metrics endpoint on {metrics_address}"))?;
     let address = broker.broker_spec().kafka;
     let listener = TcpListener::bind(address)
         .await
         .with_context(|| format!("binding the Kafka listener on {address}"))?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    let m = sluice::metrics::metrics();
+    m.set_spec_hash(&broker.spec().source_hash);
+    m.config_last_reload_success.set(1);
+    tokio::spawn(sluice::metrics::serve(
+        metrics_listener,
+        broker.clone(),
+        stop_rx.clone(),
+    ));
     let syncer = tokio::spawn(broker.clone().run_syncer());
     let housekeeping = tokio::spawn(broker.clone().run_housekeeping());
     let group_driver = tokio::spawn(groups.run_driver());
     tokio::spawn(wait_for_stop_signal(stop_tx));
-    tracing::info!(event = "ready", kafka = %listener.local_addr()?);
+    tokio::spawn(reload_on_sighup(broker.clone(), config));
+    tokio::spawn(service::run_watchdog());
+    let address = listener.local_addr()?;
+    tracing::info!(event = "ready", kafka = %address, metrics = %metrics_address);
+    service::ready(&format!(
+        "serving {} partition(s) of {} topic(s) on {address}",
+        broker.partition_count(),
+        broker.topics().len()
+    ));
     kafka::serve(listener, broker, limits, stop_rx).await;
     syncer.abort();
     housekeeping.abort();
@@ -262,5 +293,81 @@ async fn wait_for_stop_signal(stop: watch::Sender<bool>) {
         _ = int.recv() => "SIGINT",
     };
     tracing::info!(event = "stopping", signal = which);
+    service::stopping();
     let _ = stop.send(true);
+}
+
+/// SIGHUP (`systemctl reload`): re-read the spec; an invalid file changes
+/// nothing, a valid one is diffed against the running spec and applied.
+async fn reload_on_sighup(broker: Arc<Broker>, config: Option<PathBuf>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::error!(event = "signal_setup_failed", signal = "SIGHUP");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        service::reloading();
+        let (reloaded, config) = (broker.clone(), config.clone());
+        let ok = tokio::task::spawn_blocking(move || reload(&reloaded, config.as_deref())).await;
+        let outcome = if matches!(ok, Ok(true)) {
+            "reloaded"
+        } else {
+            "reload failed, previous spec kept"
+        };
+        service::ready(&format!(
+            "{outcome}; serving {} partition(s)",
+            broker.partition_count()
+        ));
+    }
+}
+
+/// One reload; true when the new spec was valid (whatever it changed).
+fn reload(broker: &Broker, config: Option<&std::path::Path>) -> bool {
+    let origin = config.map_or(config::DEFAULT_SPEC_ORIGIN.to_string(), |p| {
+        p.display().to_string()
+    });
+    tracing::info!(event = "reload_started", file = %origin);
+    let loaded = match config {
+        Some(path) => config::load_spec(path).map_err(|e| e.to_string()),
+        None => config::parse_spec(config::DEFAULT_SPEC_TOML, config::DEFAULT_SPEC_ORIGIN)
+            .map_err(|e| e.to_string()),
+    };
+    let spec = match loaded {
+        Ok(spec) => spec,
+        Err(errors) => {
+            for line in errors.lines() {
+                tracing::error!(event = "reload_invalid", error = %line);
+            }
+            tracing::error!(event = "reload_failed", file = %origin, outcome = "nothing changed");
+            let m = sluice::metrics::metrics();
+            m.config_reloads.with_label_values(&["invalid"]).inc();
+            m.config_last_reload_success.set(0);
+            return false;
+        }
+    };
+    let actions = config::diff_specs(&broker.spec(), &spec, broker.node_id());
+    let count = actions.len();
+    let result = if actions.iter().all(|a| a.is_live()) {
+        "ok"
+    } else {
+        "needs_restart"
+    };
+    let m = sluice::metrics::metrics();
+    m.config_reloads.with_label_values(&[result]).inc();
+    m.config_last_reload_success.set(1);
+    m.set_spec_hash(&spec.source_hash);
+    let spec_hash = spec.source_hash.clone();
+    for applied in broker.apply_reload(spec, actions) {
+        match applied.result {
+            Ok(()) if applied.action.is_live() => {
+                tracing::info!(event = "reload_action", action = %applied.action)
+            }
+            Ok(()) => tracing::warn!(event = "reload_action_deferred", action = %applied.action),
+            Err(e) => {
+                tracing::error!(event = "reload_action_failed", action = %applied.action, error = %e)
+            }
+        }
+    }
+    tracing::info!(event = "reload_done", actions = count, spec_hash = %spec_hash);
+    true
 }

@@ -42,6 +42,7 @@ pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
 pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub kafka: SocketAddr,
+    pub metrics: SocketAddr,
     pub spec_path: PathBuf,
     child: Option<Child>,
     log_path: PathBuf,
@@ -56,9 +57,21 @@ impl Daemon {
 
     /// As `start`, with `topic_defaults_toml` placed under `[topic_defaults]`.
     pub fn start_with(topics_toml: &str, topic_defaults_toml: &str) -> Daemon {
+        Self::start_full(topics_toml, topic_defaults_toml, "")
+    }
+
+    /// As `start`, with `limits_toml` placed under `[limits]`.
+    pub fn start_with_limits(topics_toml: &str, limits_toml: &str) -> Daemon {
+        Self::start_full(topics_toml, "", limits_toml)
+    }
+
+    fn start_full(topics_toml: &str, topic_defaults_toml: &str, limits_toml: &str) -> Daemon {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let kafka: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+        let metrics: SocketAddr = format!("127.0.0.1:{}", free_port())
+            .parse()
+            .expect("address");
         let spec = format!(
             r#"[cluster]
 name = "test"
@@ -72,8 +85,11 @@ voters = [1]
 id = 1
 kafka = "127.0.0.1:{port}"
 quic = "127.0.0.1:{quic}"
-metrics = "127.0.0.1:{metrics}"
+metrics = "{metrics}"
 data_dir = "data"
+
+[limits]
+{limits_toml}
 
 [topic_defaults]
 {topic_defaults_toml}
@@ -81,7 +97,6 @@ data_dir = "data"
 {topics_toml}
 "#,
             quic = free_port(),
-            metrics = free_port(),
         );
         let spec_path = dir.path().join("cluster.toml");
         std::fs::write(&spec_path, spec).expect("writing spec");
@@ -89,6 +104,7 @@ data_dir = "data"
         let mut daemon = Daemon {
             dir,
             kafka,
+            metrics,
             spec_path,
             child: None,
             log_path,
@@ -99,6 +115,27 @@ data_dir = "data"
 
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
+    }
+
+    /// GET /metrics: the exposition text.
+    pub fn scrape(&self) -> String {
+        use std::io::{Read, Write};
+        let mut stream = TcpStream::connect(self.metrics).expect("metrics endpoint");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+            .unwrap();
+        let mut response = String::new();
+        stream
+            .read_to_string(&mut response)
+            .expect("metrics response");
+        assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+        response
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_string())
+            .unwrap_or_default()
     }
 
     pub fn bootstrap(&self) -> String {

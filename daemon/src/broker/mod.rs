@@ -5,11 +5,15 @@
 mod log_config;
 mod partition;
 mod registry;
+mod reload;
 mod topic;
 
 pub use log_config::log_config_for;
-pub use partition::{Partition, PartitionOffsets, PartitionRead, SINGLE_NODE_LEADER_EPOCH};
+pub use partition::{
+    Partition, PartitionOffsets, PartitionRead, PartitionStats, SINGLE_NODE_LEADER_EPOCH,
+};
 pub use registry::{RegistryEntry, RegistryError, TopicOrigin, TopicRegistry};
+pub use reload::AppliedAction;
 pub use topic::{CreateTopicError, Topic, TopicRequest};
 
 use std::collections::BTreeMap;

@@ -21,6 +21,14 @@ pub struct PartitionRead {
     pub log_start_offset: i64,
 }
 
+/// What the metrics endpoint reports about a partition.
+#[derive(Debug, Clone, Copy)]
+pub struct PartitionStats {
+    pub offsets: PartitionOffsets,
+    pub size_bytes: u64,
+    pub segments: usize,
+}
+
 /// Offsets describing a partition at one instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PartitionOffsets {
@@ -169,7 +177,12 @@ impl Partition {
         let Some(pending) = self.lock_log().pending_sync() else {
             return Ok(());
         };
-        let durable = pending.sync().map_err(|source| LogError::Io {
+        let started = std::time::Instant::now();
+        let synced = pending.sync();
+        crate::metrics::metrics()
+            .flush_duration
+            .observe(started.elapsed().as_secs_f64());
+        let durable = synced.map_err(|source| LogError::Io {
             operation: "fdatasync",
             path: std::path::PathBuf::from(format!("{}-{}", self.topic, self.index)),
             source,
@@ -201,6 +214,19 @@ impl Partition {
 
     pub fn size_bytes(&self) -> u64 {
         self.lock_log().size_bytes()
+    }
+
+    pub fn stats(&self) -> PartitionStats {
+        let log = self.lock_log();
+        PartitionStats {
+            offsets: PartitionOffsets {
+                log_start_offset: log.log_start_offset(),
+                log_end_offset: log.log_end_offset(),
+                high_watermark: self.high_watermark(),
+            },
+            size_bytes: log.size_bytes(),
+            segments: log.segment_count(),
+        }
     }
 }
 

@@ -192,6 +192,51 @@ impl Topic {
         })
     }
 
+    /// The same topic sharing the same partitions (for replacing one field).
+    pub fn shallow_clone(&self) -> Self {
+        Self {
+            name: self.name.clone(),
+            id: self.id,
+            origin: self.origin,
+            config: self.config.clone(),
+            partitions: self.partitions.clone(),
+        }
+    }
+
+    /// The topic with partitions added up to `count` (never removed).
+    pub fn with_partitions(
+        &self,
+        data_dir: &Path,
+        count: i32,
+        now_ms: i64,
+    ) -> Result<Self, CreateTopicError> {
+        if !(1..=TOPIC_PARTITIONS_MAX).contains(&count) || (count as usize) < self.partitions.len()
+        {
+            return Err(CreateTopicError::InvalidPartitions(count));
+        }
+        let log_config = log_config_for(&self.config);
+        let fsync = matches!(self.config.flush, FlushMode::Fsync);
+        let mut partitions = self.partitions.clone();
+        for index in self.partitions.len() as i32..count {
+            let dir = partition_dir(data_dir, &self.name, index);
+            std::fs::create_dir_all(&dir).map_err(|source| CreateTopicError::Dir {
+                path: dir.clone(),
+                source,
+            })?;
+            let (log, _) = PartitionLog::open(&dir, log_config.clone(), now_ms)?;
+            partitions.push(Arc::new(Partition::new(
+                self.name.clone(),
+                index,
+                log,
+                fsync,
+            )));
+        }
+        Ok(Self {
+            partitions,
+            ..self.shallow_clone()
+        })
+    }
+
     pub fn partition(&self, index: i32) -> Option<&Arc<Partition>> {
         usize::try_from(index)
             .ok()

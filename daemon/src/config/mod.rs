@@ -10,9 +10,11 @@
 //! Files: `spec.rs` types, `units.rs` sizes and durations, `document.rs` TOML to
 //! types with positions, `validate.rs` semantic rules, `topic_config.rs` resolved
 //! topic settings and Kafka config names, `node.rs` which broker am I,
-//! `error.rs` errors, `default.toml` the embedded default spec.
+//! `error.rs` errors, `diff.rs` the reload diff (old spec, new spec) → actions,
+//! `default.toml` the embedded default spec.
 //! Every key is documented in docs/config-reference.md.
 
+mod diff;
 mod document;
 mod error;
 mod node;
@@ -23,6 +25,7 @@ mod validate;
 
 use std::path::Path;
 
+pub use diff::{ReloadAction, SettingChange, diff_specs};
 pub use error::{LoadError, SpecError, SpecErrors};
 pub use node::{DEFAULT_NODE_FILE, NODE_ID_ENV, resolve_node_id};
 pub use spec::{

@@ -4,8 +4,10 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
+use kafka_protocol::messages::ApiKey;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -45,8 +47,10 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
+    let metrics = crate::metrics::metrics();
+    metrics.connections.inc();
     let (mut reader, writer) = stream.into_split();
-    let (replies_tx, replies_rx) = mpsc::channel::<Reply>(shared.limits.in_flight_requests_max);
+    let (replies_tx, replies_rx) = mpsc::channel::<Queued>(shared.limits.in_flight_requests_max);
     let writer_task = tokio::spawn(write_loop(writer, replies_rx, peer));
     let mut buffer = BytesMut::with_capacity(READ_BUFFER_BYTES_INITIAL);
     loop {
@@ -69,15 +73,30 @@ pub async fn run(
                 break;
             }
         };
+        let started = Instant::now();
+        let api = ApiKey::try_from(i16::from_be_bytes([frame[0], frame[1]])).ok();
         let reply = dispatch(&shared.broker, &shared.limits, frame);
         drop(permit);
         match reply {
             Ok(reply) => {
-                if replies_tx.send(reply).await.is_err() {
+                if replies_tx
+                    .send(Queued {
+                        reply,
+                        api,
+                        started,
+                    })
+                    .await
+                    .is_err()
+                {
                     break;
                 }
             }
             Err(e) => {
+                let api = api.map_or("Unknown".to_string(), |a| format!("{a:?}"));
+                metrics
+                    .request_errors
+                    .with_label_values(&[&api, "ConnectionClosed"])
+                    .inc();
                 tracing::info!(event = "connection_closed", peer = %peer, reason = %e);
                 break;
             }
@@ -86,16 +105,43 @@ pub async fn run(
     // Replies already queued are still written before the socket closes.
     drop(replies_tx);
     let _ = writer_task.await;
+    metrics.connections.dec();
+}
+
+/// A reply waiting its turn, with what the request metrics need.
+struct Queued {
+    reply: Reply,
+    api: Option<ApiKey>,
+    started: Instant,
 }
 
 async fn write_loop(
     mut writer: OwnedWriteHalf,
-    mut replies: mpsc::Receiver<Reply>,
+    mut replies: mpsc::Receiver<Queued>,
     peer: SocketAddr,
 ) {
-    while let Some(reply) = replies.recv().await {
+    let metrics = crate::metrics::metrics();
+    while let Some(Queued {
+        reply,
+        api,
+        started,
+    }) = replies.recv().await
+    {
+        let observe = || {
+            if let Some(api) = api {
+                let api = format!("{api:?}");
+                metrics.requests.with_label_values(&[&api]).inc();
+                metrics
+                    .request_duration
+                    .with_label_values(&[&api])
+                    .observe(started.elapsed().as_secs_f64());
+            }
+        };
         let frame = match reply {
-            Reply::Nothing => continue,
+            Reply::Nothing => {
+                observe();
+                continue;
+            }
             Reply::Ready(frame) => frame,
             Reply::Pending(pending) => match pending.await {
                 Ok(frame) => frame,
@@ -109,6 +155,7 @@ async fn write_loop(
             tracing::debug!(event = "write_failed", peer = %peer, error = %e);
             return;
         }
+        observe();
     }
 }
 

@@ -149,17 +149,16 @@ pub fn dispatch(
     }
 }
 
-/// Decodes the body; bytes left over mean the client and we disagree on
-/// the layout, which is as malformed as too few.
+/// Decodes the body. Bytes left over are tolerated, as Kafka brokers do:
+/// librdkafka 2.12 sends Metadata v12 with three extra bytes.
 fn decode<T: Decodable>(frame: &mut Bytes, ctx: &RequestContext) -> Result<T, DispatchError> {
-    let malformed = |message: String| DispatchError::Malformed {
+    let body = T::decode(frame, ctx.version).map_err(|e| DispatchError::Malformed {
         key: ctx.key,
         version: ctx.version,
-        message,
-    };
-    let body = T::decode(frame, ctx.version).map_err(|e| malformed(e.to_string()))?;
+        message: e.to_string(),
+    })?;
     if frame.has_remaining() {
-        return Err(malformed(format!("{} trailing bytes", frame.remaining())));
+        tracing::debug!(event = "request_trailing_bytes", api = ?ctx.key, version = ctx.version, bytes = frame.remaining());
     }
     Ok(body)
 }

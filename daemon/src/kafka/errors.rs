@@ -69,3 +69,18 @@ pub fn group_error_code(error: &crate::group::GroupError) -> i16 {
     };
     kind.code()
 }
+
+/// Counts a non-zero error code answered for `api`.
+pub fn count_error(api: kafka_protocol::messages::ApiKey, code: i16) {
+    if code == NONE {
+        return;
+    }
+    let name = match ResponseError::try_from_code(code) {
+        Some(ResponseError::Unknown(_)) | None => format!("CODE_{code}"),
+        Some(error) => format!("{error:?}"),
+    };
+    crate::metrics::metrics()
+        .request_errors
+        .with_label_values(&[&format!("{api:?}"), &name])
+        .inc();
+}

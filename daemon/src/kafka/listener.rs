@@ -2,7 +2,9 @@
 //! and stops on the shutdown signal: no new connections, in-flight requests
 //! answered, then return.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -24,6 +26,8 @@ pub struct ListenerLimits {
     /// queued.max.request.bytes: request bytes buffered across all connections.
     pub queued_request_bytes_max: u32,
     pub connections_max: usize,
+    /// max.connections.per.ip: connections beyond it are closed at once.
+    pub connections_per_ip_max: Option<usize>,
     /// Requests read ahead of their replies on one connection.
     pub in_flight_requests_max: usize,
     /// connections.max.idle.ms: a connection that sends nothing this long is closed.
@@ -38,6 +42,7 @@ impl Default for ListenerLimits {
             request_bytes_max: 100 * 1024 * 1024,
             queued_request_bytes_max: 512 * 1024 * 1024,
             connections_max: 10_000,
+            connections_per_ip_max: None,
             in_flight_requests_max: 100,
             idle_timeout: Duration::from_secs(600),
             fetch_response_bytes_max: 55 * 1024 * 1024,
@@ -59,6 +64,7 @@ pub async fn serve(
         limits,
         request_bytes: Arc::new(Semaphore::new(limits.queued_request_bytes_max as usize)),
     });
+    let per_ip = PerIpCounts::new(limits.connections_per_ip_max);
     let mut tasks = JoinSet::new();
     loop {
         let permit = tokio::select! {
@@ -72,10 +78,15 @@ pub async fn serve(
         };
         match accepted {
             Ok((stream, peer)) => {
+                let Some(ip_slot) = per_ip.admit(peer.ip()) else {
+                    tracing::info!(event = "connection_refused", peer = %peer, reason = "max_connections_per_ip");
+                    continue;
+                };
                 let shared = shared.clone();
                 let shutdown = shutdown.clone();
                 tasks.spawn(async move {
                     connection::run(stream, peer, shared, shutdown).await;
+                    drop(ip_slot);
                     drop(permit);
                 });
             }
@@ -88,6 +99,53 @@ pub async fn serve(
     }
     drop(listener);
     drain(tasks).await;
+}
+
+/// Open connections per client address, for `max.connections.per.ip`.
+#[derive(Clone)]
+struct PerIpCounts {
+    max: Option<usize>,
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// Holds one connection's place in its address's count until dropped.
+struct IpSlot {
+    ip: IpAddr,
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl PerIpCounts {
+    fn new(max: Option<usize>) -> Self {
+        Self {
+            max,
+            counts: Arc::default(),
+        }
+    }
+
+    fn admit(&self, ip: IpAddr) -> Option<IpSlot> {
+        let mut counts = self.counts.lock().expect("per-ip counts poisoned");
+        let count = counts.entry(ip).or_default();
+        if self.max.is_some_and(|max| *count >= max) {
+            return None;
+        }
+        *count += 1;
+        Some(IpSlot {
+            ip,
+            counts: self.counts.clone(),
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().expect("per-ip counts poisoned");
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
 }
 
 async fn drain(mut tasks: JoinSet<()>) {

@@ -213,15 +213,45 @@ pub fn validate_batches(
     Ok(headers)
 }
 
-/// Leader-side rule: a producer's batch has exactly lastOffsetDelta + 1 records.
-pub(crate) fn check_producer_counts(header: &BatchHeader) -> Result<(), LogError> {
+/// Leader-side rules: a producer's batch has exactly lastOffsetDelta + 1
+/// records, and an uncompressed batch really holds `recordCount` records
+/// that fill it exactly. Without the second, a tiny batch claiming 2^31
+/// records would move the log end by 2^31 offsets.
+pub(crate) fn check_producer_counts(header: &BatchHeader, batch: &[u8]) -> Result<(), LogError> {
+    assert_eq!(batch.len(), header.batch_bytes as usize);
+    let invalid = |reason| LogError::InvalidBatch {
+        position: header.position,
+        reason,
+    };
     if i64::from(header.record_count) != i64::from(header.last_offset_delta) + 1 {
-        return Err(LogError::InvalidBatch {
-            position: header.position,
-            reason: "record count differs from last offset delta + 1",
-        });
+        return Err(invalid("record count differs from last offset delta + 1"));
+    }
+    if header.attributes & ATTRIBUTE_CODEC_MASK != 0 {
+        return Ok(());
+    }
+    let mut rest = &batch[BATCH_HEADER_BYTES..];
+    for _ in 0..header.record_count {
+        let (length, used) = read_varint(rest).ok_or_else(|| invalid("truncated record length"))?;
+        let length = usize::try_from(length).map_err(|_| invalid("negative record length"))?;
+        let end = used.checked_add(length).filter(|end| *end <= rest.len());
+        rest = &rest[end.ok_or_else(|| invalid("record runs past the end of the batch"))?..];
+    }
+    if !rest.is_empty() {
+        return Err(invalid("bytes after the last record of the batch"));
     }
     Ok(())
+}
+
+/// A zigzag varint (Kafka's record fields): value and bytes used.
+fn read_varint(bytes: &[u8]) -> Option<(i64, usize)> {
+    let mut raw: u64 = 0;
+    for (i, byte) in bytes.iter().take(10).enumerate() {
+        raw |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((((raw >> 1) as i64) ^ -((raw & 1) as i64), i + 1));
+        }
+    }
+    None
 }
 
 /// Writes baseOffset and partitionLeaderEpoch; both lie outside the CRC.
@@ -407,7 +437,43 @@ mod tests {
         let crc = compute_crc(&records);
         records[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
         let headers = validate_batches(&records, u32::MAX).unwrap();
-        assert!(check_producer_counts(&headers[0]).is_err());
+        assert!(check_producer_counts(&headers[0], &records).is_err());
+    }
+
+    #[test]
+    fn an_uncompressed_batch_must_hold_the_records_it_counts() {
+        let honest = encode_batch(3, 10, 1000, Compression::None);
+        let headers = validate_batches(&honest, u32::MAX).unwrap();
+        assert!(check_producer_counts(&headers[0], &honest).is_ok());
+        // Claims 2^31 - 1 records (count and delta agree) but holds three.
+        let mut lying = honest.clone();
+        lying[RECORD_COUNT_AT..RECORD_COUNT_AT + 4].copy_from_slice(&i32::MAX.to_be_bytes());
+        lying[LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4]
+            .copy_from_slice(&(i32::MAX - 1).to_be_bytes());
+        let crc = compute_crc(&lying);
+        lying[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+        let headers = validate_batches(&lying, u32::MAX).unwrap();
+        assert!(matches!(
+            check_producer_counts(&headers[0], &lying),
+            Err(LogError::InvalidBatch {
+                reason: "record runs past the end of the batch" | "truncated record length",
+                ..
+            })
+        ));
+        // Claims fewer records than it holds.
+        let mut short = honest.clone();
+        short[RECORD_COUNT_AT..RECORD_COUNT_AT + 4].copy_from_slice(&2i32.to_be_bytes());
+        short[LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4].copy_from_slice(&1i32.to_be_bytes());
+        let crc = compute_crc(&short);
+        short[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+        let headers = validate_batches(&short, u32::MAX).unwrap();
+        assert!(matches!(
+            check_producer_counts(&headers[0], &short),
+            Err(LogError::InvalidBatch {
+                reason: "bytes after the last record of the batch",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -476,7 +476,11 @@ impl PartitionLog {
     ) -> Result<AppendInfo, LogError> {
         let mut headers = batch::validate_batches(records, self.config.max_message_bytes)?;
         for header in &headers {
-            batch::check_producer_counts(header)?;
+            let start = header.position as usize;
+            batch::check_producer_counts(
+                header,
+                &records[start..start + header.batch_bytes as usize],
+            )?;
         }
         self.check_record_set_size(records.len())?;
         if let Some(latest_epoch) = self.epochs.latest_epoch()

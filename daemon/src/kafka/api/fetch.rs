@@ -86,6 +86,26 @@ fn encode(
     ctx: &RequestContext,
     answer: &FetchAnswer,
 ) -> Result<crate::kafka::response::ResponseFrame, DispatchError> {
+    // Counted here, for the answer that is really sent (not long-poll re-reads).
+    let metrics = crate::metrics::metrics();
+    crate::kafka::errors::count_error(ctx.key, answer.error_code);
+    for topic in &answer.topics {
+        let sent: u64 = topic
+            .partitions
+            .iter()
+            .filter_map(|p| p.records.as_ref())
+            .map(|f| u64::from(f.len))
+            .sum();
+        if sent > 0 {
+            metrics
+                .bytes_out
+                .with_label_values(&[&topic.name])
+                .inc_by(sent);
+        }
+        for partition in &topic.partitions {
+            crate::kafka::errors::count_error(ctx.key, partition.data.error_code);
+        }
+    }
     encode_fetch_response(ctx.correlation_id(), ctx.version, answer).map_err(|e| {
         DispatchError::Encode {
             key: ctx.key,

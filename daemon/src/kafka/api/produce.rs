@@ -46,6 +46,7 @@ pub fn handle(ctx: &RequestContext, request: ProduceRequest) -> Result<Reply, Di
                 ),
             }
             .for_version(ctx.version);
+            crate::kafka::errors::count_error(ctx.key, outcome.response.error_code);
             outcomes.push(outcome);
         }
         topics.push((topic_data.name, outcomes));
@@ -130,7 +131,18 @@ fn append(
     // Offsets are patched in place, so the batch needs a private copy.
     let mut owned = records.to_vec();
     let info = match partition.append(&mut owned, now_ms()) {
-        Ok(info) => info,
+        Ok(info) => {
+            let metrics = crate::metrics::metrics();
+            metrics
+                .bytes_in
+                .with_label_values(&[topic])
+                .inc_by(owned.len() as u64);
+            metrics
+                .records_in
+                .with_label_values(&[topic])
+                .inc_by(u64::from(info.record_count));
+            info
+        }
         Err(e) => {
             tracing::debug!(event = "produce_refused", partition = ?partition, error = %e);
             return rejected(index, log_error_code(&e), Some(e.to_string()));

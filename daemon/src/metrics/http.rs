@@ -1,0 +1,104 @@
+//! The `/metrics` endpoint: a deliberately tiny HTTP/1.1 server (one GET per
+//! connection, bounded request size, `Connection: close`), enough for
+//! Prometheus scrapes and curl.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::broker::Broker;
+
+/// Largest request head accepted.
+const REQUEST_BYTES_MAX: usize = 8 * 1024;
+/// A scraper that sends nothing for this long is dropped.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub async fn serve(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                let broker = broker.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = answer(stream, &broker).await {
+                        tracing::debug!(event = "metrics_request_failed", error = %e);
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(event = "metrics_accept_failed", error = %e);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn answer(mut stream: TcpStream, broker: &Broker) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(READ_TIMEOUT, stream.read(&mut buf))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "request head"))??;
+        if n == 0 || head.len() + n > REQUEST_BYTES_MAX {
+            return respond(
+                &mut stream,
+                "400 Bad Request",
+                "text/plain",
+                "bad request\n",
+            )
+            .await;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = head.split(|b| *b == b'\r').next().unwrap_or_default();
+    let mut parts = line.split(|b| *b == b' ');
+    match (parts.next(), parts.next()) {
+        (Some(b"GET"), Some(b"/metrics")) => {
+            super::refresh(broker);
+            let body = super::metrics().encode();
+            respond(
+                &mut stream,
+                "200 OK",
+                "text/plain; version=0.0.4; charset=utf-8",
+                &body,
+            )
+            .await
+        }
+        (Some(b"GET"), Some(b"/")) => {
+            respond(
+                &mut stream,
+                "200 OK",
+                "text/plain",
+                "sluiced: see /metrics\n",
+            )
+            .await
+        }
+        _ => respond(&mut stream, "404 Not Found", "text/plain", "not found\n").await,
+    }
+}
+
+async fn respond(
+    stream: &mut TcpStream,
+    status: &str,
+    content_type: &str,
+    body: &str,
+) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
+}

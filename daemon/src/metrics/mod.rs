@@ -1,0 +1,314 @@
+//! Prometheus metrics: one registry, families named `sluice_<noun>_<unit>`,
+//! HELP on every family, label sets bounded (API names, error names, topics,
+//! partitions, groups; never client or member ids). Hot paths update
+//! counters through `metrics()`; partition state is read from the broker at
+//! scrape time (`refresh`), so gauges never drift from the truth.
+
+mod http;
+mod refresh;
+
+pub use http::serve;
+pub use refresh::refresh;
+
+use std::sync::OnceLock;
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
+
+/// Latency buckets from 100 µs to 10 s: fsyncs on SSDs sit well below the
+/// 5 ms where the library's defaults start.
+const LATENCY_BUCKETS_SECONDS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_errors: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub bytes_in: IntCounterVec,
+    pub bytes_out: IntCounterVec,
+    pub records_in: IntCounterVec,
+    pub flush_duration: Histogram,
+    pub config_reloads: IntCounterVec,
+    pub config_last_reload_success: IntGauge,
+    pub spec_info: IntGaugeVec,
+    pub connections: IntGauge,
+    pub isr_shrinks: IntCounter,
+    pub isr_expands: IntCounter,
+    pub(crate) partition: PartitionGauges,
+    pub(crate) broker: BrokerGauges,
+    /// HW − committed per group and partition (`group::lag`), at scrape time.
+    pub(crate) consumer_group_lag: IntGaugeVec,
+}
+
+/// Per-partition gauges, rebuilt from the broker at every scrape.
+pub(crate) struct PartitionGauges {
+    pub log_size_bytes: IntGaugeVec,
+    pub log_segments: IntGaugeVec,
+    pub log_start_offset: IntGaugeVec,
+    pub log_end_offset: IntGaugeVec,
+    pub high_watermark: IntGaugeVec,
+    pub hw_lag_messages: IntGaugeVec,
+}
+
+/// Broker-wide gauges, also set at scrape time.
+pub(crate) struct BrokerGauges {
+    pub partitions: IntGauge,
+    pub leader_partitions: IntGauge,
+    pub under_replicated: IntGauge,
+    pub under_min_isr: IntGauge,
+    pub offline: IntGauge,
+    pub data_dir_free_bytes: IntGauge,
+    pub data_dir_size_bytes: IntGauge,
+}
+
+fn register<C: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    collector: C,
+) -> C {
+    registry
+        .register(Box::new(collector.clone()))
+        .expect("metric families are registered once, with distinct names");
+    collector
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(
+        r,
+        IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+    )
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    register(
+        r,
+        IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
+    )
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    register(r, IntGauge::new(name, help).expect("valid metric"))
+}
+
+fn histogram(name: &str, help: &str) -> HistogramOpts {
+    HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS_SECONDS.to_vec())
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let r = Registry::new();
+        let partition = ["topic", "partition"];
+        let metrics = Self {
+            requests: counter_vec(
+                &r,
+                "sluice_requests_total",
+                "Kafka requests handled, by API.",
+                &["api"],
+            ),
+            request_errors: counter_vec(
+                &r,
+                "sluice_request_errors_total",
+                "Error codes answered, by API and Kafka error name.",
+                &["api", "error"],
+            ),
+            request_duration: register(
+                &r,
+                HistogramVec::new(
+                    histogram(
+                        "sluice_request_duration_seconds",
+                        "Time from a request's arrival to its reply being written, by API.",
+                    ),
+                    &["api"],
+                )
+                .expect("valid metric"),
+            ),
+            bytes_in: counter_vec(
+                &r,
+                "sluice_bytes_in_total",
+                "Record bytes appended by producers, by topic.",
+                &["topic"],
+            ),
+            bytes_out: counter_vec(
+                &r,
+                "sluice_bytes_out_total",
+                "Record bytes sent to fetchers, by topic.",
+                &["topic"],
+            ),
+            records_in: counter_vec(
+                &r,
+                "sluice_records_in_total",
+                "Records appended by producers, by topic.",
+                &["topic"],
+            ),
+            flush_duration: register(
+                &r,
+                Histogram::with_opts(histogram(
+                    "sluice_flush_duration_seconds",
+                    "Latency of making a partition's appended data durable (fdatasync).",
+                ))
+                .expect("valid metric"),
+            ),
+            config_reloads: counter_vec(
+                &r,
+                "sluice_config_reloads_total",
+                "Cluster spec reloads, by result (ok, invalid, needs_restart).",
+                &["result"],
+            ),
+            config_last_reload_success: gauge(
+                &r,
+                "sluice_config_last_reload_success",
+                "1 if the last reload (or the start) loaded a valid spec, else 0.",
+            ),
+            spec_info: gauge_vec(
+                &r,
+                "sluice_spec_info",
+                "The hash of the cluster spec this broker runs; value 1.",
+                &["hash"],
+            ),
+            connections: gauge(&r, "sluice_connections", "Open Kafka client connections."),
+            isr_shrinks: register(
+                &r,
+                IntCounter::new(
+                    "sluice_isr_shrinks_total",
+                    "Replicas removed from an ISR (0 on a single node).",
+                )
+                .expect("valid metric"),
+            ),
+            isr_expands: register(
+                &r,
+                IntCounter::new(
+                    "sluice_isr_expands_total",
+                    "Replicas added to an ISR (0 on a single node).",
+                )
+                .expect("valid metric"),
+            ),
+            consumer_group_lag: gauge_vec(
+                &r,
+                "sluice_consumer_group_lag",
+                "Messages between a consumer group's committed offset and the partition's high watermark.",
+                &["group", "topic", "partition"],
+            ),
+            partition: PartitionGauges {
+                log_size_bytes: gauge_vec(
+                    &r,
+                    "sluice_log_size_bytes",
+                    "Bytes of all segments of a partition.",
+                    &partition,
+                ),
+                log_segments: gauge_vec(
+                    &r,
+                    "sluice_log_segments",
+                    "Segments of a partition.",
+                    &partition,
+                ),
+                log_start_offset: gauge_vec(
+                    &r,
+                    "sluice_log_start_offset",
+                    "First offset still in a partition's log.",
+                    &partition,
+                ),
+                log_end_offset: gauge_vec(
+                    &r,
+                    "sluice_log_end_offset",
+                    "Next offset a partition will assign (LEO).",
+                    &partition,
+                ),
+                high_watermark: gauge_vec(
+                    &r,
+                    "sluice_high_watermark",
+                    "Offsets below this are visible to consumers.",
+                    &partition,
+                ),
+                hw_lag_messages: gauge_vec(
+                    &r,
+                    "sluice_partition_hw_lag_messages",
+                    "Log end offset minus high watermark.",
+                    &partition,
+                ),
+            },
+            broker: BrokerGauges {
+                partitions: gauge(&r, "sluice_partitions", "Partitions on this broker."),
+                leader_partitions: gauge(
+                    &r,
+                    "sluice_leader_partitions",
+                    "Partitions this broker leads.",
+                ),
+                under_replicated: gauge(
+                    &r,
+                    "sluice_under_replicated_partitions",
+                    "Partitions whose ISR is smaller than their replica set.",
+                ),
+                under_min_isr: gauge(
+                    &r,
+                    "sluice_under_min_isr_partitions",
+                    "Partitions whose ISR is smaller than min.insync.replicas (acks=all fails).",
+                ),
+                offline: gauge(
+                    &r,
+                    "sluice_offline_partitions",
+                    "Partitions without a leader.",
+                ),
+                data_dir_free_bytes: gauge(
+                    &r,
+                    "sluice_data_dir_free_bytes",
+                    "Free bytes on the data directory's filesystem.",
+                ),
+                data_dir_size_bytes: gauge(
+                    &r,
+                    "sluice_data_dir_size_bytes",
+                    "Size of the data directory's filesystem.",
+                ),
+            },
+            registry: r,
+        };
+        let build = gauge_vec(
+            &metrics.registry,
+            "sluice_build_info",
+            "The running build; value 1.",
+            &["version"],
+        );
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        metrics.register_process_collector();
+        // Series exist from the start, so rates and dashboards see zeros, not gaps.
+        for result in ["ok", "invalid", "needs_restart"] {
+            metrics.config_reloads.with_label_values(&[result]);
+        }
+        for api in crate::kafka::versions::SUPPORTED_APIS {
+            let api = format!("{:?}", api.key);
+            metrics.requests.with_label_values(&[&api]);
+            metrics.request_duration.with_label_values(&[&api]);
+        }
+        metrics
+    }
+
+    fn register_process_collector(&self) {
+        let process = prometheus::process_collector::ProcessCollector::for_self();
+        if let Err(e) = self.registry.register(Box::new(process)) {
+            tracing::warn!(event = "process_metrics_unavailable", error = %e);
+        }
+    }
+
+    /// Records the spec now running, replacing the previous hash.
+    pub fn set_spec_hash(&self, hash: &str) {
+        self.spec_info.reset();
+        self.spec_info.with_label_values(&[hash]).set(1);
+    }
+
+    /// The text exposition of every family.
+    pub fn encode(&self) -> String {
+        let families = self.registry.gather();
+        prometheus::TextEncoder::new()
+            .encode_to_string(&families)
+            .unwrap_or_else(|e| format!("# encoding failed: {e}\n"))
+    }
+}
+
+/// The process-wide metrics, created on first use.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}

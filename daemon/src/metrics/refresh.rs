@@ -1,0 +1,105 @@
+//! Scrape-time gauges: partition offsets and sizes read from the broker,
+//! so a deleted partition's series disappear with it.
+
+use super::metrics;
+use crate::broker::Broker;
+
+pub fn refresh(broker: &Broker) {
+    let m = metrics();
+    let gauges = &m.partition;
+    for family in [
+        &gauges.log_size_bytes,
+        &gauges.log_segments,
+        &gauges.log_start_offset,
+        &gauges.log_end_offset,
+        &gauges.high_watermark,
+        &gauges.hw_lag_messages,
+    ] {
+        family.reset();
+    }
+    let (mut partitions, mut under_min_isr) = (0i64, 0i64);
+    for topic in broker.topics() {
+        // A single node's ISR is itself: one replica.
+        if i64::from(topic.config.min_insync_replicas) > 1 {
+            under_min_isr += topic.partitions.len() as i64;
+        }
+        for family in [&m.bytes_in, &m.bytes_out, &m.records_in] {
+            family.with_label_values(&[&*topic.name]);
+        }
+        for partition in &topic.partitions {
+            partitions += 1;
+            let index = partition.index.to_string();
+            let labels = [&*topic.name, index.as_str()];
+            let stats = partition.stats();
+            gauges
+                .log_size_bytes
+                .with_label_values(&labels)
+                .set(stats.size_bytes as i64);
+            gauges
+                .log_segments
+                .with_label_values(&labels)
+                .set(stats.segments as i64);
+            gauges
+                .log_start_offset
+                .with_label_values(&labels)
+                .set(stats.offsets.log_start_offset);
+            gauges
+                .log_end_offset
+                .with_label_values(&labels)
+                .set(stats.offsets.log_end_offset);
+            gauges
+                .high_watermark
+                .with_label_values(&labels)
+                .set(stats.offsets.high_watermark);
+            gauges
+                .hw_lag_messages
+                .with_label_values(&labels)
+                .set(stats.offsets.log_end_offset - stats.offsets.high_watermark);
+        }
+    }
+    let b = &m.broker;
+    b.partitions.set(partitions);
+    b.leader_partitions.set(partitions);
+    b.under_replicated.set(0);
+    b.under_min_isr.set(under_min_isr);
+    b.offline.set(0);
+    if let Some((free, size)) = filesystem_bytes(broker.data_dir()) {
+        b.data_dir_free_bytes.set(free);
+        b.data_dir_size_bytes.set(size);
+    }
+    refresh_group_lag(broker);
+}
+
+/// `sluice_consumer_group_lag`: one series per committed partition of each
+/// group this broker coordinates; a deleted group's series disappear.
+fn refresh_group_lag(broker: &Broker) {
+    let family = &metrics().consumer_group_lag;
+    family.reset();
+    let Some(coordinator) = broker.group_coordinator() else {
+        return;
+    };
+    for row in crate::group::lag::broker_lag(broker, coordinator) {
+        if let Some(lag) = row.lag {
+            let partition = row.partition.to_string();
+            family
+                .with_label_values(&[row.group.as_str(), row.topic.as_str(), partition.as_str()])
+                .set(lag);
+        }
+    }
+}
+
+/// (available, total) bytes of the filesystem holding `path`.
+fn filesystem_bytes(path: &std::path::Path) -> Option<(i64, i64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: a NUL-terminated path and a pointer to writable statvfs storage.
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), stat.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: statvfs succeeded and filled the struct.
+    let stat = unsafe { stat.assume_init() };
+    let block = stat.f_frsize as i64;
+    Some((stat.f_bavail as i64 * block, stat.f_blocks as i64 * block))
+}
