@@ -94,7 +94,9 @@ fn metrics_follow_traffic_and_cover_the_dashboards() {
         !text.contains("never-a-label"),
         "client ids must not become labels"
     );
-    assert_eq!(sample(&text, "sluice_partitions"), Some(2.0));
+    // The group coordinator's __consumer_offsets partitions count too, as in Kafka.
+    let internal = f64::from(sluice::group::OFFSETS_TOPIC_PARTITIONS);
+    assert_eq!(sample(&text, "sluice_partitions"), Some(2.0 + internal));
 
     // A consume shows up as bytes out; a fetch of a partition that does not exist as an error.
     let output = std::process::Command::new("kcat")

@@ -45,6 +45,13 @@ enum Command {
     CheckConfig { file: PathBuf },
     /// Print the embedded default spec (a valid, commented TOML file).
     DefaultConfig,
+    /// List consumer groups of a running broker: members, assignments, and
+    /// per-partition lag (high watermark − committed offset).
+    Groups {
+        /// The broker's Kafka address.
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+    },
     /// Measure produce/consume throughput of an in-process broker beside the
     /// raw disk write and loopback TCP rates of this machine.
     Bench {
@@ -115,6 +122,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some(Command::Groups { ref bootstrap }) => groups(bootstrap),
         None => {
             init_tracing();
             match run(cli) {
@@ -125,6 +133,29 @@ fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             }
+        }
+    }
+}
+
+fn groups(bootstrap: &str) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("sluiced groups: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(sluice::group::report::collect(bootstrap)) {
+        Ok(reports) => {
+            print!("{}", sluice::group::report::render(&reports));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sluiced groups: {e:#}");
+            ExitCode::from(1)
         }
     }
 }
@@ -177,7 +208,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         topics = broker.topics().len(),
         partitions = broker.partition_count()
     );
-    runtime.block_on(serve(broker.clone(), limits, cli.config.clone()))?;
+    let groups = broker
+        .start_group_coordinator()
+        .map_err(|e| anyhow::anyhow!("starting the group coordinator: {e}"))?;
+    tracing::info!(event = "groups_ready");
+    runtime.block_on(serve(broker.clone(), limits, cli.config.clone(), groups))?;
     broker.close().context("closing partition logs")?;
     tracing::info!(event = "stopped");
     Ok(())
@@ -205,6 +240,7 @@ async fn serve(
     broker: Arc<Broker>,
     limits: ListenerLimits,
     config: Option<PathBuf>,
+    groups: Arc<sluice::group::GroupCoordinator>,
 ) -> anyhow::Result<()> {
     let metrics_address = broker.broker_spec().metrics;
     let metrics_listener = TcpListener::bind(metrics_address)
@@ -225,6 +261,7 @@ async fn serve(
     ));
     let syncer = tokio::spawn(broker.clone().run_syncer());
     let housekeeping = tokio::spawn(broker.clone().run_housekeeping());
+    let group_driver = tokio::spawn(groups.run_driver());
     tokio::spawn(wait_for_stop_signal(stop_tx));
     tokio::spawn(reload_on_sighup(broker.clone(), config));
     tokio::spawn(service::run_watchdog());
@@ -238,6 +275,7 @@ async fn serve(
     kafka::serve(listener, broker, limits, stop_rx).await;
     syncer.abort();
     housekeeping.abort();
+    group_driver.abort();
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 //! in the same run on the same machine.
 
 mod baseline;
-mod client;
+pub mod client;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

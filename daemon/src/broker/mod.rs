@@ -74,6 +74,8 @@ pub struct Broker {
     sync_wakeup: Notify,
     /// Held open for the broker's life: an exclusive flock on the data dir.
     _dir_lock: File,
+    /// The consumer group coordinator, installed once at startup.
+    group_coordinator: std::sync::OnceLock<Arc<crate::group::GroupCoordinator>>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -110,6 +112,7 @@ impl Broker {
             registry: Mutex::new(registry),
             sync_wakeup: Notify::new(),
             _dir_lock: dir_lock,
+            group_coordinator: std::sync::OnceLock::new(),
         });
         broker.open_all_topics()?;
         Ok(broker)
@@ -144,6 +147,23 @@ impl Broker {
                 })?;
         }
         Ok(())
+    }
+
+    /// Opens the group coordinator (replaying committed offsets) and
+    /// installs it; returns the one already installed on a second call.
+    pub fn start_group_coordinator(
+        self: &Arc<Self>,
+    ) -> Result<Arc<crate::group::GroupCoordinator>, crate::group::GroupError> {
+        if let Some(existing) = self.group_coordinator.get() {
+            return Ok(existing.clone());
+        }
+        let coordinator = crate::group::GroupCoordinator::open(self)?;
+        Ok(self.group_coordinator.get_or_init(|| coordinator).clone())
+    }
+
+    /// The group coordinator, once started.
+    pub fn group_coordinator(&self) -> Option<&Arc<crate::group::GroupCoordinator>> {
+        self.group_coordinator.get()
     }
 
     pub fn node_id(&self) -> i32 {
@@ -210,6 +230,30 @@ impl Broker {
         if validate_only {
             return Ok(Arc::new(Topic::unopened(name, &request)));
         }
+        self.install_topic(name, request)
+    }
+
+    /// Creates an internal topic (`__consumer_offsets`): the "__" prefix is
+    /// refused to clients, not to the broker itself.
+    pub fn create_internal_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        overrides: &[(String, String)],
+    ) -> Result<Arc<Topic>, CreateTopicError> {
+        assert!(name.starts_with("__"), "internal topics start with __");
+        let config = self
+            .spec()
+            .new_topic_config(Some(partitions), overrides)
+            .map_err(CreateTopicError::InvalidConfig)?;
+        let request = TopicRequest {
+            origin: TopicOrigin::Api,
+            partitions: config.partitions,
+            config,
+            id: uuid::Uuid::new_v4(),
+            overrides: overrides.to_vec(),
+            is_new: true,
+        };
         self.install_topic(name, request)
     }
 

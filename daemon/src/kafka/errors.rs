@@ -42,6 +42,34 @@ pub fn create_topic_error_code(error: &CreateTopicError) -> i16 {
     kind.code()
 }
 
+/// The code a group API answer carries for a coordinator error.
+pub fn group_error_code(error: &crate::group::GroupError) -> i16 {
+    use crate::group::GroupError;
+    let kind = match error {
+        GroupError::InvalidGroupId => ResponseError::InvalidGroupId,
+        GroupError::TooManyGroups(_) | GroupError::CoordinatorNotAvailable => {
+            ResponseError::CoordinatorNotAvailable
+        }
+        GroupError::UnknownMemberId => ResponseError::UnknownMemberId,
+        GroupError::IllegalGeneration { .. } => ResponseError::IllegalGeneration,
+        GroupError::RebalanceInProgress => ResponseError::RebalanceInProgress,
+        GroupError::MemberIdRequired(_) => ResponseError::MemberIdRequired,
+        GroupError::InconsistentGroupProtocol(_) => ResponseError::InconsistentGroupProtocol,
+        GroupError::GroupMaxSizeReached(_) => ResponseError::GroupMaxSizeReached,
+        GroupError::FencedInstanceId(_) => ResponseError::FencedInstanceId,
+        GroupError::InvalidSessionTimeout(_) => ResponseError::InvalidSessionTimeout,
+        // Kafka has no code for an oversized blob; the request breaks a bound.
+        GroupError::TooLarge { .. } => ResponseError::InvalidRequest,
+        GroupError::NonEmptyGroup => ResponseError::NonEmptyGroup,
+        GroupError::GroupIdNotFound => ResponseError::GroupIdNotFound,
+        GroupError::OffsetMetadataTooLarge(_) => ResponseError::OffsetMetadataTooLarge,
+        GroupError::GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,
+        GroupError::TooManyOffsets(_) => ResponseError::InvalidRequest,
+        GroupError::Storage(_) => ResponseError::KafkaStorageError,
+    };
+    kind.code()
+}
+
 /// Counts a non-zero error code answered for `api`.
 pub fn count_error(api: kafka_protocol::messages::ApiKey, code: i16) {
     if code == NONE {

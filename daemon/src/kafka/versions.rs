@@ -29,6 +29,20 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::Metadata, 0, 12),
     api(ApiKey::ApiVersions, 0, 3),
     api(ApiKey::CreateTopics, 2, 7),
+    // Consumer groups (issue 3): the ranges librdkafka 2.x uses, each field
+    // of them honoured. OffsetFetch stops at 7 (v8+ batches groups),
+    // LeaveGroup at 1 (v3+ batches members).
+    api(ApiKey::FindCoordinator, 0, 2),
+    api(ApiKey::JoinGroup, 0, 5),
+    api(ApiKey::SyncGroup, 0, 3),
+    api(ApiKey::Heartbeat, 0, 3),
+    api(ApiKey::LeaveGroup, 0, 1),
+    api(ApiKey::OffsetCommit, 2, 9),
+    api(ApiKey::OffsetFetch, 1, 7),
+    api(ApiKey::ListGroups, 0, 5),
+    api(ApiKey::DescribeGroups, 0, 4),
+    api(ApiKey::DeleteGroups, 0, 1),
+    api(ApiKey::OffsetDelete, 0, 0),
 ];
 
 /// The advertised range for `key`, if we implement it at all.
@@ -64,6 +78,6 @@ mod tests {
         assert!(is_supported(ApiKey::Fetch, 12));
         assert!(!is_supported(ApiKey::Fetch, 13));
         assert!(!is_supported(ApiKey::Fetch, 3));
-        assert!(!is_supported(ApiKey::JoinGroup, 0));
+        assert!(!is_supported(ApiKey::JoinGroup, 6));
     }
 }

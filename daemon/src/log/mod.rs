@@ -22,6 +22,8 @@ mod time_index;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_compaction;
+#[cfg(test)]
 mod tests_model;
 
 pub use batch::{

@@ -1056,3 +1056,44 @@ impl PartitionLog {
         Ok(())
     }
 }
+
+/// Copy-forward compaction support (the group coordinator's offsets log):
+/// seal the active segment, re-append the live state, then drop whole
+/// segments below it.
+impl PartitionLog {
+    /// Seals the active segment if it holds anything, so the next append
+    /// starts a new one; returns the offset that segment starts at.
+    pub fn roll_now(&mut self, now_ms: i64) -> Result<i64, LogError> {
+        if !self.active().is_empty() {
+            self.roll(now_ms)?;
+        }
+        assert!(self.active().is_empty());
+        Ok(self.log_end_offset())
+    }
+
+    /// Deletes every whole segment whose records all lie below `offset`,
+    /// never the active one; durable (directory synced) before returning.
+    /// Returns how many segments went.
+    pub fn delete_segments_below(&mut self, offset: i64) -> Result<u32, LogError> {
+        let keep_from = self
+            .segments
+            .iter()
+            .take(self.segments.len() - 1)
+            .take_while(|segment| segment.next_offset <= offset)
+            .count();
+        if keep_from == 0 {
+            return Ok(0);
+        }
+        let deleted: Vec<Segment> = self.segments.drain(..keep_from).collect();
+        for segment in &deleted {
+            segment.delete_files()?;
+        }
+        checkpoint::sync_dir(&self.dir)?;
+        let log_start_offset = self.log_start_offset();
+        assert!(log_start_offset <= offset.max(log_start_offset));
+        self.epochs.truncate_from_start(log_start_offset)?;
+        self.recovery_point = self.recovery_point.max(log_start_offset);
+        tracing::info!(partition_dir = %self.dir.display(), segments_deleted = deleted.len(), log_start_offset, "segments below a compacted snapshot deleted");
+        Ok(deleted.len() as u32)
+    }
+}

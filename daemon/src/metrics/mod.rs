@@ -41,6 +41,8 @@ pub struct Metrics {
     pub isr_expands: IntCounter,
     pub(crate) partition: PartitionGauges,
     pub(crate) broker: BrokerGauges,
+    /// HW − committed per group and partition (`group::lag`), at scrape time.
+    pub(crate) consumer_group_lag: IntGaugeVec,
 }
 
 /// Per-partition gauges, rebuilt from the broker at every scrape.
@@ -183,6 +185,12 @@ impl Metrics {
                     "Replicas added to an ISR (0 on a single node).",
                 )
                 .expect("valid metric"),
+            ),
+            consumer_group_lag: gauge_vec(
+                &r,
+                "sluice_consumer_group_lag",
+                "Messages between a consumer group's committed offset and the partition's high watermark.",
+                &["group", "topic", "partition"],
             ),
             partition: PartitionGauges {
                 log_size_bytes: gauge_vec(

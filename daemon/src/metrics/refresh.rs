@@ -67,6 +67,25 @@ pub fn refresh(broker: &Broker) {
         b.data_dir_free_bytes.set(free);
         b.data_dir_size_bytes.set(size);
     }
+    refresh_group_lag(broker);
+}
+
+/// `sluice_consumer_group_lag`: one series per committed partition of each
+/// group this broker coordinates; a deleted group's series disappear.
+fn refresh_group_lag(broker: &Broker) {
+    let family = &metrics().consumer_group_lag;
+    family.reset();
+    let Some(coordinator) = broker.group_coordinator() else {
+        return;
+    };
+    for row in crate::group::lag::broker_lag(broker, coordinator) {
+        if let Some(lag) = row.lag {
+            let partition = row.partition.to_string();
+            family
+                .with_label_values(&[row.group.as_str(), row.topic.as_str(), partition.as_str()])
+                .set(lag);
+        }
+    }
 }
 
 /// (available, total) bytes of the filesystem holding `path`.

@@ -30,6 +30,8 @@ pub fn handle(ctx: &RequestContext, request: MetadataRequest) -> Result<Reply, D
         broker
             .topics()
             .iter()
+            // Internal topics are listed only when asked for by name, as in Kafka.
+            .filter(|t| &*t.name != crate::group::OFFSETS_TOPIC)
             .map(|t| describe(broker, t, ctx.version))
             .collect()
     } else {

@@ -110,6 +110,10 @@ fn append(
     records: Option<bytes::Bytes>,
     acks: i16,
 ) -> PartitionOutcome {
+    if topic == crate::group::OFFSETS_TOPIC {
+        // Only the group coordinator writes its offsets log.
+        return rejected(index, ResponseError::InvalidTopicException.code(), None);
+    }
     let Some(partition) = ctx
         .broker
         .topic(topic)

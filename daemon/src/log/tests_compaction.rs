@@ -1,0 +1,43 @@
+//! `roll_now` and `delete_segments_below`: the two steps copy-forward
+//! compaction of the offsets log needs.
+
+use kafka_protocol::records::Compression;
+
+use super::batch::test_support::encode_batch;
+use super::tests::{open, small_config};
+
+#[test]
+fn delete_segments_below_drops_only_whole_older_segments_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(dir.path(), small_config());
+    for i in 0..6 {
+        let mut batch = encode_batch(4, 100, 10_000 + i, Compression::None);
+        log.append_as_leader(&mut batch, 1, 2_000).unwrap();
+    }
+    assert!(log.segment_count() > 1, "small segments rolled");
+    let snapshot_base = log.roll_now(3_000).unwrap();
+    assert_eq!(snapshot_base, log.log_end_offset());
+    assert_eq!(
+        log.roll_now(3_000).unwrap(),
+        snapshot_base,
+        "empty active: no roll"
+    );
+    let mut batch = encode_batch(2, 10, 20_000, Compression::None);
+    log.append_as_leader(&mut batch, 1, 3_000).unwrap();
+    // An offset inside the old segments deletes nothing it still needs.
+    assert_eq!(log.delete_segments_below(1).unwrap(), 0);
+    let deleted = log.delete_segments_below(snapshot_base).unwrap();
+    assert!(deleted >= 2);
+    assert_eq!(log.log_start_offset(), snapshot_base);
+    assert_eq!(log.segment_count(), 1);
+    assert_eq!(
+        log.delete_segments_below(i64::MAX).unwrap(),
+        0,
+        "never the active segment"
+    );
+    let end = log.log_end_offset();
+    log.close(4_000).unwrap();
+    let (log, _) = open(dir.path(), small_config());
+    assert_eq!(log.log_start_offset(), snapshot_base);
+    assert_eq!(log.log_end_offset(), end);
+}
