@@ -265,30 +265,23 @@ impl OffsetIndex {
 
     /// The last entry at or before `target`, or the segment start (base, 0).
     pub(crate) fn lookup(&self, target: i64) -> (i64, u32) {
-        // Binary search over the sorted entries: first entry with offset > target.
-        let (mut low, mut high) = (0u32, self.entries());
-        while low < high {
-            let middle = low + (high - low) / 2;
-            if self.entry(middle).0 <= target {
-                low = middle + 1;
-            } else {
-                high = middle;
-            }
-        }
-        match low.checked_sub(1) {
-            Some(n) => self.entry(n),
-            None => (self.base_offset, 0),
-        }
+        self.floor_entry(|(offset, _)| offset <= target)
     }
 
     /// The last entry whose batch starts at or before byte `position`, or
-    /// the segment start (base, 0). Positions grow with offsets, so the
-    /// same binary search applies.
+    /// the segment start (base, 0).
     pub(crate) fn lookup_position(&self, position: u32) -> (i64, u32) {
+        self.floor_entry(|(_, entry_position)| entry_position <= position)
+    }
+
+    /// Binary search for the last entry satisfying `at_or_before`, which
+    /// must hold for a prefix of the entries: true for offsets and positions
+    /// alike, since both grow entry by entry.
+    fn floor_entry(&self, at_or_before: impl Fn((i64, u32)) -> bool) -> (i64, u32) {
         let (mut low, mut high) = (0u32, self.entries());
         while low < high {
             let middle = low + (high - low) / 2;
-            if self.entry(middle).1 <= position {
+            if at_or_before(self.entry(middle)) {
                 low = middle + 1;
             } else {
                 high = middle;
