@@ -121,7 +121,7 @@ impl GroupCoordinator {
         let mut compacted_bytes = Vec::new();
         for partition in &topic.partitions {
             let replayed = replay(partition, &mut core)?;
-            tracing::info!(
+            tracing::debug!(
                 event = "offsets_replayed",
                 partition = partition.index,
                 records = replayed
