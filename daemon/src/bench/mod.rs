@@ -10,15 +10,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::{Buf, Bytes, BytesMut};
-use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, FetchRequest, FetchResponse, ProduceRequest, ProduceResponse,
 };
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions};
 use tokio::sync::watch;
 
 use crate::broker::Broker;
@@ -134,20 +131,13 @@ fn rounded_messages(options: &BenchOptions, partitions: i32) -> u64 {
 fn encode_batch(options: &BenchOptions) -> anyhow::Result<Bytes> {
     let now = crate::broker::now_ms();
     let records: Vec<Record> = (0..options.batch_messages)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: -1,
-            timestamp: now,
-            key: None,
-            value: Some(Bytes::from(vec![b'v'; options.message_bytes])),
-            headers: IndexMap::new(),
+        .map(|i| {
+            crate::log::producer_record(
+                i,
+                now,
+                None,
+                Some(Bytes::from(vec![b'v'; options.message_bytes])),
+            )
         })
         .collect();
     let mut buf = BytesMut::new();
@@ -331,5 +321,26 @@ fn print_report(options: &BenchOptions, disk: f64, loopback: f64, runs: &[BenchR
             messages(run.reconsume_seconds),
             reconsume / loopback
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bench_batch_is_one_batch_of_the_requested_size() {
+        let options = BenchOptions {
+            messages: 16,
+            message_bytes: 1024,
+            partitions: vec![1],
+            batch_messages: 16,
+            in_flight: 1,
+            dir: std::env::temp_dir(),
+        };
+        let batch = encode_batch(&options).unwrap();
+        let headers = crate::log::validate_batches(&batch, u32::MAX).unwrap();
+        assert_eq!(headers.len(), 1, "the encoder must not split the batch");
+        assert_eq!(headers[0].record_count, 16);
     }
 }

@@ -13,9 +13,7 @@ use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::{Compression, RecordBatchEncoder, RecordEncodeOptions};
 
 use super::api::topic_name;
 use super::dispatch::{Reply, dispatch};
@@ -32,21 +30,12 @@ fn scratch_broker() -> (tempfile::TempDir, Arc<Broker>) {
 }
 
 fn batch() -> Bytes {
-    let record = Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: -1,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: 1_700_000_000_000,
-        key: Some(Bytes::from_static(b"k")),
-        value: Some(Bytes::from_static(b"v")),
-        headers: Default::default(),
-    };
+    let record = crate::log::producer_record(
+        0,
+        1_700_000_000_000,
+        Some(Bytes::from_static(b"k")),
+        Some(Bytes::from_static(b"v")),
+    );
     let mut buf = BytesMut::new();
     let options = RecordEncodeOptions {
         version: 2,

@@ -21,6 +21,33 @@
 
 use super::error::LogError;
 
+/// The `i`-th record of a plain (non-idempotent, non-transactional) producer
+/// batch, for the codec's `RecordBatchEncoder`. The encoder starts a new
+/// batch wherever offset − sequence changes, so the sequence runs `i − 1`:
+/// the records stay in one batch whose baseSequence is −1 (no idempotence).
+pub fn producer_record(
+    i: usize,
+    timestamp: i64,
+    key: Option<bytes::Bytes>,
+    value: Option<bytes::Bytes>,
+) -> kafka_protocol::records::Record {
+    kafka_protocol::records::Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: kafka_protocol::records::TimestampType::Creation,
+        offset: i as i64,
+        sequence: i as i32 - 1,
+        timestamp,
+        key,
+        value,
+        headers: Default::default(),
+    }
+}
+
 /// Bytes of a v2 batch header, up to the first record.
 pub const BATCH_HEADER_BYTES: usize = 61;
 /// baseOffset + batchLength: the bytes not counted by batchLength.
@@ -285,9 +312,7 @@ pub(crate) fn set_timestamp_type(batch: &mut [u8], log_append_time_ms: Option<i6
 #[cfg(test)]
 pub(crate) mod test_support {
     use bytes::BytesMut;
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
+    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions};
 
     /// One v2 batch of `count` records, timestamps `timestamp_ms + i`, values
     /// of `value_bytes` bytes each, as a producer would send it (offset 0).
@@ -309,22 +334,13 @@ pub(crate) mod test_support {
         let records: Vec<Record> = timestamps
             .iter()
             .enumerate()
-            .map(|(i, &timestamp)| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                // The encoder splits a batch where offset - sequence changes;
-                // this keeps one batch with baseSequence -1 (no idempotence).
-                sequence: i as i32 - 1,
-                timestamp,
-                key: None,
-                value: Some(vec![(i % 251) as u8; value_bytes].into()),
-                headers: Default::default(),
+            .map(|(i, &timestamp)| {
+                super::producer_record(
+                    i,
+                    timestamp,
+                    None,
+                    Some(vec![(i % 251) as u8; value_bytes].into()),
+                )
             })
             .collect();
         let mut buf = BytesMut::new();

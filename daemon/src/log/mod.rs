@@ -27,7 +27,8 @@ mod tests_compaction;
 mod tests_model;
 
 pub use batch::{
-    BATCH_HEADER_BYTES, BatchHeader, LOG_OVERHEAD_BYTES, MAGIC_V2, parse_header, validate_batches,
+    BATCH_HEADER_BYTES, BatchHeader, LOG_OVERHEAD_BYTES, MAGIC_V2, parse_header, producer_record,
+    validate_batches,
 };
 pub use config::{
     FlushPolicy, INDEX_INTERVAL_BYTES_DEFAULT, LogConfig, MAX_MESSAGE_BYTES_DEFAULT,
