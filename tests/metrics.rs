@@ -121,4 +121,9 @@ fn metrics_follow_traffic_and_cover_the_dashboards() {
         sample(&text, "sluice_bytes_out_total{topic=\"m\"}").unwrap() > 500.0,
         "{text}"
     );
+    assert_eq!(
+        sample(&text, "sluice_records_out_total{topic=\"m\"}"),
+        Some(50.0),
+        "one read of a 50-record partition"
+    );
 }

@@ -220,6 +220,7 @@ mod tests {
                                     file: file.clone(),
                                     position: 17,
                                     len: 200,
+                                    offsets: 10..20,
                                 }),
                             },
                             PartitionAnswer {
@@ -236,6 +237,7 @@ mod tests {
                                 file: file.clone(),
                                 position: 0,
                                 len: 5,
+                                offsets: 0..1,
                             }),
                         }],
                     },

@@ -41,6 +41,9 @@ pub struct FileSlice {
     pub file: Arc<File>,
     pub position: u64,
     pub len: u32,
+    /// Offsets the slice's whole batches span: the first batch's base offset
+    /// to the offset after its last batch (what "records out" counts).
+    pub offsets: std::ops::Range<i64>,
 }
 
 impl FileSlice {
@@ -393,11 +396,13 @@ impl Segment {
         if first.last_offset() >= max_offset_exclusive {
             return Ok(None);
         }
-        let end = if max_offset_exclusive >= self.next_offset {
-            self.size_bytes
+        let (end, end_offset) = if max_offset_exclusive >= self.next_offset {
+            (self.size_bytes, self.next_offset)
         } else {
             self.find_batch(max_offset_exclusive)?
-                .map_or(self.size_bytes, |h| h.position)
+                .map_or((self.size_bytes, self.next_offset), |h| {
+                    (h.position, h.base_offset)
+                })
         };
         let first_bytes = u64::from(first.batch_bytes);
         let available = end - first.position;
@@ -405,29 +410,32 @@ impl Segment {
             available >= first_bytes,
             "the first batch lies wholly below the limit"
         );
-        let len = if available <= u64::from(max_bytes) {
-            available
+        let (len, end_offset) = if available <= u64::from(max_bytes) {
+            (available, end_offset)
         } else if u64::from(max_bytes) >= first_bytes {
-            self.batch_boundary_within(first.position, first.position + u64::from(max_bytes))?
-                - first.position
+            let (boundary, boundary_offset) =
+                self.batch_boundary_within(first.position, first.position + u64::from(max_bytes))?;
+            (boundary - first.position, boundary_offset)
         } else if min_one_batch {
-            first_bytes
+            (first_bytes, first.last_offset() + 1)
         } else {
             return Ok(None);
         };
         assert!(len <= u64::from(u32::MAX) && first.position + len <= self.size_bytes);
+        assert!(end_offset > first.base_offset);
         Ok(Some(FileSlice {
             file: Arc::clone(&self.log),
             position: first.position,
             len: len as u32,
+            offsets: first.base_offset..end_offset,
         }))
     }
 
     /// The last batch boundary at or before `limit`, at least one batch past
-    /// `start` (the caller checked the first batch fits). Starts from the
-    /// index entry at or before `limit`, so it reads at most about one index
-    /// interval of headers.
-    fn batch_boundary_within(&self, start: u64, limit: u64) -> Result<u64, LogError> {
+    /// `start` (the caller checked the first batch fits), with the offset
+    /// that starts there. Starts from the index entry at or before `limit`,
+    /// so it reads at most about one index interval of headers.
+    fn batch_boundary_within(&self, start: u64, limit: u64) -> Result<(u64, i64), LogError> {
         assert!(limit <= self.size_bytes);
         let (_, floor) = self
             .index
@@ -439,17 +447,18 @@ impl Segment {
             self.size_bytes,
             LOOKUP_WINDOW_BYTES,
         );
-        loop {
+        let next_offset = loop {
             match scanner.at(position)? {
                 Scanned::Batch(header) if position + u64::from(header.batch_bytes) <= limit => {
                     position += u64::from(header.batch_bytes);
                 }
                 Scanned::Invalid(error) => return Err(error),
-                Scanned::Batch(_) | Scanned::End => break,
+                Scanned::Batch(header) => break header.base_offset,
+                Scanned::End => break self.next_offset,
             }
-        }
+        };
         assert!(position > start, "the first batch fits within the limit");
-        Ok(position)
+        Ok((position, next_offset))
     }
 
     /// First record with timestamp ≥ `target` in this segment, as (offset, timestamp).

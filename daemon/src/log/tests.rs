@@ -192,6 +192,18 @@ fn read_respects_max_bytes_min_one_batch_and_high_watermark() {
     );
     assert_eq!(len_of(log.read(12, u32::MAX, 12, true).unwrap()), 0);
     assert_eq!(len_of(log.read(20, u32::MAX, i64::MAX, true).unwrap()), 0);
+    // Each slice knows the offsets its whole batches span (records out).
+    let offsets_of = |slice: ReadSlice| slice.file.map(|file| file.offsets);
+    let read = |offset, max_bytes, below| log.read(offset, max_bytes, below, true).unwrap();
+    assert_eq!(offsets_of(read(0, batch_len - 1, i64::MAX)), Some(0..5));
+    assert_eq!(
+        offsets_of(read(0, 2 * batch_len + 5, i64::MAX)),
+        Some(0..10)
+    );
+    assert_eq!(offsets_of(read(7, batch_len, i64::MAX)), Some(5..10));
+    assert_eq!(offsets_of(read(0, u32::MAX, 12)), Some(0..10));
+    assert_eq!(offsets_of(read(3, u32::MAX, 15)), Some(0..15));
+    assert_eq!(offsets_of(read(11, u32::MAX, i64::MAX)), Some(10..20));
     assert!(matches!(
         log.read(21, 100, i64::MAX, true),
         Err(LogError::OffsetOutOfRange { offset: 21, .. })

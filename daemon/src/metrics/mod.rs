@@ -32,6 +32,7 @@ pub struct Metrics {
     pub bytes_in: IntCounterVec,
     pub bytes_out: IntCounterVec,
     pub records_in: IntCounterVec,
+    pub records_out: IntCounterVec,
     pub flush_duration: Histogram,
     pub config_reloads: IntCounterVec,
     pub config_last_reload_success: IntGauge,
@@ -142,6 +143,13 @@ impl Metrics {
                 &r,
                 "sluice_records_in_total",
                 "Records appended by producers, by topic.",
+                &["topic"],
+            ),
+            records_out: counter_vec(
+                &r,
+                "sluice_records_out_total",
+                "Records sent to fetchers, by topic: the offsets spanned by the whole batches sent \
+                 (a fetch sends whole batches, so records before the fetch offset count too).",
                 &["topic"],
             ),
             flush_duration: register(

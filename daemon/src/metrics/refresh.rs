@@ -23,7 +23,7 @@ pub fn refresh(broker: &Broker) {
         if i64::from(topic.config.min_insync_replicas) > 1 {
             under_min_isr += topic.partitions.len() as i64;
         }
-        for family in [&m.bytes_in, &m.bytes_out, &m.records_in] {
+        for family in [&m.bytes_in, &m.bytes_out, &m.records_in, &m.records_out] {
             family.with_label_values(&[&*topic.name]);
         }
         for partition in &topic.partitions {

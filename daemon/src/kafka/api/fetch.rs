@@ -90,17 +90,23 @@ fn encode(
     let metrics = crate::metrics::metrics();
     crate::kafka::errors::count_error(ctx.key, answer.error_code);
     for topic in &answer.topics {
-        let sent: u64 = topic
+        let (bytes, records) = topic
             .partitions
             .iter()
             .filter_map(|p| p.records.as_ref())
-            .map(|f| u64::from(f.len))
-            .sum();
-        if sent > 0 {
+            .fold((0u64, 0u64), |(bytes, records), f| {
+                let spanned = (f.offsets.end - f.offsets.start).max(0) as u64;
+                (bytes + u64::from(f.len), records + spanned)
+            });
+        if bytes > 0 {
             metrics
                 .bytes_out
                 .with_label_values(&[&topic.name])
-                .inc_by(sent);
+                .inc_by(bytes);
+            metrics
+                .records_out
+                .with_label_values(&[&topic.name])
+                .inc_by(records);
         }
         for partition in &topic.partitions {
             crate::kafka::errors::count_error(ctx.key, partition.data.error_code);
