@@ -10,21 +10,37 @@ use std::time::Instant;
 const CHUNK_BYTES: usize = 1024 * 1024;
 
 /// Buffered (page-cache) sequential write rate, in bytes per second, of
-/// `total_bytes` into a scratch file under `dir`; the file is removed.
-pub fn disk_write_bytes_per_sec(dir: &Path, total_bytes: u64) -> std::io::Result<f64> {
-    let path = dir.join("bench-raw-write.tmp");
+/// `total_bytes` into the new file `path`, starting with no dirty data
+/// outstanding, as a log writes its segments. The caller keeps the file
+/// until the broker's runs are done: on this kind of virtual disk, writes
+/// into blocks just freed run several times faster than into fresh ones,
+/// so removing it would favour whichever phase writes next.
+pub fn disk_write_bytes_per_sec(path: &Path, total_bytes: u64) -> std::io::Result<f64> {
     let chunk = vec![0x5Au8; CHUNK_BYTES];
+    if let Some(dir) = path.parent() {
+        settle_writeback(dir)?;
+    }
     let started = Instant::now();
-    let mut file = std::fs::File::create(&path)?;
+    let mut file = std::fs::File::create_new(path)?;
     let mut written = 0u64;
     while written < total_bytes {
         file.write_all(&chunk)?;
         written += CHUNK_BYTES as u64;
     }
-    drop(file);
     let seconds = started.elapsed().as_secs_f64();
-    std::fs::remove_file(&path)?;
+    file.sync_all()?;
     Ok(written as f64 / seconds)
+}
+
+/// Waits until the file system holding `dir` has written back its dirty
+/// data, so a timed write phase does not pay for the one before it.
+pub fn settle_writeback(dir: &Path) -> std::io::Result<()> {
+    let dir = std::fs::File::open(dir)?;
+    // SAFETY: `dir` is an open descriptor for the duration of the call.
+    if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Loopback TCP rate, in bytes per second, of `total_bytes` from one thread
