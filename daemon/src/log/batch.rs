@@ -241,9 +241,9 @@ pub fn validate_batches(
 }
 
 /// Leader-side rules: a producer's batch has exactly lastOffsetDelta + 1
-/// records, and an uncompressed batch really holds `recordCount` records
-/// that fill it exactly. Without the second, a tiny batch claiming 2^31
-/// records would move the log end by 2^31 offsets.
+/// records, and really holds `recordCount` records that fill it (or, when
+/// compressed, its decompressed records) exactly. Without the second, a tiny
+/// batch claiming 2^31 records would move the log end by 2^31 offsets.
 pub(crate) fn check_producer_counts(header: &BatchHeader, batch: &[u8]) -> Result<(), LogError> {
     assert_eq!(batch.len(), header.batch_bytes as usize);
     let invalid = |reason| LogError::InvalidBatch {
@@ -253,7 +253,19 @@ pub(crate) fn check_producer_counts(header: &BatchHeader, batch: &[u8]) -> Resul
     if i64::from(header.record_count) != i64::from(header.last_offset_delta) + 1 {
         return Err(invalid("record count differs from last offset delta + 1"));
     }
-    if header.attributes & ATTRIBUTE_CODEC_MASK != 0 {
+    let codec = header.attributes & ATTRIBUTE_CODEC_MASK;
+    if codec != 0 {
+        let records = super::compressed::count_records(
+            codec,
+            &batch[BATCH_HEADER_BYTES..],
+            super::compressed::DECOMPRESSED_BATCH_BYTES_MAX,
+        )
+        .map_err(invalid)?;
+        if records != header.record_count as u64 {
+            return Err(invalid(
+                "compressed batch holds a different number of records than it counts",
+            ));
+        }
         return Ok(());
     }
     let mut rest = &batch[BATCH_HEADER_BYTES..];
@@ -454,6 +466,38 @@ mod tests {
         records[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
         let headers = validate_batches(&records, u32::MAX).unwrap();
         assert!(check_producer_counts(&headers[0], &records).is_err());
+    }
+
+    #[test]
+    fn a_compressed_batch_must_hold_the_records_it_counts() {
+        for compression in [
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let honest = encode_batch(3, 10, 1000, compression);
+            let headers = validate_batches(&honest, u32::MAX).unwrap();
+            assert!(check_producer_counts(&headers[0], &honest).is_ok());
+            // Claims four records (count and delta agree) but holds three.
+            let mut lying = honest.clone();
+            lying[RECORD_COUNT_AT..RECORD_COUNT_AT + 4].copy_from_slice(&4i32.to_be_bytes());
+            lying[LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4]
+                .copy_from_slice(&3i32.to_be_bytes());
+            let crc = compute_crc(&lying);
+            lying[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+            let headers = validate_batches(&lying, u32::MAX).unwrap();
+            assert!(
+                matches!(
+                    check_producer_counts(&headers[0], &lying),
+                    Err(LogError::InvalidBatch {
+                        reason: "compressed batch holds a different number of records than it counts",
+                        ..
+                    })
+                ),
+                "{compression:?}"
+            );
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 mod batch;
 mod checkpoint;
+mod compressed;
 mod config;
 mod error;
 mod flush;
