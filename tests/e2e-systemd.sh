@@ -45,6 +45,15 @@ wait_for() {
   done
 }
 
+# Runs "$@" with its output appended to $work/NAME.log; on failure shows the
+# log's tail and fails the test as NAME.
+logged() {
+  local name=$1; shift
+  "$@" >>"$work/$name.log" 2>&1 || { tail -20 "$work/$name.log"; fail "$name"; }
+}
+# apt-get inside the container, non-interactive: `apt_ct install /pkgs/x.deb`.
+apt_ct() { logged "apt-$1" in_ct env DEBIAN_FRONTEND=noninteractive apt-get -y -qq "$@"; }
+
 # journald may write a line a moment after the event: wait for it.
 journal_has() { wait_for 15 sh -c "nsenter -t $init_pid -a journalctl -u sluice --no-pager | grep -q -- \"\$1\"" _ "$1"; }
 
@@ -71,8 +80,8 @@ if [ ! -x "$rootfs_cache/usr/bin/systemctl" ]; then
   step "debootstrap bookworm into $rootfs_cache"
   mirror="$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources)"
   mkdir -p "$cache"
-  debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,iproute2,ca-certificates,adduser \
-    bookworm "$rootfs_cache.tmp" "$mirror" >"$work/debootstrap.log" 2>&1 || { tail -20 "$work/debootstrap.log"; fail "debootstrap"; }
+  logged debootstrap debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,iproute2,ca-certificates,adduser \
+    bookworm "$rootfs_cache.tmp" "$mirror"
   mv "$rootfs_cache.tmp" "$rootfs_cache"
 fi
 
@@ -81,7 +90,7 @@ step "rpm -i --nodeps --root into a scratch root"
 # useradd. An upgrade keeps an edited spec; an erase keeps the data.
 rroot="$work/rpmroot"
 cp -a "$rootfs_cache" "$rroot"
-rpm --root "$rroot" -i --nodeps "$rpm" >"$work/rpm.log" 2>&1 || { cat "$work/rpm.log"; fail "rpm -i"; }
+logged rpm-install rpm --root "$rroot" -i --nodeps "$rpm"
 listing="$(rpm --root "$rroot" -ql sluice)"
 echo "$listing" | sed 's/^/e2e:   rpm: /'
 for f in /usr/bin/sluiced /etc/sluice/cluster.toml /usr/lib/systemd/system/sluice.service \
@@ -94,10 +103,10 @@ chroot "$rroot" id sluice >/dev/null || fail "rpm scriptlets made no sluice user
 chroot "$rroot" /usr/bin/sluiced check-config /etc/sluice/cluster.toml >/dev/null || fail "rpm: installed spec does not check"
 echo "# edited by the operator" >>"$rroot/etc/sluice/cluster.toml"
 touch "$rroot/var/lib/sluice/keep"
-rpm --root "$rroot" -U --nodeps "$work/sluice-next.rpm" >>"$work/rpm.log" 2>&1 || { cat "$work/rpm.log"; fail "rpm -U"; }
+logged rpm-upgrade rpm --root "$rroot" -U --nodeps "$work/sluice-next.rpm"
 [ "$(rpm --root "$rroot" -q --qf '%{RELEASE}' sluice)" = 2 ] || fail "rpm -U did not install release 2"
 grep -q "edited by the operator" "$rroot/etc/sluice/cluster.toml" || fail "rpm upgrade replaced the edited spec"
-rpm --root "$rroot" -e sluice >>"$work/rpm.log" 2>&1 || { cat "$work/rpm.log"; fail "rpm -e"; }
+logged rpm-erase rpm --root "$rroot" -e sluice
 [ ! -e "$rroot/usr/bin/sluiced" ] || fail "rpm -e left the binary"
 [ -e "$rroot/var/lib/sluice/keep" ] || fail "rpm -e removed the data"
 rm -rf "$rroot"
@@ -117,8 +126,7 @@ running() { s="$(in_ct systemctl is-system-running 2>/dev/null || true)"; [ "$s"
 wait_for 60 running || fail "container did not boot"
 
 step "apt install the package"
-in_ct sh -c "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq /pkgs/sluice.deb" >"$work/apt.log" 2>&1 \
-  || { tail -20 "$work/apt.log"; fail "apt install"; }
+apt_ct install /pkgs/sluice.deb
 in_ct test -f /etc/sluice/cluster.toml || fail "conffile missing"
 in_ct id sluice >/dev/null || fail "system user missing"
 
@@ -192,8 +200,7 @@ journal_has "Watchdog timeout" || fail "journal lacks the watchdog timeout"
 
 step "an upgrade keeps the edited spec and the data, and restarts the daemon"
 old="$(in_ct systemctl show -p MainPID --value sluice)"
-in_ct sh -c "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq /pkgs/sluice-next.deb" >"$work/apt-upgrade.log" 2>&1 \
-  || { tail -20 "$work/apt-upgrade.log"; fail "apt upgrade"; }
+apt_ct install /pkgs/sluice-next.deb
 in_ct dpkg-query -W -f='${Version}' sluice | grep -q '+next$' || fail "upgrade did not install the new version"
 in_ct grep -q '^\[topics.added\]' /etc/sluice/cluster.toml || fail "upgrade replaced the edited spec"
 [ "$(in_ct systemctl is-active sluice)" = active ] || fail "not active after the upgrade"
@@ -214,13 +221,11 @@ for event in starting recovered ready reload_action reload_done stopping stopped
 done
 
 step "remove keeps the spec and the data; purge removes them"
-in_ct sh -c "DEBIAN_FRONTEND=noninteractive apt-get remove -y -qq sluice" >"$work/apt-remove.log" 2>&1 \
-  || { tail -20 "$work/apt-remove.log"; fail "apt remove"; }
+apt_ct remove sluice
 in_ct test ! -e /usr/bin/sluiced || fail "remove left the binary"
 in_ct grep -q '^\[topics.added\]' /etc/sluice/cluster.toml || fail "remove lost the edited spec"
 in_ct test -d /var/lib/sluice/durable-0 || fail "remove lost the data"
-in_ct sh -c "DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq sluice" >>"$work/apt-remove.log" 2>&1 \
-  || { tail -20 "$work/apt-remove.log"; fail "apt purge"; }
+apt_ct purge sluice
 in_ct test ! -e /var/lib/sluice || fail "purge left /var/lib/sluice"
 in_ct test ! -e /etc/sluice/cluster.toml || fail "purge left the spec"
 if in_ct id sluice >/dev/null 2>&1; then fail "purge left the sluice user"; fi

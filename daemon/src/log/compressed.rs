@@ -26,6 +26,9 @@ const XERIAL_HEADER_BYTES: usize = 16;
 
 const READ_BUFFER_BYTES: usize = 64 * 1024;
 
+const UNREADABLE: &str = "compressed records do not decompress";
+const TOO_LARGE: &str = "compressed records decompress to more than the limit";
+
 /// Number of records in `compressed` (a batch's records section) under
 /// `codec`, reading at most `budget` decompressed bytes.
 pub(crate) fn count_records(
@@ -33,34 +36,42 @@ pub(crate) fn count_records(
     compressed: &[u8],
     budget: u64,
 ) -> Result<u64, &'static str> {
-    const UNREADABLE: &str = "compressed records do not decompress";
     match codec {
-        CODEC_GZIP => count_stream(flate2::read::MultiGzDecoder::new(compressed), budget),
+        CODEC_GZIP => count_stream(
+            BufReader::with_capacity(
+                READ_BUFFER_BYTES,
+                flate2::read::MultiGzDecoder::new(compressed),
+            ),
+            budget,
+        ),
         CODEC_SNAPPY => count_snappy(compressed, budget),
         CODEC_LZ4 => {
-            let mut decoder = lz4::Decoder::new(compressed).map_err(|_| UNREADABLE)?;
-            let records = count_stream(&mut decoder, budget)?;
+            let decoder = lz4::Decoder::new(compressed).map_err(|_| UNREADABLE)?;
+            let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, decoder);
+            let records = count_stream(&mut reader, budget)?;
             // The decoder ends a cut frame quietly; only `finish` tells.
-            decoder
+            reader
+                .into_inner()
                 .finish()
                 .1
                 .map_err(|_| "lz4 frame ends before its end mark")?;
             Ok(records)
         }
         CODEC_ZSTD => count_stream(
-            zstd::stream::read::Decoder::with_buffer(compressed).map_err(|_| UNREADABLE)?,
+            BufReader::with_capacity(
+                READ_BUFFER_BYTES,
+                zstd::stream::read::Decoder::with_buffer(compressed).map_err(|_| UNREADABLE)?,
+            ),
             budget,
         ),
         _ => Err("unknown compression codec"),
     }
 }
 
-/// Walks length-prefixed records to the end of the stream.
-fn count_stream(decoder: impl Read, budget: u64) -> Result<u64, &'static str> {
-    const UNREADABLE: &str = "compressed records do not decompress";
-    const TOO_LARGE: &str = "compressed records decompress to more than the limit";
+/// Walks length-prefixed records to the end of the decompressed stream.
+fn count_stream(records: impl BufRead, budget: u64) -> Result<u64, &'static str> {
     // One byte past the budget tells "exactly the budget" from "more".
-    let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, decoder.take(budget + 1));
+    let mut reader = records.take(budget + 1);
     let (mut records, mut consumed) = (0u64, 0u64);
     // Each pass consumes at least one byte, and at most budget + 1 are read.
     loop {
@@ -125,10 +136,9 @@ fn decompress_snappy_block(
     out: &mut Vec<u8>,
     budget: u64,
 ) -> Result<(), &'static str> {
-    const UNREADABLE: &str = "compressed records do not decompress";
     let length = snap::raw::decompress_len(block).map_err(|_| UNREADABLE)?;
     if (out.len() + length) as u64 > budget {
-        return Err("compressed records decompress to more than the limit");
+        return Err(TOO_LARGE);
     }
     let start = out.len();
     out.resize(start + length, 0);
