@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 
 use sluice::broker::Broker;
@@ -242,6 +243,10 @@ async fn serve(
     config: Option<PathBuf>,
     groups: Arc<sluice::group::GroupCoordinator>,
 ) -> anyhow::Result<()> {
+    // Handlers go in before either port opens: a signal that arrives once a
+    // client (or a test) can connect must reach us, not the default action.
+    let signals = StopSignals::install().context("installing signal handlers")?;
+    let hangups = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let metrics_address = broker.broker_spec().metrics;
     let metrics_listener = TcpListener::bind(metrics_address)
         .await
@@ -262,8 +267,8 @@ async fn serve(
     let syncer = tokio::spawn(broker.clone().run_syncer());
     let housekeeping = tokio::spawn(broker.clone().run_housekeeping());
     let group_driver = tokio::spawn(groups.run_driver());
-    tokio::spawn(wait_for_stop_signal(stop_tx));
-    tokio::spawn(reload_on_sighup(broker.clone(), config));
+    tokio::spawn(signals.wait_then_stop(stop_tx));
+    tokio::spawn(reload_on_sighup(broker.clone(), config, hangups));
     tokio::spawn(service::run_watchdog());
     let address = listener.local_addr()?;
     tracing::info!(event = "ready", kafka = %address, metrics = %metrics_address);
@@ -279,32 +284,35 @@ async fn serve(
     Ok(())
 }
 
-async fn wait_for_stop_signal(stop: watch::Sender<bool>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!(event = "signal_setup_failed");
-        return;
-    };
-    let which = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
-    tracing::info!(event = "stopping", signal = which);
-    service::stopping();
-    let _ = stop.send(true);
+/// SIGTERM (`systemctl stop`) and SIGINT, registered before the daemon is
+/// reachable so neither can take the default action and skip the clean close.
+struct StopSignals {
+    term: Signal,
+    int: Signal,
+}
+
+impl StopSignals {
+    fn install() -> std::io::Result<StopSignals> {
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn wait_then_stop(mut self, stop: watch::Sender<bool>) {
+        let which = tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        };
+        tracing::info!(event = "stopping", signal = which);
+        service::stopping();
+        let _ = stop.send(true);
+    }
 }
 
 /// SIGHUP (`systemctl reload`): re-read the spec; an invalid file changes
 /// nothing, a valid one is diffed against the running spec and applied.
-async fn reload_on_sighup(broker: Arc<Broker>, config: Option<PathBuf>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-        tracing::error!(event = "signal_setup_failed", signal = "SIGHUP");
-        return;
-    };
+async fn reload_on_sighup(broker: Arc<Broker>, config: Option<PathBuf>, mut hangups: Signal) {
     while hangups.recv().await.is_some() {
         service::reloading();
         let (reloaded, config) = (broker.clone(), config.clone());
