@@ -8,42 +8,13 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use common::Daemon;
+use common::wire::{IO_TIMEOUT, connect, read_correlation_id, request_frame};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, RequestHeader, ResponseHeader,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, ResponseHeader,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
-
-fn connect(daemon: &Daemon) -> TcpStream {
-    let stream = TcpStream::connect(daemon.kafka).expect("connect");
-    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-    stream
-}
-
-fn request_frame<R: Encodable>(
-    key: ApiKey,
-    version: i16,
-    correlation_id: i32,
-    body: &R,
-) -> Vec<u8> {
-    let header = RequestHeader::default()
-        .with_request_api_key(key as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(correlation_id)
-        .with_client_id(Some(StrBytes::from_static_str("bad-input-test")));
-    let mut buf = BytesMut::new();
-    header
-        .encode(&mut buf, key.request_header_version(version))
-        .unwrap();
-    body.encode(&mut buf, version).unwrap();
-    let mut frame = (buf.len() as i32).to_be_bytes().to_vec();
-    frame.extend_from_slice(&buf);
-    frame
-}
+use kafka_protocol::protocol::Decodable;
 
 /// Sends ApiVersions v3 and checks a well-formed answer comes back.
 fn api_versions_round_trip(stream: &mut TcpStream, correlation_id: i32) {
@@ -66,14 +37,6 @@ fn api_versions_round_trip(stream: &mut TcpStream, correlation_id: i32) {
     let response = ApiVersionsResponse::decode(&mut body, 3).unwrap();
     assert_eq!(response.error_code, 0);
     assert!(!response.api_keys.is_empty());
-}
-
-fn read_correlation_id(stream: &mut TcpStream) -> i32 {
-    let mut size = [0u8; 4];
-    stream.read_exact(&mut size).expect("response size");
-    let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
-    stream.read_exact(&mut body).expect("response body");
-    i32::from_be_bytes([body[0], body[1], body[2], body[3]])
 }
 
 /// The server closes the connection: a read sees EOF or a reset, not a timeout.

@@ -71,6 +71,10 @@ enum Command {
         /// Produce requests in flight on the connection.
         #[arg(long, default_value_t = 8)]
         in_flight: usize,
+        /// Rounds of every phase, each beside its own baseline; the report
+        /// gives each round and the median ratio.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
         /// Directory on the disk to measure (the broker's data goes under it).
         #[arg(long, default_value = ".")]
         dir: PathBuf,
@@ -105,6 +109,7 @@ fn main() -> ExitCode {
             ref partitions,
             batch_messages,
             in_flight,
+            rounds,
             ref dir,
         }) => {
             let options = sluice::bench::BenchOptions {
@@ -113,6 +118,7 @@ fn main() -> ExitCode {
                 partitions: partitions.clone(),
                 batch_messages,
                 in_flight,
+                rounds,
                 dir: dir.clone(),
             };
             match sluice::bench::run(&options) {

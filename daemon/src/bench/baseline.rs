@@ -13,9 +13,11 @@ const CHUNK_BYTES: usize = 1024 * 1024;
 /// `total_bytes` into the new file `path`, starting with no dirty data
 /// outstanding, as a log writes its segments (the caller settles what it
 /// leaves dirty before timing the next phase). The caller keeps the file
-/// until the broker's runs are done: on this kind of virtual disk, writes
-/// into blocks just freed run several times faster than into fresh ones,
-/// so removing it would favour whichever phase writes next.
+/// until the broker's runs are done: page cache freed by a deletion is
+/// reused at memory speed for a few seconds, while on a VM that hands free
+/// guest memory back to its host (free page reporting) every later first
+/// touch of a page is a host fault, several times slower; deleting would
+/// favour whichever phase writes next.
 pub fn disk_write_bytes_per_sec(path: &Path, total_bytes: u64) -> std::io::Result<f64> {
     let chunk = vec![0x5Au8; CHUNK_BYTES];
     if let Some(dir) = path.parent() {

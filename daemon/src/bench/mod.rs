@@ -38,13 +38,17 @@ pub struct BenchOptions {
     pub partitions: Vec<i32>,
     pub batch_messages: usize,
     pub in_flight: usize,
+    /// Times each phase (with its baseline) is repeated; the report gives
+    /// every round and the median ratio.
+    pub rounds: usize,
     pub dir: PathBuf,
 }
 
-/// One partition count's results.
+/// One round of one partition count.
 #[derive(Debug, Clone)]
 pub struct BenchRun {
     pub partitions: i32,
+    pub round: usize,
     /// Raw buffered write rate (bytes/s) measured just before the produce.
     pub disk_rate: f64,
     /// Loopback TCP rate (bytes/s) measured just before the consume.
@@ -61,6 +65,7 @@ pub fn run(options: &BenchOptions) -> anyhow::Result<()> {
         options.messages > 0 && options.message_bytes > 0 && options.batch_messages > 0
     );
     anyhow::ensure!(options.in_flight > 0 && !options.partitions.is_empty());
+    anyhow::ensure!(options.rounds > 0, "at least one round");
     std::fs::create_dir_all(&options.dir)
         .with_context(|| format!("creating {}", options.dir.display()))?;
     let runs = run_phases(options)?;
@@ -69,12 +74,13 @@ pub fn run(options: &BenchOptions) -> anyhow::Result<()> {
 }
 
 /// Each broker phase runs right after the baseline it is compared with, so
-/// both meet the same machine: on a VM the loopback rate alone varies by a
-/// factor of 1.7 between runs, and buffered writes into just-freed blocks
-/// run several times faster than into fresh ones. Every timed write starts
-/// with no dirty data outstanding, and what is written stays until the end
-/// (the baseline's files as the log's segments), so neither side writes into
-/// blocks the other just freed.
+/// both meet the same machine, and the pair is repeated `rounds` times: on
+/// a VM the loopback rate alone varies by a factor of 1.7 between runs, and
+/// a buffered write runs at memory speed into pages just freed but at the
+/// host's page-fault rate into memory the guest has handed back. Every
+/// timed write starts with no dirty data outstanding, and what is written
+/// stays until the end (the baseline's files as the log's segments), so
+/// neither side writes into memory the other just freed.
 ///
 /// The broker serves from its own multi-threaded runtime, as `sluiced run`
 /// does; the client runs on this thread's single-threaded runtime, as a
@@ -109,38 +115,48 @@ fn run_phases(options: &BenchOptions) -> anyhow::Result<Vec<BenchRun>> {
     for &partitions in &options.partitions {
         let topic = format!("bench-{partitions}p");
         broker.create_topic(&topic, Some(partitions), &[], false)?;
-        let raw_file = scratch.path().join(format!("raw-write-{partitions}p"));
-        let disk_rate = baseline::disk_write_bytes_per_sec(&raw_file, total_bytes)
-            .context("raw disk baseline")?;
-        baseline::settle_writeback(&options.dir)?;
-        let started = Instant::now();
-        client_runtime.block_on(produce(address, &topic, partitions, options))?;
-        let produce_seconds = started.elapsed().as_secs_f64();
-        let loopback_rate =
-            baseline::loopback_tcp_bytes_per_sec(total_bytes).context("loopback baseline")?;
-        let started = Instant::now();
-        let messages = client_runtime.block_on(consume(address, &topic, partitions, options))?;
-        let consume_seconds = started.elapsed().as_secs_f64();
-        // A second read of the same data: consumers that are not tailing,
-        // once writeback of what was just produced has settled.
-        baseline::settle_writeback(&options.dir)?;
-        let started = Instant::now();
-        client_runtime.block_on(consume(address, &topic, partitions, options))?;
-        let reconsume_seconds = started.elapsed().as_secs_f64();
-        anyhow::ensure!(
-            messages == rounded_messages(options, partitions),
-            "consumed {messages} messages"
-        );
-        runs.push(BenchRun {
-            partitions,
-            disk_rate,
-            loopback_rate,
-            produce_seconds,
-            consume_seconds,
-            reconsume_seconds,
-            payload_bytes: messages * options.message_bytes as u64,
-            messages,
-        });
+        let per_partition = rounded_messages(options, partitions) / partitions as u64;
+        for round in 1..=options.rounds {
+            let raw_file = scratch
+                .path()
+                .join(format!("raw-write-{partitions}p-{round}"));
+            let disk_rate = baseline::disk_write_bytes_per_sec(&raw_file, total_bytes)
+                .context("raw disk baseline")?;
+            baseline::settle_writeback(&options.dir)?;
+            let started = Instant::now();
+            client_runtime.block_on(produce(address, &topic, partitions, options))?;
+            let produce_seconds = started.elapsed().as_secs_f64();
+            let loopback_rate =
+                baseline::loopback_tcp_bytes_per_sec(total_bytes).context("loopback baseline")?;
+            // This round's messages follow the earlier rounds' in every partition.
+            let from = (per_partition * (round as u64 - 1)) as i64;
+            let to = from + per_partition as i64;
+            let started = Instant::now();
+            let messages =
+                client_runtime.block_on(consume(address, &topic, partitions, from..to))?;
+            let consume_seconds = started.elapsed().as_secs_f64();
+            // A second read of the same data: consumers that are not tailing,
+            // once writeback of what was just produced has settled.
+            baseline::settle_writeback(&options.dir)?;
+            let started = Instant::now();
+            client_runtime.block_on(consume(address, &topic, partitions, from..to))?;
+            let reconsume_seconds = started.elapsed().as_secs_f64();
+            anyhow::ensure!(
+                messages == per_partition * partitions as u64,
+                "consumed {messages} messages"
+            );
+            runs.push(BenchRun {
+                partitions,
+                round,
+                disk_rate,
+                loopback_rate,
+                produce_seconds,
+                consume_seconds,
+                reconsume_seconds,
+                payload_bytes: messages * options.message_bytes as u64,
+                messages,
+            });
+        }
     }
     let _ = stop_tx.send(true);
     let _ = server_runtime.block_on(server);
@@ -230,22 +246,23 @@ async fn produce(
     Ok(())
 }
 
+/// Reads `offsets` of every partition; returns the records read.
 async fn consume(
     address: std::net::SocketAddr,
     topic: &str,
     partitions: i32,
-    options: &BenchOptions,
+    offsets: std::ops::Range<i64>,
 ) -> anyhow::Result<u64> {
-    let per_partition = rounded_messages(options, partitions) / partitions as u64;
-    let mut next: Vec<i64> = vec![0; partitions as usize];
+    let mut next: Vec<i64> = vec![offsets.start; partitions as usize];
     let (mut writer, mut reader) = client::connect(address).await?;
     let deadline = Instant::now() + PHASE_TIMEOUT;
     let mut consumed = 0u64;
-    while next.iter().any(|&o| (o as u64) < per_partition) {
+    while next.iter().any(|&o| o < offsets.end) {
         anyhow::ensure!(Instant::now() < deadline, "consume phase timed out");
         let wanted = next
             .iter()
             .enumerate()
+            .filter(|&(_, &offset)| offset < offsets.end)
             .map(|(p, &offset)| {
                 FetchPartition::default()
                     .with_partition(p as i32)
@@ -305,50 +322,80 @@ fn walk_batches(mut records: Bytes) -> anyhow::Result<(u64, i64)> {
 }
 
 fn print_report(options: &BenchOptions, runs: &[BenchRun]) {
-    const MIB: f64 = 1024.0 * 1024.0;
     println!(
-        "sluiced bench: {} x {} B messages, acks=1, {} per batch, {} requests in flight, data under {}",
+        "sluiced bench: {} x {} B messages per round, {} round(s), acks=1, {} per batch, {} requests in flight, data under {}",
         options.messages,
         options.message_bytes,
+        options.rounds,
         options.batch_messages,
         options.in_flight,
         options.dir.display()
     );
-    for run in runs {
-        let rate = |seconds: f64| run.payload_bytes as f64 / seconds;
-        let messages = |seconds: f64| run.messages as f64 / seconds;
-        let (produce, consume, reconsume) = (
-            rate(run.produce_seconds),
-            rate(run.consume_seconds),
-            rate(run.reconsume_seconds),
-        );
-        let p = run.partitions;
-        println!(
-            "{p:>2} partition(s)  raw disk write {:>8.1} MiB/s",
-            run.disk_rate / MIB
-        );
-        println!(
-            "{p:>2} partition(s)  produce        {:>8.1} MiB/s {:>9.0} msg/s = {:.2} x disk",
-            produce / MIB,
-            messages(run.produce_seconds),
-            produce / run.disk_rate
-        );
-        println!(
-            "{p:>2} partition(s)  loopback TCP   {:>8.1} MiB/s",
-            run.loopback_rate / MIB
-        );
-        println!(
-            "{p:>2} partition(s)  consume        {:>8.1} MiB/s {:>9.0} msg/s = {:.2} x loopback",
-            consume / MIB,
-            messages(run.consume_seconds),
-            consume / run.loopback_rate
-        );
-        println!(
-            "{p:>2} partition(s)  re-read        {:>8.1} MiB/s {:>9.0} msg/s = {:.2} x loopback",
-            reconsume / MIB,
-            messages(run.reconsume_seconds),
-            reconsume / run.loopback_rate
-        );
+    println!(
+        "partitions round | raw write  produce      msg/s  x disk | loopback  consume  x lo | re-read  x lo"
+    );
+    for &partitions in &options.partitions {
+        let rounds: Vec<&BenchRun> = runs.iter().filter(|r| r.partitions == partitions).collect();
+        for run in &rounds {
+            println!("{}", report_row(run));
+        }
+        if rounds.len() > 1 {
+            let ratios = |ratio: fn(&BenchRun) -> f64| median(rounds.iter().map(|r| ratio(r)));
+            println!(
+                "{partitions:>10} median{:>40.2}{:>24.2}{:>16.2}",
+                ratios(BenchRun::produce_ratio),
+                ratios(BenchRun::consume_ratio),
+                ratios(BenchRun::reconsume_ratio),
+            );
+        }
+    }
+}
+
+fn report_row(run: &BenchRun) -> String {
+    const MIB: f64 = 1024.0 * 1024.0;
+    format!(
+        "{:>10} {:>5} | {:>9.1} {:>8.1} {:>10.0} {:>7.2} | {:>8.1} {:>8.1} {:>5.2} | {:>7.1} {:>5.2}",
+        run.partitions,
+        run.round,
+        run.disk_rate / MIB,
+        run.rate(run.produce_seconds) / MIB,
+        run.messages as f64 / run.produce_seconds,
+        run.produce_ratio(),
+        run.loopback_rate / MIB,
+        run.rate(run.consume_seconds) / MIB,
+        run.consume_ratio(),
+        run.rate(run.reconsume_seconds) / MIB,
+        run.reconsume_ratio(),
+    )
+}
+
+impl BenchRun {
+    fn rate(&self, seconds: f64) -> f64 {
+        self.payload_bytes as f64 / seconds
+    }
+
+    fn produce_ratio(&self) -> f64 {
+        self.rate(self.produce_seconds) / self.disk_rate
+    }
+
+    fn consume_ratio(&self) -> f64 {
+        self.rate(self.consume_seconds) / self.loopback_rate
+    }
+
+    fn reconsume_ratio(&self) -> f64 {
+        self.rate(self.reconsume_seconds) / self.loopback_rate
+    }
+}
+
+/// The middle value (the mean of the middle two for an even count).
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => values[n / 2],
+        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
     }
 }
 
@@ -364,11 +411,19 @@ mod tests {
             partitions: vec![1],
             batch_messages: 16,
             in_flight: 1,
+            rounds: 1,
             dir: std::env::temp_dir(),
         };
         let batch = encode_batch(&options).unwrap();
         let headers = crate::log::validate_batches(&batch, u32::MAX).unwrap();
         assert_eq!(headers.len(), 1, "the encoder must not split the batch");
         assert_eq!(headers[0].record_count, 16);
+    }
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median([0.3, 0.1, 0.2].into_iter()), 0.2);
+        assert_eq!(median([0.4, 0.1, 0.2, 0.3].into_iter()), 0.25);
+        assert!(median(std::iter::empty()).is_nan());
     }
 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::ApiKey;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -16,7 +16,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use super::dispatch::{Reply, dispatch};
 use super::frame::{FRAME_SIZE_PREFIX_BYTES, FrameError, frame_length};
 use super::listener::ListenerLimits;
-use super::response::write_frame;
+use super::response::{ResponseFrame, write_frame};
 use crate::broker::Broker;
 
 /// Initial read buffer per connection; grows to the largest frame seen.
@@ -115,48 +115,133 @@ struct Queued {
     started: Instant,
 }
 
+/// Replies whose bytes are all in memory are gathered while more are queued
+/// and go out in one write (up to this many bytes): each write on loopback is
+/// a wake-up of the client, which on a VM costs more than the copy.
+const COALESCED_REPLY_BYTES_MAX: usize = 64 * 1024;
+
 async fn write_loop(
     mut writer: OwnedWriteHalf,
     mut replies: mpsc::Receiver<Queued>,
     peer: SocketAddr,
 ) {
-    let metrics = crate::metrics::metrics();
-    while let Some(Queued {
-        reply,
-        api,
-        started,
-    }) = replies.recv().await
-    {
-        let observe = || {
-            if let Some(api) = api {
-                let api = format!("{api:?}");
-                metrics.requests.with_label_values(&[&api]).inc();
-                metrics
-                    .request_duration
-                    .with_label_values(&[&api])
-                    .observe(started.elapsed().as_secs_f64());
+    let mut out = ReplyBuffer::default();
+    loop {
+        // Wait only with nothing held back; otherwise send what is gathered
+        // as soon as no further reply is ready.
+        let next = if out.is_empty() {
+            replies.recv().await
+        } else {
+            match replies.try_recv() {
+                Ok(queued) => Some(queued),
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    if !out.flush(&mut writer, peer).await {
+                        return;
+                    }
+                    continue;
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
             }
+        };
+        let Some(Queued {
+            reply,
+            api,
+            started,
+        }) = next
+        else {
+            break;
         };
         let frame = match reply {
             Reply::Nothing => {
-                observe();
+                observe_request(api, started);
                 continue;
             }
             Reply::Ready(frame) => frame,
-            Reply::Pending(pending) => match pending.await {
-                Ok(frame) => frame,
-                Err(e) => {
-                    tracing::error!(event = "reply_failed", peer = %peer, error = %e);
+            Reply::Pending(pending) => {
+                // Earlier replies must not wait behind a long poll.
+                if !out.flush(&mut writer, peer).await {
                     return;
                 }
-            },
+                match pending.await {
+                    Ok(frame) => frame,
+                    Err(e) => {
+                        tracing::error!(event = "reply_failed", peer = %peer, error = %e);
+                        return;
+                    }
+                }
+            }
         };
+        if out.try_gather(&frame, api, started) {
+            if out.len() >= COALESCED_REPLY_BYTES_MAX && !out.flush(&mut writer, peer).await {
+                return;
+            }
+            continue;
+        }
+        if !out.flush(&mut writer, peer).await {
+            return;
+        }
         if let Err(e) = write_frame(&mut writer, &frame).await {
             tracing::debug!(event = "write_failed", peer = %peer, error = %e);
             return;
         }
-        observe();
+        observe_request(api, started);
     }
+    let _ = out.flush(&mut writer, peer).await;
+}
+
+/// Encoded replies held back to share one write, with the request metrics
+/// that are recorded once they are on the wire.
+#[derive(Default)]
+struct ReplyBuffer {
+    bytes: BytesMut,
+    requests: Vec<(Option<ApiKey>, Instant)>,
+}
+
+impl ReplyBuffer {
+    fn is_empty(&self) -> bool {
+        self.requests.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Takes `frame` if it is all bytes and small; false leaves it to the
+    /// caller (file ranges go out with `sendfile`).
+    fn try_gather(&mut self, frame: &ResponseFrame, api: Option<ApiKey>, started: Instant) -> bool {
+        if !frame.gather_into(&mut self.bytes, COALESCED_REPLY_BYTES_MAX) {
+            return false;
+        }
+        self.requests.push((api, started));
+        true
+    }
+
+    /// Writes what is gathered; false when the connection is gone.
+    async fn flush(&mut self, writer: &mut OwnedWriteHalf, peer: SocketAddr) -> bool {
+        if self.requests.is_empty() {
+            return true;
+        }
+        if let Err(e) = writer.write_all(&self.bytes).await {
+            tracing::debug!(event = "write_failed", peer = %peer, error = %e);
+            return false;
+        }
+        self.bytes.clear();
+        for (api, started) in self.requests.drain(..) {
+            observe_request(api, started);
+        }
+        true
+    }
+}
+
+fn observe_request(api: Option<ApiKey>, started: Instant) {
+    let Some(api) = api else { return };
+    let metrics = crate::metrics::metrics();
+    let api = format!("{api:?}");
+    metrics.requests.with_label_values(&[&api]).inc();
+    metrics
+        .request_duration
+        .with_label_values(&[&api])
+        .observe(started.elapsed().as_secs_f64());
 }
 
 /// Reads until one whole frame is buffered; `None` on a clean EOF between

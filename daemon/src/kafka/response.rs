@@ -8,6 +8,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::tcp::OwnedWriteHalf;
 
+use super::frame::FRAME_SIZE_PREFIX_BYTES;
 use crate::log::FileSlice;
 
 /// One piece of a response frame.
@@ -49,6 +50,28 @@ impl ResponseFrame {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Appends the size prefix and the body to `out` when every chunk is in
+    /// memory and the body is at most `max_bytes`; otherwise leaves `out` as
+    /// it was and says false.
+    pub fn gather_into(&self, out: &mut BytesMut, max_bytes: usize) -> bool {
+        let in_memory = self.chunks.iter().all(|c| matches!(c, Chunk::Bytes(_)));
+        let total = self.len();
+        let Ok(size) = i32::try_from(total) else {
+            return false;
+        };
+        if !in_memory || total > max_bytes {
+            return false;
+        }
+        out.reserve(FRAME_SIZE_PREFIX_BYTES + total);
+        out.extend_from_slice(&size.to_be_bytes());
+        for chunk in &self.chunks {
+            if let Chunk::Bytes(b) = chunk {
+                out.extend_from_slice(b);
+            }
+        }
+        true
     }
 
     /// Materialises file chunks with ordinary reads: used where zero copy is
