@@ -24,7 +24,9 @@ fn broker() -> &'static Arc<Broker> {
             let spec = sluice::config::parse_spec(sluice::config::DEFAULT_SPEC_TOML, "<default>")
                 .expect("default spec");
             let broker = Broker::open(spec, 1, dir.path().to_path_buf()).expect("broker");
-            broker.create_topic("fuzz", Some(2), &[], false).expect("topic");
+            broker
+                .create_topic("fuzz", Some(2), &[], false)
+                .expect("topic");
             (dir, broker)
         })
         .1
@@ -36,5 +38,9 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     // Replies that would wait (acks, long poll) are dropped unpolled.
-    let _ = dispatch(broker(), &ListenerLimits::default(), Bytes::copy_from_slice(data));
+    let _ = dispatch(
+        broker(),
+        &ListenerLimits::default(),
+        Bytes::copy_from_slice(data),
+    );
 });

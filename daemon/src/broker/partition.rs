@@ -82,7 +82,7 @@ impl Partition {
 
     /// Validates and appends a produce's records; with the page-cache policy
     /// the data is acknowledged (and visible) at once.
-    pub fn append(&self, records: &mut [u8], now_ms: i64) -> Result<AppendInfo, LogError> {
+    pub fn append(&self, records: &[u8], now_ms: i64) -> Result<AppendInfo, LogError> {
         let mut log = self.lock_log();
         let info = log.append_as_leader(records, SINGLE_NODE_LEADER_EPOCH, now_ms)?;
         assert!(info.last_offset + 1 == log.log_end_offset());

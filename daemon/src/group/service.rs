@@ -256,8 +256,8 @@ impl GroupCoordinator {
         let batches = offsets_log::encode_batches(changes, now_ms())
             .map_err(|e| GroupError::Storage(e.to_string()))?;
         let mut last_offset = -1;
-        for mut batch in batches {
-            let info = partition.append(&mut batch, now_ms()).map_err(|e| {
+        for batch in batches {
+            let info = partition.append(&batch, now_ms()).map_err(|e| {
                 tracing::error!(event = "offsets_append_failed", group = %group_id, error = %e);
                 GroupError::Storage(e.to_string())
             })?;
@@ -360,8 +360,8 @@ impl GroupCoordinator {
         let snapshot_base = partition.lock_log().roll_now(now_ms()).map_err(storage)?;
         let batches = offsets_log::encode_batches(&live, now_ms())
             .map_err(|e| GroupError::Storage(e.to_string()))?;
-        for mut batch in batches {
-            partition.append(&mut batch, now_ms()).map_err(storage)?;
+        for batch in batches {
+            partition.append(&batch, now_ms()).map_err(storage)?;
         }
         // The snapshot must be durable before what it replaces goes.
         partition.sync(now_ms()).map_err(storage)?;

@@ -1,4 +1,4 @@
-//! Record batch v2: header layout, validation and in-place patching. Pure.
+//! Record batch v2: header layout, validation and header patching. Pure.
 //!
 //! ```text
 //! offset size field                 covered by CRC
@@ -187,7 +187,14 @@ fn check_header_rules(header: &BatchHeader) -> Result<(), LogError> {
 /// CRC-32C over attributes..end of a whole batch.
 pub(crate) fn compute_crc(batch: &[u8]) -> u32 {
     assert!(batch.len() >= BATCH_HEADER_BYTES);
-    crc32c::crc32c(&batch[ATTRIBUTES_AT..])
+    let (head, body) = batch.split_at(BATCH_HEADER_BYTES);
+    compute_crc_parts(head, body)
+}
+
+/// CRC-32C of a batch held as its header and, elsewhere, the bytes after it.
+pub(crate) fn compute_crc_parts(head: &[u8], body: &[u8]) -> u32 {
+    assert_eq!(head.len(), BATCH_HEADER_BYTES);
+    crc32c::crc32c_append(crc32c::crc32c(&head[ATTRIBUTES_AT..]), body)
 }
 
 /// Checks that `batch` (exactly one whole batch) carries a correct CRC.
@@ -293,17 +300,34 @@ fn read_varint(bytes: &[u8]) -> Option<(i64, usize)> {
     None
 }
 
-/// Writes baseOffset and partitionLeaderEpoch; both lie outside the CRC.
-pub(crate) fn patch_offset_and_epoch(batch: &mut [u8], base_offset: i64, leader_epoch: i32) {
-    assert!(batch.len() >= BATCH_HEADER_BYTES);
-    batch[BASE_OFFSET_AT..BASE_OFFSET_AT + 8].copy_from_slice(&base_offset.to_be_bytes());
-    batch[LEADER_EPOCH_AT..LEADER_EPOCH_AT + 4].copy_from_slice(&leader_epoch.to_be_bytes());
+/// A batch's header, copied out of the producer's bytes to be patched: the
+/// leader writes it followed by the untouched records, so a produce's
+/// records are never copied in user space.
+pub(crate) type BatchHead = [u8; BATCH_HEADER_BYTES];
+
+/// The header of the whole batch at the start of `batch`, as a copy.
+pub(crate) fn copy_head(batch: &[u8]) -> BatchHead {
+    let mut head = [0u8; BATCH_HEADER_BYTES];
+    head.copy_from_slice(&batch[..BATCH_HEADER_BYTES]);
+    head
 }
 
-/// Sets the timestamp type bit and (for LogAppendTime) maxTimestamp, then
-/// recomputes the CRC. Returns whether anything changed.
-pub(crate) fn set_timestamp_type(batch: &mut [u8], log_append_time_ms: Option<i64>) -> bool {
-    assert!(batch.len() >= BATCH_HEADER_BYTES);
+/// Writes baseOffset and partitionLeaderEpoch; both lie outside the CRC.
+pub(crate) fn patch_offset_and_epoch(head: &mut [u8], base_offset: i64, leader_epoch: i32) {
+    assert!(head.len() >= BATCH_HEADER_BYTES);
+    head[BASE_OFFSET_AT..BASE_OFFSET_AT + 8].copy_from_slice(&base_offset.to_be_bytes());
+    head[LEADER_EPOCH_AT..LEADER_EPOCH_AT + 4].copy_from_slice(&leader_epoch.to_be_bytes());
+}
+
+/// Sets the timestamp type bit and (for LogAppendTime) maxTimestamp in
+/// `head`, then recomputes the CRC over it and `body` (the batch's bytes
+/// after the header). Returns whether anything changed.
+pub(crate) fn set_timestamp_type(
+    head: &mut BatchHead,
+    body: &[u8],
+    log_append_time_ms: Option<i64>,
+) -> bool {
+    let batch = head;
     let attributes = be_i16(batch, ATTRIBUTES_AT);
     let new_attributes = match log_append_time_ms {
         Some(_) => attributes | ATTRIBUTE_LOG_APPEND_TIME,
@@ -316,7 +340,7 @@ pub(crate) fn set_timestamp_type(batch: &mut [u8], log_append_time_ms: Option<i6
     if let Some(now_ms) = log_append_time_ms {
         batch[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&now_ms.to_be_bytes());
     }
-    let crc = compute_crc(batch);
+    let crc = compute_crc_parts(batch, body);
     batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
     true
 }
@@ -325,6 +349,19 @@ pub(crate) fn set_timestamp_type(batch: &mut [u8], log_append_time_ms: Option<i6
 pub(crate) mod test_support {
     use bytes::BytesMut;
     use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions};
+
+    /// What a leader stores for a producer's (CreateTime) `records` appended
+    /// at `base_offset` in `leader_epoch`: each batch's offset and epoch set.
+    pub fn as_stored_by_leader(records: &[u8], base_offset: i64, leader_epoch: i32) -> Vec<u8> {
+        let mut stored = records.to_vec();
+        let mut next_offset = base_offset;
+        for header in super::validate_batches(records, u32::MAX).expect("valid batches") {
+            let start = header.position as usize;
+            super::patch_offset_and_epoch(&mut stored[start..], next_offset, leader_epoch);
+            next_offset += i64::from(header.last_offset_delta) + 1;
+        }
+        stored
+    }
 
     /// One v2 batch of `count` records, timestamps `timestamp_ms + i`, values
     /// of `value_bytes` bytes each, as a producer would send it (offset 0).
@@ -547,17 +584,21 @@ mod tests {
     }
 
     #[test]
-    fn patching_keeps_crc_valid() {
-        let mut records = encode_batch(4, 10, 1000, Compression::None);
-        patch_offset_and_epoch(&mut records, 77, 9);
-        let header = validate_batches(&records, u32::MAX).unwrap()[0];
+    fn patching_a_copied_head_keeps_the_crc_valid_over_the_untouched_body() {
+        let records = encode_batch(4, 10, 1000, Compression::None);
+        let mut head = copy_head(&records);
+        let body = &records[BATCH_HEADER_BYTES..];
+        let whole = |head: &BatchHead| [head.as_slice(), body].concat();
+        patch_offset_and_epoch(&mut head, 77, 9);
+        let header = validate_batches(&whole(&head), u32::MAX).unwrap()[0];
         assert_eq!((header.base_offset, header.partition_leader_epoch), (77, 9));
-        assert!(set_timestamp_type(&mut records, Some(5555)));
-        let header = validate_batches(&records, u32::MAX).unwrap()[0];
+        assert!(set_timestamp_type(&mut head, body, Some(5555)));
+        let header = validate_batches(&whole(&head), u32::MAX).unwrap()[0];
         assert!(header.is_log_append_time());
         assert_eq!(header.max_timestamp, 5555);
-        assert!(set_timestamp_type(&mut records, None));
-        assert!(!validate_batches(&records, u32::MAX).unwrap()[0].is_log_append_time());
-        assert!(!set_timestamp_type(&mut records, None));
+        assert!(set_timestamp_type(&mut head, body, None));
+        assert!(!validate_batches(&whole(&head), u32::MAX).unwrap()[0].is_log_append_time());
+        assert!(!set_timestamp_type(&mut head, body, None));
+        assert_eq!(compute_crc(&whole(&head)), compute_crc_parts(&head, body));
     }
 }

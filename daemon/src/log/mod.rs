@@ -1,7 +1,7 @@
 //! The partition log: Kafka's on-disk format (DESIGN §2, docs/log-format.md).
 //!
 //! One [`PartitionLog`] owns one partition directory. Segments hold record
-//! batches v2 exactly as produced (offsets patched in place), with sparse
+//! batches v2 exactly as produced (offsets patched), with sparse
 //! memory-mapped offset and time indexes. Recovery after a crash is one
 //! function ([`recovery`]); retention and flush decisions are pure
 //! functions of the clock value passed in.

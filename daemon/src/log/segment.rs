@@ -3,7 +3,8 @@
 //! over batch headers that reads, lookups and reopening need.
 
 use std::fs::{File, OpenOptions};
-use std::io;
+use std::io::{self, IoSlice};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -331,23 +332,26 @@ impl Segment {
         offset_room.min(time_room)
     }
 
-    /// Appends validated, offset-patched batches. On a write error the file
-    /// is cut back so nothing of this append remains.
+    /// Appends validated, offset-patched batches, given as `pieces` of
+    /// `records_bytes` in all. On a write error the file is cut back so
+    /// nothing of this append remains.
     pub(crate) fn append(
         &mut self,
-        records: &[u8],
+        pieces: &[IoSlice<'_>],
+        records_bytes: usize,
         headers: &[BatchHeader],
         index_interval_bytes: u32,
         now_ms: i64,
     ) -> Result<(), LogError> {
         let start = self.size_bytes;
-        assert!(start + records.len() as u64 <= u64::from(u32::MAX));
-        if let Err(error) = self.log.write_all_at(records, start) {
+        assert!(start + records_bytes as u64 <= u64::from(u32::MAX));
+        assert_eq!(pieces.iter().map(|p| p.len()).sum::<usize>(), records_bytes);
+        if let Err(error) = write_all_vectored_at(&self.log, pieces, start) {
             // Best effort: the error we return is the write's.
             let _ = self.log.set_len(start);
             return Err(LogError::io("write", &self.log_path)(error));
         }
-        self.size_bytes = start + records.len() as u64;
+        self.size_bytes = start + records_bytes as u64;
         for header in headers {
             self.index_batch(header, start + header.position, index_interval_bytes);
         }
@@ -625,4 +629,46 @@ fn reuse_or_create<T>(
         Ok(index) => Ok(index),
         Err(_) => create(),
     }
+}
+
+/// Most iovecs one `pwritev` takes (Linux's IOV_MAX).
+const IOVECS_PER_WRITE_MAX: usize = 1024;
+
+/// `pwritev` until every byte of `pieces` is written at `offset` onwards:
+/// one system call for a produce's patched headers and untouched records.
+fn write_all_vectored_at(file: &File, pieces: &[IoSlice<'_>], offset: u64) -> io::Result<()> {
+    let mut remaining: Vec<IoSlice<'_>> =
+        pieces.iter().filter(|p| !p.is_empty()).copied().collect();
+    let mut slices: &mut [IoSlice<'_>] = &mut remaining;
+    let mut offset = offset;
+    while !slices.is_empty() {
+        let count = slices.len().min(IOVECS_PER_WRITE_MAX);
+        let position = libc::off_t::try_from(offset)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file offset too large"))?;
+        // SAFETY: `IoSlice` is ABI-compatible with `iovec`; the first `count`
+        // slices borrow live buffers for the duration of the call, and the
+        // descriptor belongs to `file`, open while we hold it.
+        let written = unsafe {
+            libc::pwritev(
+                file.as_raw_fd(),
+                slices.as_ptr().cast::<libc::iovec>(),
+                count as libc::c_int,
+                position,
+            )
+        };
+        match written {
+            n if n < 0 => {
+                let error = io::Error::last_os_error();
+                if error.kind() != io::ErrorKind::Interrupted {
+                    return Err(error);
+                }
+            }
+            0 => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+            n => {
+                offset += n as u64;
+                IoSlice::advance_slices(&mut slices, n as usize);
+            }
+        }
+    }
+    Ok(())
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use kafka_protocol::records::{Compression, RecordBatchDecoder};
 
-use super::batch::test_support::{encode_batch, encode_batch_with_timestamps};
+use super::batch::test_support::{as_stored_by_leader, encode_batch, encode_batch_with_timestamps};
 use super::*;
 
 pub(crate) fn small_config() -> LogConfig {
@@ -33,16 +33,15 @@ fn append_batches(
 ) -> Vec<(i64, Vec<u8>)> {
     (0..batches)
         .map(|i| {
-            let mut records = encode_batch(
+            let records = encode_batch(
                 count,
                 value_bytes,
                 10_000 + i64::from(i) * 10,
                 Compression::None,
             );
-            let info = log
-                .append_as_leader(&mut records, 1, 2_000)
-                .expect("append");
-            (info.base_offset, records)
+            let info = log.append_as_leader(&records, 1, 2_000).expect("append");
+            let stored = as_stored_by_leader(&records, info.base_offset, 1);
+            (info.base_offset, stored)
         })
         .collect()
 }
@@ -81,7 +80,8 @@ fn append_assigns_offsets_and_reads_back() {
     assert_eq!((report.log_start_offset, report.log_end_offset), (0, 0));
     let mut records = encode_batch(3, 10, 5_000, Compression::None);
     records.extend(encode_batch(2, 10, 6_000, Compression::Zstd));
-    let info = log.append_as_leader(&mut records, 4, 7_000).unwrap();
+    let info = log.append_as_leader(&records, 4, 7_000).unwrap();
+    let records = as_stored_by_leader(&records, 0, 4);
     assert_eq!(
         info,
         AppendInfo {
@@ -125,28 +125,53 @@ fn invalid_append_writes_nothing() {
     bad[last] ^= 1;
     records.extend(bad);
     let original = records.clone();
-    let error = log.append_as_leader(&mut records, 1, 1).unwrap_err();
+    let error = log.append_as_leader(&records, 1, 1).unwrap_err();
     assert!(matches!(error, LogError::CorruptBatch { .. }), "{error}");
     assert_eq!(
         records, original,
         "nothing patched when the append is refused"
     );
     assert_eq!((log.log_end_offset(), log.size_bytes()), (4, size_before));
-    let mut too_big = encode_batch(1, 2_000, 1, Compression::None);
+    let too_big = encode_batch(1, 2_000, 1, Compression::None);
     log.set_config(LogConfig {
         max_message_bytes: 1_000,
         ..LogConfig::default()
     });
     assert!(matches!(
-        log.append_as_leader(&mut too_big, 1, 1),
+        log.append_as_leader(&too_big, 1, 1),
         Err(LogError::BatchTooLarge { .. })
     ));
-    let mut small = encode_batch(1, 20, 1, Compression::None);
+    let small = encode_batch(1, 20, 1, Compression::None);
     assert!(matches!(
-        log.append_as_leader(&mut small, 0, 1),
+        log.append_as_leader(&small, 0, 1),
         Err(LogError::StaleLeaderEpoch { .. })
     ));
     assert_eq!(log.log_end_offset(), 4);
+}
+
+/// A record set of more batches than one `pwritev` takes iovecs (two per
+/// batch: the patched header, the untouched rest) is written whole.
+#[test]
+fn an_append_of_many_batches_spans_several_vectored_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(dir.path(), LogConfig::default());
+    let mut records = Vec::new();
+    for i in 0..700 {
+        records.extend(encode_batch(2, 7, 1_000 + i, Compression::None));
+    }
+    let info = log.append_as_leader(&records, 3, 5_000).unwrap();
+    assert_eq!((info.base_offset, info.last_offset), (0, 1_399));
+    let stored = log
+        .read(0, u32::MAX, i64::MAX, false)
+        .unwrap()
+        .file
+        .unwrap()
+        .read_to_vec()
+        .unwrap();
+    assert_eq!(stored, as_stored_by_leader(&records, 0, 3));
+    drop(log);
+    let (_, report) = open(dir.path(), LogConfig::default());
+    assert_eq!(report.log_end_offset, 1_400);
 }
 
 #[test]
@@ -261,8 +286,8 @@ fn offset_for_timestamp_finds_first_record_at_or_after() {
         } else {
             Compression::Snappy
         };
-        let mut records = encode_batch_with_timestamps(batch_timestamps, 40, codec);
-        log.append_as_leader(&mut records, 1, 5).unwrap();
+        let records = encode_batch_with_timestamps(batch_timestamps, 40, codec);
+        log.append_as_leader(&records, 1, 5).unwrap();
     }
     let flat: Vec<i64> = timestamps.concat();
     for target in [
@@ -289,8 +314,8 @@ fn log_append_time_topics_stamp_batches() {
         ..LogConfig::default()
     };
     let (mut log, _) = open(dir.path(), config);
-    let mut records = encode_batch(3, 10, 5, Compression::Gzip);
-    let info = log.append_as_leader(&mut records, 0, 77_000).unwrap();
+    let records = encode_batch(3, 10, 5, Compression::Gzip);
+    let info = log.append_as_leader(&records, 0, 77_000).unwrap();
     assert_eq!(
         (info.log_append_time_ms, info.max_timestamp_ms),
         (77_000, 77_000)
@@ -353,7 +378,7 @@ fn torn_last_batch_is_dropped() {
     assert_eq!(read_all(&log), written[..written.len() - 1].to_vec());
     // The log continues at the dropped batch's offset.
     let info = log
-        .append_as_leader(&mut encode_batch(1, 5, 1, Compression::None), 1, 1)
+        .append_as_leader(&encode_batch(1, 5, 1, Compression::None), 1, 1)
         .unwrap();
     assert_eq!(info.base_offset, written.last().unwrap().0);
 }
@@ -519,7 +544,7 @@ fn truncate_to_drops_the_suffix_durably() {
     let (mut log, _) = open(dir.path(), small_config());
     for epoch in [1, 2, 3] {
         for _ in 0..8 {
-            log.append_as_leader(&mut encode_batch(3, 30, 1, Compression::None), epoch, 1)
+            log.append_as_leader(&encode_batch(3, 30, 1, Compression::None), epoch, 1)
                 .unwrap();
         }
     }
@@ -610,10 +635,10 @@ fn follower_appends_must_continue_the_log() {
     let (mut leader, _) = open(leader_dir.path(), LogConfig::default());
     let (mut follower, _) = open(follower_dir.path(), LogConfig::default());
     leader
-        .append_as_leader(&mut encode_batch(2, 10, 1, Compression::None), 3, 1)
+        .append_as_leader(&encode_batch(2, 10, 1, Compression::None), 3, 1)
         .unwrap();
     leader
-        .append_as_leader(&mut encode_batch(2, 10, 1, Compression::None), 5, 1)
+        .append_as_leader(&encode_batch(2, 10, 1, Compression::None), 5, 1)
         .unwrap();
     let all = leader
         .read(0, u32::MAX, i64::MAX, true)

@@ -11,8 +11,8 @@ fn delete_segments_below_drops_only_whole_older_segments_and_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let (mut log, _) = open(dir.path(), small_config());
     for i in 0..6 {
-        let mut batch = encode_batch(4, 100, 10_000 + i, Compression::None);
-        log.append_as_leader(&mut batch, 1, 2_000).unwrap();
+        let batch = encode_batch(4, 100, 10_000 + i, Compression::None);
+        log.append_as_leader(&batch, 1, 2_000).unwrap();
     }
     assert!(log.segment_count() > 1, "small segments rolled");
     let snapshot_base = log.roll_now(3_000).unwrap();
@@ -22,8 +22,8 @@ fn delete_segments_below_drops_only_whole_older_segments_and_survives_reopen() {
         snapshot_base,
         "empty active: no roll"
     );
-    let mut batch = encode_batch(2, 10, 20_000, Compression::None);
-    log.append_as_leader(&mut batch, 1, 3_000).unwrap();
+    let batch = encode_batch(2, 10, 20_000, Compression::None);
+    log.append_as_leader(&batch, 1, 3_000).unwrap();
     // An offset inside the old segments deletes nothing it still needs.
     assert_eq!(log.delete_segments_below(1).unwrap(), 0);
     let deleted = log.delete_segments_below(snapshot_base).unwrap();

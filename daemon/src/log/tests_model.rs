@@ -7,7 +7,7 @@ use std::path::Path;
 use kafka_protocol::records::Compression;
 use proptest::prelude::*;
 
-use super::batch::test_support::encode_batch_with_timestamps;
+use super::batch::test_support::{as_stored_by_leader, encode_batch_with_timestamps};
 use super::*;
 
 const NOW_START_MS: i64 = 1_000_000;
@@ -390,16 +390,17 @@ impl Run {
         }
         let (epoch, now_ms) = (self.epoch, self.now_ms);
         if records.len() as u64 > self.config.segment_bytes {
-            let refused = self.log().append_as_leader(&mut records, epoch, now_ms);
+            let refused = self.log().append_as_leader(&records, epoch, now_ms);
             let too_large = matches!(refused, Err(LogError::RecordSetTooLarge { .. }));
             prop_assert!(too_large, "refused: {:?}", refused);
             return Ok(());
         }
         let info = self
             .log()
-            .append_as_leader(&mut records, epoch, now_ms)
+            .append_as_leader(&records, epoch, now_ms)
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(info.base_offset, self.model.log_end_offset);
+        let records = as_stored_by_leader(&records, info.base_offset, epoch);
         let mut position = 0;
         for (spec, len) in specs.iter().zip(lengths) {
             let base_offset = self.model.log_end_offset;
