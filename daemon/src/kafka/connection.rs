@@ -119,6 +119,9 @@ struct Queued {
 /// and go out in one write (up to this many bytes): each write on loopback is
 /// a wake-up of the client, which on a VM costs more than the copy.
 const COALESCED_REPLY_BYTES_MAX: usize = 64 * 1024;
+/// Requests held back at most, counting acks=0 produces (no bytes, but their
+/// metrics wait in order): bounds how long a stream of them can delay a reply.
+const COALESCED_REQUESTS_MAX: usize = 256;
 
 async fn write_loop(
     mut writer: OwnedWriteHalf,
@@ -153,7 +156,10 @@ async fn write_loop(
         };
         let frame = match reply {
             Reply::Nothing => {
-                observe_request(api, started);
+                out.hold_nothing(api, started);
+                if out.is_full() && !out.flush(&mut writer, peer).await {
+                    return;
+                }
                 continue;
             }
             Reply::Ready(frame) => frame,
@@ -172,7 +178,7 @@ async fn write_loop(
             }
         };
         if out.try_gather(&frame, api, started) {
-            if out.len() >= COALESCED_REPLY_BYTES_MAX && !out.flush(&mut writer, peer).await {
+            if out.is_full() && !out.flush(&mut writer, peer).await {
                 return;
             }
             continue;
@@ -202,8 +208,19 @@ impl ReplyBuffer {
         self.requests.is_empty()
     }
 
-    fn len(&self) -> usize {
-        self.bytes.len()
+    fn is_full(&self) -> bool {
+        self.bytes.len() >= COALESCED_REPLY_BYTES_MAX
+            || self.requests.len() >= COALESCED_REQUESTS_MAX
+    }
+
+    /// An acks=0 produce: nothing to send, but its metrics keep their turn
+    /// behind the replies held before it.
+    fn hold_nothing(&mut self, api: Option<ApiKey>, started: Instant) {
+        if self.requests.is_empty() {
+            observe_request(api, started);
+        } else {
+            self.requests.push((api, started));
+        }
     }
 
     /// Takes `frame` if it is all bytes and small; false leaves it to the
@@ -225,7 +242,12 @@ impl ReplyBuffer {
             tracing::debug!(event = "write_failed", peer = %peer, error = %e);
             return false;
         }
-        self.bytes.clear();
+        if self.bytes.capacity() > 2 * COALESCED_REPLY_BYTES_MAX {
+            // A burst's buffer is not kept for the life of the connection.
+            self.bytes = BytesMut::new();
+        } else {
+            self.bytes.clear();
+        }
         for (api, started) in self.requests.drain(..) {
             observe_request(api, started);
         }

@@ -187,13 +187,11 @@ fn check_header_rules(header: &BatchHeader) -> Result<(), LogError> {
 /// CRC-32C over attributes..end of a whole batch.
 pub(crate) fn compute_crc(batch: &[u8]) -> u32 {
     assert!(batch.len() >= BATCH_HEADER_BYTES);
-    let (head, body) = batch.split_at(BATCH_HEADER_BYTES);
-    compute_crc_parts(head, body)
+    crc32c::crc32c(&batch[ATTRIBUTES_AT..])
 }
 
 /// CRC-32C of a batch held as its header and, elsewhere, the bytes after it.
-pub(crate) fn compute_crc_parts(head: &[u8], body: &[u8]) -> u32 {
-    assert_eq!(head.len(), BATCH_HEADER_BYTES);
+pub(crate) fn compute_crc_parts(head: &BatchHead, body: &[u8]) -> u32 {
     crc32c::crc32c_append(crc32c::crc32c(&head[ATTRIBUTES_AT..]), body)
 }
 
@@ -327,8 +325,7 @@ pub(crate) fn set_timestamp_type(
     body: &[u8],
     log_append_time_ms: Option<i64>,
 ) -> bool {
-    let batch = head;
-    let attributes = be_i16(batch, ATTRIBUTES_AT);
+    let attributes = be_i16(head, ATTRIBUTES_AT);
     let new_attributes = match log_append_time_ms {
         Some(_) => attributes | ATTRIBUTE_LOG_APPEND_TIME,
         None => attributes & !ATTRIBUTE_LOG_APPEND_TIME,
@@ -336,12 +333,12 @@ pub(crate) fn set_timestamp_type(
     if new_attributes == attributes && log_append_time_ms.is_none() {
         return false;
     }
-    batch[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&new_attributes.to_be_bytes());
+    head[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&new_attributes.to_be_bytes());
     if let Some(now_ms) = log_append_time_ms {
-        batch[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&now_ms.to_be_bytes());
+        head[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&now_ms.to_be_bytes());
     }
-    let crc = compute_crc_parts(batch, body);
-    batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    let crc = compute_crc_parts(head, body);
+    head[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
     true
 }
 

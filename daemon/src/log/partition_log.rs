@@ -474,8 +474,8 @@ impl PartitionLog {
     /// Validates every batch, assigns offsets by patching baseOffset and
     /// partitionLeaderEpoch (and the timestamp for LogAppendTime topics) in
     /// a copy of each batch's header, then appends each patched header and
-    /// the producer's untouched bytes after it to the page cache in one
-    /// vectored write. All or nothing: if any batch is invalid, nothing is
+    /// the producer's untouched bytes after it to the page cache with
+    /// vectored writes. All or nothing: if any batch is invalid, nothing is
     /// written. Does not fsync (see `pending_sync`).
     pub fn append_as_leader(
         &mut self,

@@ -634,9 +634,11 @@ fn reuse_or_create<T>(
 /// Most iovecs one `pwritev` takes (Linux's IOV_MAX).
 const IOVECS_PER_WRITE_MAX: usize = 1024;
 
-/// `pwritev` until every byte of `pieces` is written at `offset` onwards:
-/// one system call for a produce's patched headers and untouched records.
+/// `pwritev` until every byte of `pieces` is written at `offset` onwards: a
+/// produce's patched headers and untouched records in one system call per
+/// [`IOVECS_PER_WRITE_MAX`] pieces (fewer calls on a short write's resume).
 fn write_all_vectored_at(file: &File, pieces: &[IoSlice<'_>], offset: u64) -> io::Result<()> {
+    // Empty pieces are dropped so that a return of 0 can only mean no progress.
     let mut remaining: Vec<IoSlice<'_>> =
         pieces.iter().filter(|p| !p.is_empty()).copied().collect();
     let mut slices: &mut [IoSlice<'_>] = &mut remaining;
