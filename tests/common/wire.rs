@@ -5,9 +5,8 @@ use std::io::Read;
 use std::net::TcpStream;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use kafka_protocol::messages::{ApiKey, RequestHeader};
-use kafka_protocol::protocol::{Encodable, StrBytes};
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::Encodable;
 
 use super::Daemon;
 
@@ -20,26 +19,16 @@ pub fn connect(daemon: &Daemon) -> TcpStream {
     stream
 }
 
-/// A whole request frame: size prefix, header, body.
+/// A whole request frame: size prefix, header, body (the bench client's
+/// encoder, which tests and `sluiced bench` share).
 pub fn request_frame<R: Encodable>(
     key: ApiKey,
     version: i16,
     correlation_id: i32,
     body: &R,
 ) -> Vec<u8> {
-    let header = RequestHeader::default()
-        .with_request_api_key(key as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(correlation_id)
-        .with_client_id(Some(StrBytes::from_static_str("wire-test")));
-    let mut buf = BytesMut::new();
-    header
-        .encode(&mut buf, key.request_header_version(version))
-        .unwrap();
-    body.encode(&mut buf, version).unwrap();
-    let mut frame = (buf.len() as i32).to_be_bytes().to_vec();
-    frame.extend_from_slice(&buf);
-    frame
+    sluice::bench::client::encode_frame(key, version, correlation_id, body)
+        .expect("encoding a request")
 }
 
 /// One whole response frame's body (after the size prefix).

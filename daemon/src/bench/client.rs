@@ -45,11 +45,18 @@ pub async fn connect(
 /// Where the correlation id sits in a frame: after the size, key and version.
 const CORRELATION_ID_AT: usize = 8;
 
-/// A whole request frame (size prefix included), correlation id 0.
-pub fn encode_frame<R: Encodable>(key: ApiKey, version: i16, body: &R) -> anyhow::Result<Vec<u8>> {
+/// A whole request frame (size prefix included); `send_encoded` gives a
+/// copy its own correlation id.
+pub fn encode_frame<R: Encodable>(
+    key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &R,
+) -> anyhow::Result<Vec<u8>> {
     let header = RequestHeader::default()
         .with_request_api_key(key as i16)
         .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
         .with_client_id(Some(StrBytes::from_static_str("sluiced-bench")));
     let mut frame = BytesMut::with_capacity(body.compute_size(version)? + 64);
     frame.put_i32(0);
@@ -68,7 +75,7 @@ impl RequestWriter {
         version: i16,
         body: &R,
     ) -> anyhow::Result<i32> {
-        let mut frame = encode_frame(key, version, body)?;
+        let mut frame = encode_frame(key, version, 0, body)?;
         self.send_encoded(&mut frame).await
     }
 

@@ -216,7 +216,7 @@ async fn produce(
         ]);
     let requests =
         rounded_messages(options, partitions) / (options.batch_messages as u64 * partitions as u64);
-    let mut frame = client::encode_frame(ApiKey::Produce, PRODUCE_VERSION, &request)?;
+    let mut frame = client::encode_frame(ApiKey::Produce, PRODUCE_VERSION, 0, &request)?;
     let (mut writer, mut reader) = client::connect(address).await?;
     let deadline = Instant::now() + PHASE_TIMEOUT;
     let (mut sent, mut answered) = (0u64, 0u64);

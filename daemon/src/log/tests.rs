@@ -65,6 +65,16 @@ fn read_all(log: &PartitionLog) -> Vec<(i64, Vec<u8>)> {
     batches
 }
 
+/// Every byte the log holds, from its start, as one read returns them.
+fn stored_bytes(log: &PartitionLog) -> Vec<u8> {
+    log.read(log.log_start_offset(), u32::MAX, i64::MAX, false)
+        .expect("read")
+        .file
+        .expect("records")
+        .read_to_vec()
+        .expect("pread")
+}
+
 fn segment_path(dir: &Path, base_offset: i64, suffix: &str) -> PathBuf {
     dir.join(format!("{base_offset:020}{suffix}"))
 }
@@ -92,12 +102,7 @@ fn append_assigns_offsets_and_reads_back() {
             max_timestamp_ms: 6_001
         }
     );
-    let slice = log
-        .read(0, u32::MAX, i64::MAX, false)
-        .unwrap()
-        .file
-        .unwrap();
-    assert_eq!(slice.read_to_vec().unwrap(), records);
+    assert_eq!(stored_bytes(&log), records);
     let mut bytes = bytes::Bytes::from(records);
     let sets = RecordBatchDecoder::decode_all(&mut bytes).unwrap();
     let offsets: Vec<i64> = sets
@@ -162,13 +167,7 @@ fn an_append_of_many_batches_spans_several_vectored_writes() {
     }
     let info = log.append_as_leader(&records, 3, 5_000).unwrap();
     assert_eq!((info.base_offset, info.last_offset), (0, 1_399));
-    let stored = log
-        .read(0, u32::MAX, i64::MAX, false)
-        .unwrap()
-        .file
-        .unwrap()
-        .read_to_vec()
-        .unwrap();
+    let stored = stored_bytes(&log);
     assert_eq!(stored, as_stored_by_leader(&records, 0, 3));
     drop(log);
     let (_, report) = open(dir.path(), LogConfig::default());
@@ -323,13 +322,7 @@ fn log_append_time_topics_stamp_batches() {
         (info.log_append_time_ms, info.max_timestamp_ms),
         (77_000, 77_000)
     );
-    let stored = log
-        .read(0, u32::MAX, i64::MAX, false)
-        .unwrap()
-        .file
-        .unwrap()
-        .read_to_vec()
-        .unwrap();
+    let stored = stored_bytes(&log);
     // validate_batches checks every CRC.
     let headers = validate_batches(&stored, u32::MAX).unwrap();
     assert_eq!(
