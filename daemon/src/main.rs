@@ -132,6 +132,7 @@ fn main() -> ExitCode {
         Some(Command::Groups { ref bootstrap }) => groups(bootstrap),
         None => {
             init_tracing();
+            sluice::failstop::install_panic_hook();
             match run(cli) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -4,14 +4,17 @@
 
 mod log_config;
 mod partition;
+mod producer_ids;
 mod registry;
 mod reload;
 mod topic;
 
 pub use log_config::log_config_for;
 pub use partition::{
-    Partition, PartitionOffsets, PartitionRead, PartitionStats, SINGLE_NODE_LEADER_EPOCH,
+    PRODUCER_ID_EXPIRATION_MS, Partition, PartitionOffsets, PartitionRead, PartitionStats,
+    SINGLE_NODE_LEADER_EPOCH,
 };
+pub use producer_ids::{PRODUCER_ID_BLOCK, ProducerIdAllocator, ProducerIdError};
 pub use registry::{RegistryEntry, RegistryError, TopicOrigin, TopicRegistry};
 pub use reload::AppliedAction;
 pub use topic::{CreateTopicError, Topic, TopicRequest};
@@ -47,6 +50,8 @@ pub enum BrokerError {
     DataDirLocked { path: PathBuf },
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    #[error(transparent)]
+    ProducerIds(#[from] ProducerIdError),
     #[error("opening topic {topic}: {source}")]
     OpenTopic {
         topic: String,
@@ -74,6 +79,8 @@ pub struct Broker {
     sync_wakeup: Notify,
     /// Held open for the broker's life: an exclusive flock on the data dir.
     _dir_lock: File,
+    /// Hands out producer ids (InitProducerId).
+    producer_ids: Mutex<ProducerIdAllocator>,
     /// The consumer group coordinator, installed once at startup.
     group_coordinator: std::sync::OnceLock<Arc<crate::group::GroupCoordinator>>,
 }
@@ -104,12 +111,14 @@ impl Broker {
         })?;
         let dir_lock = lock_data_dir(&data_dir)?;
         let registry = TopicRegistry::load(&data_dir)?;
+        let producer_ids = ProducerIdAllocator::open(&data_dir.join("meta"))?;
         let broker = Arc::new(Self {
             node_id,
             spec: RwLock::new(Arc::new(spec)),
             data_dir,
             topics: RwLock::new(BTreeMap::new()),
             registry: Mutex::new(registry),
+            producer_ids: Mutex::new(producer_ids),
             sync_wakeup: Notify::new(),
             _dir_lock: dir_lock,
             group_coordinator: std::sync::OnceLock::new(),
@@ -164,6 +173,14 @@ impl Broker {
     /// The group coordinator, once started.
     pub fn group_coordinator(&self) -> Option<&Arc<crate::group::GroupCoordinator>> {
         self.group_coordinator.get()
+    }
+
+    /// A producer id never handed out before (InitProducerId).
+    pub fn allocate_producer_id(&self) -> Result<i64, ProducerIdError> {
+        self.producer_ids
+            .lock()
+            .expect("producer id lock poisoned")
+            .allocate()
     }
 
     pub fn node_id(&self) -> i32 {

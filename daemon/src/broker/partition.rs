@@ -7,11 +7,16 @@ use std::time::Instant;
 
 use tokio::sync::watch;
 
+use crate::failstop;
 use crate::log::{AppendInfo, FlushPolicy, LogConfig, LogError, PartitionLog, ReadSlice};
 
 /// The partition's leader epoch while Sluice runs on a single node: there is
 /// never another leader, so the epoch never moves.
 pub const SINGLE_NODE_LEADER_EPOCH: i32 = 0;
+
+/// Kafka's `producer.id.expiration.ms` default (1 day): a producer id with
+/// no batch for this long is forgotten (checked with retention).
+pub const PRODUCER_ID_EXPIRATION_MS: i64 = 86_400_000;
 
 /// A read, with the offsets the fetch response reports beside it.
 #[derive(Debug)]
@@ -84,7 +89,15 @@ impl Partition {
     /// the data is acknowledged (and visible) at once.
     pub fn append(&self, records: &[u8], now_ms: i64) -> Result<AppendInfo, LogError> {
         let mut log = self.lock_log();
-        let info = log.append_as_leader(records, SINGLE_NODE_LEADER_EPOCH, now_ms)?;
+        let info = self.stop_on_storage_failure(
+            "append",
+            log.append_as_leader(records, SINGLE_NODE_LEADER_EPOCH, now_ms),
+        )?;
+        if info.duplicate {
+            // A retry: its original is in the log; the caller waits for
+            // the high watermark to pass it as for any append.
+            return Ok(info);
+        }
         assert!(info.last_offset + 1 == log.log_end_offset());
         if !self.fsync_before_ack() {
             self.advance_high_watermark(log.log_end_offset());
@@ -182,13 +195,15 @@ impl Partition {
         crate::metrics::metrics()
             .flush_duration
             .observe(started.elapsed().as_secs_f64());
-        let durable = synced.map_err(|source| LogError::Io {
-            operation: "fdatasync",
-            path: std::path::PathBuf::from(format!("{}-{}", self.topic, self.index)),
-            source,
-        })?;
+        // Never retried: Linux reports a failed writeback once and marks the
+        // pages clean, so a second fsync would "succeed" over lost data.
+        let durable = match synced {
+            Ok(durable) => durable,
+            Err(error) => failstop::storage_failure(&format!("fdatasync of {self:?}"), &error),
+        };
         // A truncation between capture and completion makes the sync moot.
-        self.lock_log().complete_pending_sync(&pending, now_ms)?;
+        let completed = self.lock_log().complete_pending_sync(&pending, now_ms);
+        self.stop_on_storage_failure("recovery-point checkpoint", completed)?;
         if self.fsync_before_ack() {
             self.advance_high_watermark(durable);
         }
@@ -199,10 +214,15 @@ impl Partition {
     pub fn housekeeping(&self, now_ms: i64, retention_due: bool) -> Result<(), LogError> {
         let flush_due = {
             let mut log = self.lock_log();
-            log.roll_if_due(now_ms)?;
+            self.stop_on_storage_failure("roll", log.roll_if_due(now_ms))?;
             if retention_due {
                 // Never delete what consumers cannot see yet.
-                log.apply_retention_below(now_ms, self.high_watermark())?;
+                let retained = log.apply_retention_below(now_ms, self.high_watermark());
+                self.stop_on_storage_failure("retention", retained)?;
+                let expired = log.expire_producers(now_ms, PRODUCER_ID_EXPIRATION_MS);
+                if expired > 0 {
+                    tracing::debug!(event = "producers_expired", partition = ?self, expired);
+                }
             }
             log.flush_due(now_ms)
         };
@@ -231,6 +251,20 @@ impl Partition {
 }
 
 impl Partition {
+    /// Fail-stop: an I/O error from the log ends the process (the log's
+    /// files may now differ from what it believes); other errors are the
+    /// caller's to answer.
+    pub(crate) fn stop_on_storage_failure<T>(
+        &self,
+        what: &str,
+        result: Result<T, LogError>,
+    ) -> Result<T, LogError> {
+        if let Err(error @ LogError::Io { .. }) = &result {
+            failstop::storage_failure(&format!("{what} on {self:?}"), error);
+        }
+        result
+    }
+
     /// Gives the log back for a clean close once nothing else holds it.
     pub fn into_log(self) -> PartitionLog {
         self.log.into_inner().expect("partition log lock poisoned")

@@ -357,7 +357,10 @@ impl GroupCoordinator {
                     .map(|(k, v)| (id.clone(), k.clone(), Some(v.clone())))
             })
             .collect();
-        let snapshot_base = partition.lock_log().roll_now(now_ms()).map_err(storage)?;
+        let rolled = partition.lock_log().roll_now(now_ms());
+        let snapshot_base = partition
+            .stop_on_storage_failure("offsets compaction roll", rolled)
+            .map_err(storage)?;
         let batches = offsets_log::encode_batches(&live, now_ms())
             .map_err(|e| GroupError::Storage(e.to_string()))?;
         for batch in batches {
@@ -365,9 +368,9 @@ impl GroupCoordinator {
         }
         // The snapshot must be durable before what it replaces goes.
         partition.sync(now_ms()).map_err(storage)?;
+        let deleted = partition.lock_log().delete_segments_below(snapshot_base);
         let deleted = partition
-            .lock_log()
-            .delete_segments_below(snapshot_base)
+            .stop_on_storage_failure("offsets compaction delete", deleted)
             .map_err(storage)?;
         inner.compacted_bytes[partition.index as usize] = partition.size_bytes();
         tracing::info!(

@@ -142,6 +142,7 @@ pub fn dispatch(
         ApiKey::DescribeGroups => api::describe_groups::handle(&ctx, decode(&mut frame, &ctx)?),
         ApiKey::DeleteGroups => api::delete_groups::handle(&ctx, decode(&mut frame, &ctx)?),
         ApiKey::OffsetDelete => api::offset_delete::handle(&ctx, decode(&mut frame, &ctx)?),
+        ApiKey::InitProducerId => api::init_producer_id::handle(&ctx, decode(&mut frame, &ctx)?),
         other => Err(DispatchError::UnsupportedVersion {
             key: other,
             version,

@@ -137,6 +137,13 @@ fn request(key: ApiKey, version: i16) -> Bytes {
                     .with_timeout_ms(1000),
             )
         }
+        ApiKey::InitProducerId => frame(
+            key,
+            version,
+            &InitProducerIdRequest::default()
+                .with_transactional_id(None)
+                .with_transaction_timeout_ms(60_000),
+        ),
         other => panic!("no sample request for {other:?}"),
     }
 }
@@ -169,6 +176,7 @@ fn check_decodes<R: Decodable>(key: ApiKey, version: i16, bytes: Vec<u8>) -> R {
 fn every_advertised_version_answers_in_its_own_format() {
     let (_dir, broker) = scratch_broker();
     let limits = ListenerLimits::default();
+    let mut producer_ids = std::collections::BTreeSet::new();
     for api in SUPPORTED_APIS {
         // The group APIs have their own walk in dispatch_group_tests.rs.
         if super::dispatch_group_tests::GROUP_APIS.contains(&api.key) {
@@ -217,6 +225,14 @@ fn every_advertised_version_answers_in_its_own_format() {
                 ApiKey::CreateTopics => {
                     let r: CreateTopicsResponse = check_decodes(api.key, version, bytes);
                     assert_eq!(r.topics[0].error_code, 0, "{:?}", r.topics[0].error_message);
+                }
+                ApiKey::InitProducerId => {
+                    let r: InitProducerIdResponse = check_decodes(api.key, version, bytes);
+                    assert_eq!((r.error_code, r.producer_epoch), (0, 0));
+                    assert!(
+                        producer_ids.insert(r.producer_id.0),
+                        "a producer id repeated"
+                    );
                 }
                 other => panic!("unchecked api {other:?}"),
             }

@@ -3,7 +3,7 @@
 use kafka_protocol::ResponseError;
 
 use crate::broker::CreateTopicError;
-use crate::log::LogError;
+use crate::log::{LogError, ProducerError};
 
 pub const NONE: i16 = 0;
 
@@ -19,6 +19,12 @@ pub fn log_error_code(error: &LogError) -> i16 {
         LogError::RecordSetTooLarge { .. } => ResponseError::RecordListTooLarge,
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         LogError::StaleLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
+        LogError::Producer(ProducerError::OutOfOrderSequence { .. }) => {
+            ResponseError::OutOfOrderSequenceNumber
+        }
+        LogError::Producer(ProducerError::FencedEpoch { .. }) => {
+            ResponseError::InvalidProducerEpoch
+        }
         LogError::CorruptCheckpoint { .. } | LogError::Io { .. } => {
             ResponseError::KafkaStorageError
         }

@@ -43,6 +43,8 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::DescribeGroups, 0, 4),
     api(ApiKey::DeleteGroups, 0, 1),
     api(ApiKey::OffsetDelete, 0, 0),
+    // Idempotent producers (issue 12); transactional ids are refused.
+    api(ApiKey::InitProducerId, 0, 5),
 ];
 
 /// The advertised range for `key`, if we implement it at all.

@@ -68,10 +68,17 @@ pub(crate) const ATTRIBUTES_AT: usize = 21;
 pub(crate) const LAST_OFFSET_DELTA_AT: usize = 23;
 pub(crate) const BASE_TIMESTAMP_AT: usize = 27;
 pub(crate) const MAX_TIMESTAMP_AT: usize = 35;
+pub(crate) const PRODUCER_ID_AT: usize = 43;
+pub(crate) const PRODUCER_EPOCH_AT: usize = 51;
+pub(crate) const BASE_SEQUENCE_AT: usize = 53;
 pub(crate) const RECORD_COUNT_AT: usize = 57;
 
 /// Attribute bit 3: timestamps are the broker's append time.
 pub(crate) const ATTRIBUTE_LOG_APPEND_TIME: i16 = 1 << 3;
+/// Attribute bit 4: part of a transaction.
+pub(crate) const ATTRIBUTE_TRANSACTIONAL: i16 = 1 << 4;
+/// Attribute bit 5: a control batch (transaction marker).
+pub(crate) const ATTRIBUTE_CONTROL: i16 = 1 << 5;
 /// Attribute bits 0-2: compression codec; 0..=4 are defined.
 const ATTRIBUTE_CODEC_MASK: i16 = 0x7;
 const CODEC_MAX: i16 = 4;
@@ -94,6 +101,10 @@ pub struct BatchHeader {
     pub last_offset_delta: i32,
     pub base_timestamp: i64,
     pub max_timestamp: i64,
+    /// -1 unless the producer is idempotent.
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
     pub record_count: i32,
 }
 
@@ -106,6 +117,29 @@ impl BatchHeader {
     }
     pub fn is_log_append_time(&self) -> bool {
         self.attributes & ATTRIBUTE_LOG_APPEND_TIME != 0
+    }
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & ATTRIBUTE_TRANSACTIONAL != 0
+    }
+    pub fn is_control(&self) -> bool {
+        self.attributes & ATTRIBUTE_CONTROL != 0
+    }
+    /// The producer-state fields of this batch, if an idempotent producer wrote it.
+    pub fn producer_batch(&self) -> Option<super::producer_state::ProducerBatch> {
+        (self.producer_id != super::producer_state::NO_PRODUCER_ID).then(|| {
+            super::producer_state::ProducerBatch {
+                producer_id: self.producer_id,
+                epoch: self.producer_epoch,
+                first_seq: self.base_sequence,
+                last_seq: super::producer_state::ProducerBatch::last_sequence(
+                    self.base_sequence,
+                    self.last_offset_delta,
+                ),
+                first_offset: self.base_offset,
+                last_offset: self.last_offset(),
+                max_timestamp: self.max_timestamp,
+            }
+        })
     }
 }
 
@@ -153,6 +187,9 @@ pub fn parse_header(buf: &[u8], position: u64) -> Result<BatchHeader, LogError> 
         last_offset_delta: be_i32(buf, LAST_OFFSET_DELTA_AT),
         base_timestamp: be_i64(buf, BASE_TIMESTAMP_AT),
         max_timestamp: be_i64(buf, MAX_TIMESTAMP_AT),
+        producer_id: be_i64(buf, PRODUCER_ID_AT),
+        producer_epoch: be_i16(buf, PRODUCER_EPOCH_AT),
+        base_sequence: be_i32(buf, BASE_SEQUENCE_AT),
         record_count: be_i32(buf, RECORD_COUNT_AT),
     };
     check_header_rules(&header)?;
@@ -370,6 +407,37 @@ pub(crate) mod test_support {
     ) -> Vec<u8> {
         let timestamps: Vec<i64> = (0..count).map(|i| timestamp_ms + i64::from(i)).collect();
         encode_batch_with_timestamps(&timestamps, value_bytes, compression)
+    }
+
+    /// One batch of an idempotent producer: `count` records from sequence
+    /// `first_seq`, timestamps `timestamp_ms + i`.
+    pub fn encode_idempotent_batch(
+        producer_id: i64,
+        epoch: i16,
+        first_seq: i32,
+        count: u32,
+        timestamp_ms: i64,
+    ) -> Vec<u8> {
+        let records: Vec<Record> = (0..count)
+            .map(|i| Record {
+                producer_id,
+                producer_epoch: epoch,
+                sequence: first_seq.wrapping_add(i as i32),
+                ..super::producer_record(
+                    i as usize,
+                    timestamp_ms + i64::from(i),
+                    Some(format!("k{i}").into_bytes().into()),
+                    Some(vec![7u8; 16].into()),
+                )
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: kafka_protocol::records::Compression::None,
+        };
+        RecordBatchEncoder::encode(&mut buf, &records, &options).expect("test batch encodes");
+        buf.to_vec()
     }
 
     pub fn encode_batch_with_timestamps(

@@ -16,7 +16,7 @@ const CHECKPOINT_BYTES_MAX: u64 = 16 * 1024 * 1024;
 pub(crate) const CHECKPOINT_VERSION: u32 = 0;
 
 /// Replaces `path` with `contents` atomically and durably.
-pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), LogError> {
+pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), LogError> {
     let tmp = tmp_path(path);
     let mut file = OpenOptions::new()
         .write(true)

@@ -39,6 +39,9 @@ pub enum LogError {
     /// A leader append with an epoch older than one already in the log.
     #[error("leader epoch {epoch} is older than the log's latest epoch {latest_epoch}")]
     StaleLeaderEpoch { epoch: i32, latest_epoch: i32 },
+    /// An idempotent producer's batch out of sequence or of a fenced epoch.
+    #[error(transparent)]
+    Producer(#[from] super::producer_state::ProducerError),
     /// A checkpoint file that cannot be parsed.
     #[error("corrupt checkpoint {path}: {reason}")]
     CorruptCheckpoint { path: PathBuf, reason: String },

@@ -15,6 +15,8 @@ mod flush;
 mod index;
 mod leader_epoch;
 mod partition_log;
+mod producer_snapshot;
+mod producer_state;
 mod recovery;
 mod retention;
 mod segment;
@@ -26,11 +28,14 @@ mod tests;
 mod tests_compaction;
 #[cfg(test)]
 mod tests_model;
+#[cfg(test)]
+mod tests_producers;
 
 pub use batch::{
     BATCH_HEADER_BYTES, BatchHeader, LOG_OVERHEAD_BYTES, MAGIC_V2, parse_header, producer_record,
     validate_batches,
 };
+pub use checkpoint::write_atomic as write_file_atomic;
 pub use config::{
     FlushPolicy, INDEX_INTERVAL_BYTES_DEFAULT, LogConfig, MAX_MESSAGE_BYTES_DEFAULT,
     RETENTION_MS_DEFAULT, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_INDEX_BYTES_DEFAULT,
@@ -42,4 +47,8 @@ pub use partition_log::{
     AppendInfo, CLEAN_SHUTDOWN_FILE, FileSlice, PartitionLog, PendingSync,
     RECOVERY_POINT_CHECKPOINT_FILE, RECOVERY_POINT_CHECKPOINT_INTERVAL_MS, ReadSlice,
     RecoveryReport, RetentionOutcome,
+};
+pub use producer_state::{
+    BATCHES_KEPT, BatchMeta, ProducerBatch, ProducerCheck, ProducerEntry, ProducerError,
+    ProducerStateMap,
 };

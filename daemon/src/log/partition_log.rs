@@ -2,6 +2,7 @@
 //! and checkpoints, tied together. The broker holds it behind a lock; slow
 //! work that needs no exclusive access (fsync, sendfile) happens outside.
 
+use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::{self, IoSlice};
 use std::path::{Path, PathBuf};
@@ -13,11 +14,15 @@ use super::config::{LogConfig, TimestampType};
 use super::error::LogError;
 use super::flush::{self, FlushState};
 use super::leader_epoch::{EpochEntry, LeaderEpochCache};
+use super::producer_state::{ProducerCheck, ProducerStateMap};
 use super::recovery::{self, SegmentRecovery};
 use super::retention::{self, SegmentSummary};
 use super::segment::{self, RELATIVE_OFFSET_MAX, Segment};
 
 pub use super::segment::FileSlice;
+
+#[path = "partition_producers.rs"]
+mod producers;
 
 /// Per-partition recovery point (Kafka keeps one such file per log dir).
 pub const RECOVERY_POINT_CHECKPOINT_FILE: &str = "recovery-point-offset-checkpoint";
@@ -36,6 +41,9 @@ pub struct AppendInfo {
     /// The broker's append time for LogAppendTime topics, else -1.
     pub log_append_time_ms: i64,
     pub max_timestamp_ms: i64,
+    /// A producer's retry of a batch already in the log: nothing was
+    /// appended and the offsets are the original's.
+    pub duplicate: bool,
 }
 
 /// Result of a read: nothing, or one contiguous range of one segment file.
@@ -59,6 +67,9 @@ pub struct RecoveryReport {
     pub truncated_bytes: u64,
     /// Whole segments removed because they followed a corrupt one.
     pub segments_deleted: u32,
+    /// Bytes past the recovery point written back in place before the
+    /// first sync (see `recovery::rewrite_range`).
+    pub rewritten_bytes: u64,
     pub log_start_offset: i64,
     pub log_end_offset: i64,
 }
@@ -121,17 +132,23 @@ pub struct PartitionLog {
     /// Bumped by every `truncate_to`: a sync captured before a truncation
     /// says nothing about bytes appended after it.
     truncations: u64,
+    /// Idempotent producers' state, derived from the batches in the log.
+    producers: ProducerStateMap,
+    /// Offsets of the producer snapshots on disk.
+    snapshots: BTreeSet<i64>,
 }
 
 /// What the directory listing found.
 struct DirListing {
     bases: Vec<i64>,
+    snapshots: BTreeSet<i64>,
 }
 
 /// Lists segment base offsets; removes leftovers that have no meaning on
 /// their own (indexes without a log, half-written checkpoint temp files).
 fn list_dir(dir: &Path) -> Result<DirListing, LogError> {
     let mut bases = Vec::new();
+    let mut snapshots = BTreeSet::new();
     let mut index_only = Vec::new();
     let entries = fs::read_dir(dir).map_err(LogError::io("list", dir))?;
     for entry in entries {
@@ -153,6 +170,9 @@ fn list_dir(dir: &Path) -> Result<DirListing, LogError> {
         match suffix {
             "log" => bases.push(base),
             "index" | "timeindex" => index_only.push((base, entry.path())),
+            "snapshot" => {
+                snapshots.insert(base);
+            }
             _ => {}
         }
     }
@@ -162,7 +182,7 @@ fn list_dir(dir: &Path) -> Result<DirListing, LogError> {
             checkpoint::remove_if_exists(&path)?;
         }
     }
-    Ok(DirListing { bases })
+    Ok(DirListing { bases, snapshots })
 }
 
 /// Parses a one-offset checkpoint (`0`, `1`, `<offset>`).
@@ -273,8 +293,11 @@ impl PartitionLog {
             last_checkpoint_ms: now_ms,
             last_flush_ms: now_ms,
             truncations: 0,
+            producers: ProducerStateMap::new(),
+            snapshots: listing.snapshots,
         };
-        log.settle_after_open(&report)?;
+        log.settle_after_open(&mut report)?;
+        log.rebuild_producer_state()?;
         report.log_start_offset = log.log_start_offset();
         report.log_end_offset = log.log_end_offset();
         Ok((log, report))
@@ -283,10 +306,12 @@ impl PartitionLog {
     /// After recovery: make what was verified durable, set the recovery
     /// point to the end, align the epoch cache, and drop the clean marker
     /// (from now on a crash must be recovered from).
-    fn settle_after_open(&mut self, report: &RecoveryReport) -> Result<(), LogError> {
+    fn settle_after_open(&mut self, report: &mut RecoveryReport) -> Result<(), LogError> {
         if !report.clean_shutdown {
             // Verified bytes may still live only in the page cache of a
-            // crashed process: sync before trusting them as recovered.
+            // crashed process, or in pages a failed fsync left marked clean:
+            // rewrite what lies past the last checkpointed sync, then sync.
+            report.rewritten_bytes = self.rewrite_unsynced(report.recovery_point)?;
             for segment in &self.segments {
                 for (path, file) in segment.sync_targets() {
                     file.sync_data().map_err(LogError::io("fdatasync", path))?;
@@ -474,6 +499,23 @@ fn reparse_patched(
 }
 
 impl PartitionLog {
+    /// Rewrites every byte at offsets ≥ `from_offset` in place (unclean
+    /// open, before the first sync); returns how many.
+    fn rewrite_unsynced(&self, from_offset: i64) -> Result<u64, LogError> {
+        let mut rewritten = 0;
+        for segment in self.segments.iter().filter(|s| s.next_offset > from_offset) {
+            let start = if segment.base_offset >= from_offset {
+                0
+            } else {
+                segment
+                    .find_batch(from_offset)?
+                    .map_or(segment.size_bytes, |header| header.position)
+            };
+            rewritten += recovery::rewrite_range(segment, start, segment.size_bytes)?;
+        }
+        Ok(rewritten)
+    }
+
     /// Validates every batch, assigns offsets by patching baseOffset and
     /// partitionLeaderEpoch (and the timestamp for LogAppendTime topics) in
     /// a copy of each batch's header, then appends each patched header and
@@ -502,6 +544,9 @@ impl PartitionLog {
                 epoch: leader_epoch,
                 latest_epoch,
             });
+        }
+        if let Some(original) = self.check_producers(&headers)? {
+            return Ok(original);
         }
         let log_append_time =
             (self.config.timestamp_type == TimestampType::LogAppendTime).then_some(now_ms);
@@ -538,6 +583,45 @@ impl PartitionLog {
         let mut info = self.append_validated(&pieces, records.len(), &headers, now_ms)?;
         info.log_append_time_ms = log_append_time.unwrap_or(-1);
         Ok(info)
+    }
+
+    /// Refuses what a producer may not write (control batches; transactions,
+    /// not built yet) and checks idempotent producers' epochs and sequences.
+    /// A retry of a batch already in the log returns that batch's offsets.
+    fn check_producers(&self, headers: &[BatchHeader]) -> Result<Option<AppendInfo>, LogError> {
+        for header in headers {
+            let refused = if header.is_control() {
+                Some("control batches are written by the broker, not by producers")
+            } else if header.is_transactional() {
+                Some("transactions are not supported by this build of Sluice yet")
+            } else {
+                None
+            };
+            if let Some(reason) = refused {
+                return Err(LogError::InvalidBatch {
+                    position: header.position,
+                    reason,
+                });
+            }
+        }
+        let batches: Vec<_> = headers
+            .iter()
+            .filter_map(BatchHeader::producer_batch)
+            .collect();
+        if batches.is_empty() {
+            return Ok(None);
+        }
+        match self.producers.check(&batches)? {
+            ProducerCheck::Append => Ok(None),
+            ProducerCheck::Duplicate(original) => Ok(Some(AppendInfo {
+                base_offset: original.first_offset,
+                last_offset: original.last_offset,
+                record_count: 0,
+                log_append_time_ms: -1,
+                max_timestamp_ms: original.max_timestamp,
+                duplicate: true,
+            })),
+        }
     }
 
     /// Appends batches that already carry their offsets (a follower copying
@@ -609,6 +693,9 @@ impl PartitionLog {
         self.active_mut()
             .append(pieces, records_bytes, headers, interval, now_ms)?;
         assert_eq!(self.log_end_offset(), last.next_offset());
+        for batch in headers.iter().filter_map(BatchHeader::producer_batch) {
+            self.producers.apply(&batch);
+        }
         let record_count: i64 = headers
             .iter()
             .map(|header| i64::from(header.record_count))
@@ -623,6 +710,7 @@ impl PartitionLog {
                 .map(|header| header.max_timestamp)
                 .max()
                 .unwrap_or(-1),
+            duplicate: false,
         })
     }
 
@@ -653,6 +741,7 @@ impl PartitionLog {
         self.segments.push(new_segment);
         let sealed_position = self.segments.len() - 2;
         self.segments[sealed_position].seal()?;
+        self.write_producer_snapshot()?;
         tracing::debug!(partition_dir = %self.dir.display(), base_offset, "rolled a new segment");
         Ok(())
     }
@@ -981,6 +1070,7 @@ impl PartitionLog {
         checkpoint::sync_dir(&self.dir)?;
         let log_start_offset = self.log_start_offset();
         self.epochs.truncate_from_start(log_start_offset)?;
+        self.delete_snapshots_where(|offset| offset < log_start_offset)?;
         self.recovery_point = self.recovery_point.max(log_start_offset);
         tracing::info!(partition_dir = %self.dir.display(), segments_deleted = deleted.len(), bytes_deleted, log_start_offset, "retention deleted segments");
         Ok(RetentionOutcome {
@@ -1011,6 +1101,8 @@ impl PartitionLog {
         let log_end_offset = self.log_end_offset();
         assert!(log_end_offset <= offset);
         self.epochs.truncate_from_end(log_end_offset)?;
+        // A batch truncated away must never be taken for a duplicate.
+        self.rebuild_producer_state()?;
         // The recovery point must never stay above data that is no longer
         // the data it vouched for.
         self.recovery_point = self.recovery_point.min(log_end_offset);
@@ -1045,6 +1137,7 @@ impl PartitionLog {
         // segment after the (empty) first one.
         let base_offset = offset.max(0);
         let created_ms = self.active().created_ms;
+        self.delete_snapshots_where(|_| true)?;
         let old: Vec<Segment> = std::mem::take(&mut self.segments);
         // A segment with the same base is recreated in place; drop its maps first.
         let (_same_base, others): (Vec<Segment>, Vec<Segment>) = old
@@ -1082,6 +1175,7 @@ impl PartitionLog {
             &self.dir.join(RECOVERY_POINT_CHECKPOINT_FILE),
             log_end_offset,
         )?;
+        self.write_producer_snapshot()?;
         write_offset_file(&self.dir.join(CLEAN_SHUTDOWN_FILE), log_end_offset)?;
         Ok(())
     }
@@ -1122,6 +1216,7 @@ impl PartitionLog {
         let log_start_offset = self.log_start_offset();
         assert!(log_start_offset <= offset.max(log_start_offset));
         self.epochs.truncate_from_start(log_start_offset)?;
+        self.delete_snapshots_where(|offset| offset < log_start_offset)?;
         self.recovery_point = self.recovery_point.max(log_start_offset);
         tracing::info!(partition_dir = %self.dir.display(), segments_deleted = deleted.len(), log_start_offset, "segments below a compacted snapshot deleted");
         Ok(deleted.len() as u32)

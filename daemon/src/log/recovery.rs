@@ -118,3 +118,33 @@ fn warn_truncated(
         "truncated torn or corrupt tail of log segment"
     );
 }
+
+/// Chunk in which `rewrite_range` copies bytes onto themselves.
+const REWRITE_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// Reads `[start, end)` of `segment`'s log and writes the same bytes back
+/// in place, so the next fdatasync really writes them. After an fsync whose
+/// writeback failed, Linux keeps those pages readable but marks them clean:
+/// without this, a crash-restart would sync "successfully" over data that
+/// never reached the disk, and a power loss later would punch a hole under
+/// acknowledged records. Returns the bytes rewritten.
+pub(crate) fn rewrite_range(segment: &Segment, start: u64, end: u64) -> Result<u64, LogError> {
+    assert!(start <= end && end <= segment.size_bytes);
+    let mut buffer = vec![0u8; REWRITE_CHUNK_BYTES.min((end - start) as usize)];
+    let mut position = start;
+    // Bounded: each pass advances by a non-empty chunk.
+    while position < end {
+        let len = buffer.len().min((end - position) as usize);
+        let chunk = &mut buffer[..len];
+        segment
+            .log
+            .read_exact_at(chunk, position)
+            .map_err(LogError::io("read", &segment.log_path))?;
+        segment
+            .log
+            .write_all_at(chunk, position)
+            .map_err(LogError::io("rewrite", &segment.log_path))?;
+        position += len as u64;
+    }
+    Ok(end - start)
+}

@@ -99,7 +99,8 @@ fn append_assigns_offsets_and_reads_back() {
             last_offset: 4,
             record_count: 5,
             log_append_time_ms: -1,
-            max_timestamp_ms: 6_001
+            max_timestamp_ms: 6_001,
+            duplicate: false,
         }
     );
     assert_eq!(stored_bytes(&log), records);
