@@ -13,7 +13,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
+use bytes::{Bytes, BytesMut};
 use common::Daemon;
+use common::wire::{connect, read_response, request_frame};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse,
+    ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, StrBytes};
+use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions};
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -283,4 +292,140 @@ fn kafkajs_idempotent_producer_through_two_kills() {
         .arg(PARTITIONS.to_string());
     run_client_through_kills(command, &mut daemon, COUNT);
     assert_exactly_once_in_order(&daemon.bootstrap(), TOPIC, COUNT);
+}
+
+const PRODUCE_VERSION: i16 = 9;
+const INIT_PRODUCER_ID_VERSION: i16 = 4;
+const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+const INVALID_PRODUCER_EPOCH: i16 = 47;
+
+/// A raw connection, to send exactly the retries a client would.
+struct Wire {
+    stream: std::net::TcpStream,
+    correlation_id: i32,
+}
+
+impl Wire {
+    fn new(daemon: &Daemon) -> Wire {
+        Wire {
+            stream: connect(daemon),
+            correlation_id: 0,
+        }
+    }
+
+    fn call<R: kafka_protocol::protocol::Encodable, A: Decodable>(
+        &mut self,
+        key: ApiKey,
+        version: i16,
+        request: &R,
+    ) -> A {
+        use std::io::Write;
+        self.correlation_id += 1;
+        let frame = request_frame(key, version, self.correlation_id, request);
+        self.stream.write_all(&frame).unwrap();
+        let mut body = Bytes::from(read_response(&mut self.stream));
+        let header =
+            ResponseHeader::decode(&mut body, key.response_header_version(version)).unwrap();
+        assert_eq!(header.correlation_id, self.correlation_id);
+        A::decode(&mut body, version).unwrap()
+    }
+
+    fn init_producer_id(&mut self) -> i64 {
+        let request = InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(60_000);
+        let response: InitProducerIdResponse =
+            self.call(ApiKey::InitProducerId, INIT_PRODUCER_ID_VERSION, &request);
+        assert_eq!((response.error_code, response.producer_epoch), (0, 0));
+        response.producer_id.0
+    }
+
+    /// Produces one batch of `count` records; returns (error code, base offset).
+    fn produce(&mut self, pid: i64, epoch: i16, first_seq: i32, count: i32) -> (i16, i64) {
+        let records: Vec<Record> = (0..count)
+            .map(|i| Record {
+                producer_id: pid,
+                producer_epoch: epoch,
+                sequence: first_seq + i,
+                ..sluice::log::producer_record(
+                    i as usize,
+                    1_700_000_000_000,
+                    None,
+                    Some(Bytes::from(format!("{epoch}/{}", first_seq + i))),
+                )
+            })
+            .collect();
+        let mut batch = BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        };
+        RecordBatchEncoder::encode(&mut batch, records.iter(), &options).unwrap();
+        let request = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(10_000)
+            .with_topic_data(vec![
+                TopicProduceData::default()
+                    .with_name(TopicName(StrBytes::from_static_str("dup")))
+                    .with_partition_data(vec![
+                        PartitionProduceData::default()
+                            .with_index(0)
+                            .with_records(Some(batch.freeze())),
+                    ]),
+            ]);
+        let response: ProduceResponse = self.call(ApiKey::Produce, PRODUCE_VERSION, &request);
+        let partition = &response.responses[0].partition_responses[0];
+        (partition.error_code, partition.base_offset)
+    }
+}
+
+/// What a client's retry after a lost answer looks like on the wire: the
+/// same batch again. Answered with the original offsets and not appended,
+/// also after a SIGKILL (state rebuilt from the log) and a clean restart
+/// (from the snapshot); gaps and fenced epochs refused; producer ids never
+/// repeat across restarts.
+#[test]
+fn retried_batches_are_answered_with_their_original_offsets_across_restarts() {
+    let mut daemon = Daemon::start("[topics.dup]\npartitions = 1\n");
+    let mut wire = Wire::new(&daemon);
+    let pid = wire.init_producer_id();
+    let other_pid = wire.init_producer_id();
+    assert_ne!(pid, other_pid);
+    for (i, seq) in (0..15).step_by(3).enumerate() {
+        assert_eq!(wire.produce(pid, 0, seq, 3), (0, 3 * i as i64));
+    }
+    assert_eq!(
+        wire.produce(pid, 0, 9, 3),
+        (0, 9),
+        "a retry gets its original offset"
+    );
+    assert_eq!(wire.produce(pid, 0, 15, 1), (0, 15), "and appends nothing");
+
+    daemon.restart_after_kill();
+    let mut wire = Wire::new(&daemon);
+    assert_eq!(
+        wire.produce(pid, 0, 15, 1),
+        (0, 15),
+        "recognised after a crash"
+    );
+    assert_eq!(wire.produce(pid, 0, 12, 3), (0, 12));
+    assert_eq!(wire.produce(pid, 0, 18, 1).0, OUT_OF_ORDER_SEQUENCE_NUMBER);
+    assert_eq!(wire.produce(pid, 0, 16, 2), (0, 16));
+    // A bumped epoch starts again at sequence 0; the old epoch is fenced.
+    assert_eq!(wire.produce(pid, 1, 0, 2), (0, 18));
+    assert_eq!(wire.produce(pid, 0, 18, 1).0, INVALID_PRODUCER_EPOCH);
+    let after_crash = wire.init_producer_id();
+    assert!(after_crash != pid && after_crash != other_pid);
+
+    assert_eq!(daemon.terminate(), Some(0));
+    daemon.spawn();
+    let mut wire = Wire::new(&daemon);
+    assert_eq!(
+        wire.produce(pid, 1, 0, 2),
+        (0, 18),
+        "recognised after a clean restart"
+    );
+    assert_eq!(wire.produce(pid, 1, 2, 1), (0, 20));
+    let after_restart = wire.init_producer_id();
+    assert!(![pid, other_pid, after_crash].contains(&after_restart));
 }
