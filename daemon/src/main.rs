@@ -211,6 +211,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     service::status("recovering partition logs");
     let broker = Broker::open(spec, node_id, data_dir).context("opening the broker")?;
+    if let Some(path) = &cli.config {
+        broker.set_spec_file(path);
+    }
     tracing::info!(
         event = "recovered",
         topics = broker.topics().len(),

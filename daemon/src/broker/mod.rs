@@ -2,6 +2,7 @@
 //! their logs, and the background work (group commit, flush, retention).
 //! Kafka request handlers in `kafka/` call into this; it does no networking.
 
+mod admin;
 mod log_config;
 mod partition;
 mod producer_ids;
@@ -9,6 +10,7 @@ mod registry;
 mod reload;
 mod topic;
 
+pub use admin::AdminError;
 pub use log_config::log_config_for;
 pub use partition::{
     PRODUCER_ID_EXPIRATION_MS, Partition, PartitionOffsets, PartitionRead, PartitionStats,
@@ -79,6 +81,8 @@ pub struct Broker {
     sync_wakeup: Notify,
     /// Held open for the broker's life: an exclusive flock on the data dir.
     _dir_lock: File,
+    /// The spec file's path, named in refusals (`set_spec_file`).
+    spec_file: std::sync::OnceLock<String>,
     /// Hands out producer ids (InitProducerId).
     producer_ids: Mutex<ProducerIdAllocator>,
     /// The consumer group coordinator, installed once at startup.
@@ -119,6 +123,7 @@ impl Broker {
             topics: RwLock::new(BTreeMap::new()),
             registry: Mutex::new(registry),
             producer_ids: Mutex::new(producer_ids),
+            spec_file: std::sync::OnceLock::new(),
             sync_wakeup: Notify::new(),
             _dir_lock: dir_lock,
             group_coordinator: std::sync::OnceLock::new(),

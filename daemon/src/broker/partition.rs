@@ -174,6 +174,11 @@ impl Partition {
         self.lock_log().offset_for_timestamp(timestamp_ms)
     }
 
+    /// OffsetForLeaderEpoch: (epoch, end offset), None for UNDEFINED.
+    pub fn leader_epoch_end_offset(&self, epoch: i32) -> Option<(i32, i64)> {
+        self.lock_log().leader_epoch_end_offset(epoch)
+    }
+
     pub fn max_timestamp(&self) -> Option<(i64, i64)> {
         self.lock_log().max_timestamp()
     }

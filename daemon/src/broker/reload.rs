@@ -86,7 +86,7 @@ impl Broker {
         Ok(())
     }
 
-    fn add_partitions(&self, name: &str, count: i32) -> Result<(), String> {
+    pub(super) fn add_partitions(&self, name: &str, count: i32) -> Result<(), String> {
         let data_dir = self.data_dir.clone();
         self.replace_topic(name, |old| {
             old.with_partitions(&data_dir, count, now_ms())
@@ -94,7 +94,11 @@ impl Broker {
         })
     }
 
-    fn update_topic_config(&self, name: &str, config: TopicConfig) -> Result<(), String> {
+    pub(super) fn update_topic_config(
+        &self,
+        name: &str,
+        config: TopicConfig,
+    ) -> Result<(), String> {
         self.replace_topic(name, |old| {
             let log_config = log_config_for(&config);
             for partition in &old.partitions {
@@ -137,7 +141,7 @@ impl Broker {
     }
 
     /// Forgets the topic, closes its logs and removes its directories.
-    fn delete_topic(&self, name: &str) -> Result<(), String> {
+    pub(super) fn delete_topic(&self, name: &str) -> Result<(), String> {
         let topic = {
             let mut registry = self.lock_registry();
             registry.topics.remove(name);

@@ -14,6 +14,7 @@
 //! `default.toml` the embedded default spec.
 //! Every key is documented in docs/config-reference.md.
 
+mod config_view;
 mod diff;
 mod document;
 mod error;
@@ -25,6 +26,10 @@ mod validate;
 
 use std::path::Path;
 
+pub use config_view::{
+    ConfigEntry, ConfigSource, ConfigSynonym, ConfigType, TopicSettingsSource, describe_broker,
+    describe_topic, toml_key_for,
+};
 pub use diff::{ReloadAction, SettingChange, diff_specs};
 pub use error::{LoadError, SpecError, SpecErrors};
 pub use node::{DEFAULT_NODE_FILE, NODE_ID_ENV, resolve_node_id};

@@ -143,6 +143,17 @@ pub fn dispatch(
         ApiKey::DeleteGroups => api::delete_groups::handle(&ctx, decode(&mut frame, &ctx)?),
         ApiKey::OffsetDelete => api::offset_delete::handle(&ctx, decode(&mut frame, &ctx)?),
         ApiKey::InitProducerId => api::init_producer_id::handle(&ctx, decode(&mut frame, &ctx)?),
+        ApiKey::DescribeConfigs => api::describe_configs::handle(&ctx, decode(&mut frame, &ctx)?),
+        ApiKey::AlterConfigs => api::alter_configs::handle(&ctx, decode(&mut frame, &ctx)?),
+        ApiKey::IncrementalAlterConfigs => {
+            api::alter_configs::handle_incremental(&ctx, decode(&mut frame, &ctx)?)
+        }
+        ApiKey::CreatePartitions => api::create_partitions::handle(&ctx, decode(&mut frame, &ctx)?),
+        ApiKey::DeleteTopics => api::delete_topics::handle(&ctx, decode(&mut frame, &ctx)?),
+        ApiKey::DescribeCluster => api::describe_cluster::handle(&ctx, decode(&mut frame, &ctx)?),
+        ApiKey::OffsetForLeaderEpoch => {
+            api::offset_for_leader_epoch::handle(&ctx, decode(&mut frame, &ctx)?)
+        }
         other => Err(DispatchError::UnsupportedVersion {
             key: other,
             version,

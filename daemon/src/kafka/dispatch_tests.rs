@@ -144,6 +144,98 @@ fn request(key: ApiKey, version: i16) -> Bytes {
                 .with_transactional_id(None)
                 .with_transaction_timeout_ms(60_000),
         ),
+        ApiKey::DescribeConfigs => {
+            let resource = describe_configs_request::DescribeConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str("t"))
+                .with_configuration_keys(None);
+            frame(
+                key,
+                version,
+                &DescribeConfigsRequest::default()
+                    .with_resources(vec![resource])
+                    .with_include_synonyms(true),
+            )
+        }
+        ApiKey::AlterConfigs => {
+            let config = alter_configs_request::AlterableConfig::default()
+                .with_name(StrBytes::from_static_str("retention.ms"))
+                .with_value(Some(StrBytes::from_string(format!(
+                    "{}",
+                    3_600_000 + i32::from(version)
+                ))));
+            let resource = alter_configs_request::AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str("t"))
+                .with_configs(vec![config]);
+            frame(
+                key,
+                version,
+                &AlterConfigsRequest::default().with_resources(vec![resource]),
+            )
+        }
+        ApiKey::IncrementalAlterConfigs => {
+            let config = incremental_alter_configs_request::AlterableConfig::default()
+                .with_name(StrBytes::from_static_str("segment.ms"))
+                .with_config_operation(0)
+                .with_value(Some(StrBytes::from_static_str("3600000")));
+            let resource = incremental_alter_configs_request::AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str("t"))
+                .with_configs(vec![config]);
+            frame(
+                key,
+                version,
+                &IncrementalAlterConfigsRequest::default().with_resources(vec![resource]),
+            )
+        }
+        ApiKey::CreatePartitions => {
+            let topic = create_partitions_request::CreatePartitionsTopic::default()
+                .with_name(t())
+                .with_count(3 + i32::from(version))
+                .with_assignments(None);
+            frame(
+                key,
+                version,
+                &CreatePartitionsRequest::default()
+                    .with_topics(vec![topic])
+                    .with_timeout_ms(1000),
+            )
+        }
+        ApiKey::DeleteTopics => {
+            let request = if version >= 6 {
+                DeleteTopicsRequest::default().with_topics(vec![
+                    delete_topics_request::DeleteTopicState::default()
+                        .with_name(Some(topic_name("missing"))),
+                ])
+            } else {
+                DeleteTopicsRequest::default().with_topic_names(vec![topic_name("missing")])
+            };
+            frame(key, version, &request.with_timeout_ms(1000))
+        }
+        ApiKey::DescribeCluster => frame(
+            key,
+            version,
+            &DescribeClusterRequest::default()
+                .with_include_cluster_authorized_operations(true)
+                .with_endpoint_type(1),
+        ),
+        ApiKey::OffsetForLeaderEpoch => {
+            let partition = offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+                .with_partition(0)
+                .with_current_leader_epoch(-1)
+                .with_leader_epoch(0);
+            let topic = offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+                .with_topic(t())
+                .with_partitions(vec![partition]);
+            frame(
+                key,
+                version,
+                &OffsetForLeaderEpochRequest::default()
+                    .with_replica_id(BrokerId(-1))
+                    .with_topics(vec![topic]),
+            )
+        }
         other => panic!("no sample request for {other:?}"),
     }
 }
@@ -233,6 +325,66 @@ fn every_advertised_version_answers_in_its_own_format() {
                         producer_ids.insert(r.producer_id.0),
                         "a producer id repeated"
                     );
+                }
+                ApiKey::DescribeConfigs => {
+                    let r: DescribeConfigsResponse = check_decodes(api.key, version, bytes);
+                    assert_eq!(r.results[0].error_code, 0);
+                    let retention = r.results[0]
+                        .configs
+                        .iter()
+                        .find(|c| c.name.as_str() == "retention.ms")
+                        .unwrap();
+                    assert!(!retention.read_only && !retention.synonyms.is_empty());
+                }
+                ApiKey::AlterConfigs => {
+                    let r: AlterConfigsResponse = check_decodes(api.key, version, bytes);
+                    assert_eq!(
+                        r.responses[0].error_code, 0,
+                        "{:?}",
+                        r.responses[0].error_message
+                    );
+                    let overrides = broker.topic_overrides("t");
+                    assert_eq!(
+                        overrides["retention.ms"],
+                        (3_600_000 + i32::from(version)).to_string()
+                    );
+                }
+                ApiKey::IncrementalAlterConfigs => {
+                    let r: IncrementalAlterConfigsResponse = check_decodes(api.key, version, bytes);
+                    assert_eq!(
+                        r.responses[0].error_code, 0,
+                        "{:?}",
+                        r.responses[0].error_message
+                    );
+                    assert_eq!(broker.topic("t").unwrap().config.segment_ms, 3_600_000);
+                }
+                ApiKey::CreatePartitions => {
+                    let r: CreatePartitionsResponse = check_decodes(api.key, version, bytes);
+                    assert_eq!(
+                        r.results[0].error_code, 0,
+                        "{:?}",
+                        r.results[0].error_message
+                    );
+                    assert_eq!(
+                        broker.topic("t").unwrap().partitions.len(),
+                        3 + version as usize
+                    );
+                }
+                ApiKey::DeleteTopics => {
+                    let r: DeleteTopicsResponse = check_decodes(api.key, version, bytes);
+                    assert_eq!(r.responses[0].error_code, 3, "unknown topic");
+                }
+                ApiKey::DescribeCluster => {
+                    let r: DescribeClusterResponse = check_decodes(api.key, version, bytes);
+                    assert_eq!((r.error_code, r.brokers.len()), (0, 1));
+                    assert_eq!(r.controller_id.0, 1);
+                    assert!(r.cluster_authorized_operations > 0);
+                }
+                ApiKey::OffsetForLeaderEpoch => {
+                    let r: OffsetForLeaderEpochResponse = check_decodes(api.key, version, bytes);
+                    let p = &r.topics[0].partitions[0];
+                    assert_eq!((p.error_code, p.leader_epoch), (0, 0));
+                    assert!(p.end_offset > 0, "produced records end epoch 0");
                 }
                 other => panic!("unchecked api {other:?}"),
             }

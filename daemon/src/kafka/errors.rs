@@ -2,7 +2,7 @@
 
 use kafka_protocol::ResponseError;
 
-use crate::broker::CreateTopicError;
+use crate::broker::{AdminError, CreateTopicError};
 use crate::log::{LogError, ProducerError};
 
 pub const NONE: i16 = 0;
@@ -44,6 +44,19 @@ pub fn create_topic_error_code(error: &CreateTopicError) -> i16 {
         CreateTopicError::Dir { .. } | CreateTopicError::Log(_) | CreateTopicError::Registry(_) => {
             ResponseError::KafkaStorageError
         }
+    };
+    kind.code()
+}
+
+/// The code an admin API answer carries.
+pub fn admin_error_code(error: &AdminError) -> i16 {
+    let kind = match error {
+        AdminError::PolicyViolation(_) => ResponseError::PolicyViolation,
+        AdminError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
+        AdminError::InvalidConfig(_) => ResponseError::InvalidConfig,
+        AdminError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        AdminError::InvalidRequest(_) => ResponseError::InvalidRequest,
+        AdminError::Storage(_) => ResponseError::KafkaStorageError,
     };
     kind.code()
 }

@@ -45,6 +45,15 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::OffsetDelete, 0, 0),
     // Idempotent producers (issue 12); transactional ids are refused.
     api(ApiKey::InitProducerId, 0, 5),
+    // Admin APIs (issue 12): declared topics refuse changes (the spec owns
+    // them); API-created topics take every call.
+    api(ApiKey::DescribeConfigs, 1, 4),
+    api(ApiKey::AlterConfigs, 0, 2),
+    api(ApiKey::IncrementalAlterConfigs, 0, 1),
+    api(ApiKey::CreatePartitions, 0, 3),
+    api(ApiKey::DeleteTopics, 1, 6),
+    api(ApiKey::DescribeCluster, 0, 2),
+    api(ApiKey::OffsetForLeaderEpoch, 2, 4),
 ];
 
 /// The advertised range for `key`, if we implement it at all.

@@ -276,7 +276,7 @@ fn with_offsets(
 }
 
 /// A client that names a leader epoch must name ours.
-fn leader_epoch_error(current_leader_epoch: i32) -> Option<i16> {
+pub(crate) fn leader_epoch_error(current_leader_epoch: i32) -> Option<i16> {
     match current_leader_epoch {
         e if e < 0 || e == SINGLE_NODE_LEADER_EPOCH => None,
         e if e > SINGLE_NODE_LEADER_EPOCH => Some(ResponseError::UnknownLeaderEpoch.code()),
