@@ -1,5 +1,5 @@
 //! Admin APIs through librdkafka's AdminClient: DescribeConfigs,
-//! AlterConfigs, CreatePartitions, DeleteTopics on a topic created through
+//! AlterConfigs, CreatePartitions, DeleteTopics, DeleteRecords on a topic created through
 //! the API (accepted, persisted across a restart) and on one declared in the
 //! spec (refused with POLICY_VIOLATION naming the spec file and key).
 
@@ -15,6 +15,8 @@ use rdkafka::admin::{
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
 
 struct Admin {
     client: AdminClient<DefaultClientContext>,
@@ -198,6 +200,39 @@ fn api_topics_take_admin_calls_and_declared_topics_refuse_them() {
     assert_eq!(grow("declared", 4), Err(RDKafkaErrorCode::PolicyViolation));
     assert_eq!(admin.partitions("declared"), 2);
 
+    // DeleteRecords works on data of any topic, declared or not.
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", daemon.bootstrap())
+        .create()
+        .unwrap();
+    for i in 0..20 {
+        let value = format!("record {i}");
+        producer
+            .send(
+                BaseRecord::<(), str>::to("declared")
+                    .partition(0)
+                    .payload(&value),
+            )
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    let mut cut = TopicPartitionList::new();
+    cut.add_partition_offset("declared", 0, Offset::Offset(5))
+        .unwrap();
+    let deleted = admin
+        .runtime
+        .block_on(admin.client.delete_records(&cut, &admin.options))
+        .unwrap();
+    assert!(deleted.elements()[0].error().is_ok());
+    let watermarks = |admin: &Admin| {
+        admin
+            .client
+            .inner()
+            .fetch_watermarks("declared", 0, Duration::from_secs(10))
+            .unwrap()
+    };
+    assert_eq!(watermarks(&admin), (5, 20));
+
     // Everything done through the API survives a restart.
     drop(admin);
     assert_eq!(daemon.terminate(), Some(0));
@@ -213,6 +248,7 @@ fn api_topics_take_admin_calls_and_declared_topics_refuse_them() {
         Some("3600000")
     );
     assert_eq!(admin.partitions("made"), 5);
+    assert_eq!(watermarks(&admin), (5, 20));
 
     // DeleteTopics.
     let delete = |topic: &str| {

@@ -174,6 +174,23 @@ impl Partition {
         self.lock_log().offset_for_timestamp(timestamp_ms)
     }
 
+    /// DeleteRecords: moves the log start to `offset` (-1: the high
+    /// watermark), never past the high watermark; returns the new log start.
+    pub fn delete_records_before(&self, offset: i64) -> Result<i64, LogError> {
+        let mut log = self.lock_log();
+        let high_watermark = self.high_watermark();
+        let target = if offset == -1 { high_watermark } else { offset };
+        if target < 0 || target > high_watermark {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start_offset: log.log_start_offset(),
+                log_end_offset: high_watermark,
+            });
+        }
+        let advanced = log.advance_log_start_offset(target);
+        self.stop_on_storage_failure("delete records", advanced)
+    }
+
     /// OffsetForLeaderEpoch: (epoch, end offset), None for UNDEFINED.
     pub fn leader_epoch_end_offset(&self, epoch: i32) -> Option<(i32, i64)> {
         self.lock_log().leader_epoch_end_offset(epoch)

@@ -150,6 +150,7 @@ pub fn dispatch(
         }
         ApiKey::CreatePartitions => api::create_partitions::handle(&ctx, decode(&mut frame, &ctx)?),
         ApiKey::DeleteTopics => api::delete_topics::handle(&ctx, decode(&mut frame, &ctx)?),
+        ApiKey::DeleteRecords => api::delete_records::handle(&ctx, decode(&mut frame, &ctx)?),
         ApiKey::DescribeCluster => api::describe_cluster::handle(&ctx, decode(&mut frame, &ctx)?),
         ApiKey::OffsetForLeaderEpoch => {
             api::offset_for_leader_epoch::handle(&ctx, decode(&mut frame, &ctx)?)

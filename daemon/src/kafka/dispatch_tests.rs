@@ -213,6 +213,21 @@ fn request(key: ApiKey, version: i16) -> Bytes {
             };
             frame(key, version, &request.with_timeout_ms(1000))
         }
+        ApiKey::DeleteRecords => {
+            let partition = delete_records_request::DeleteRecordsPartition::default()
+                .with_partition_index(0)
+                .with_offset(1);
+            let topic = delete_records_request::DeleteRecordsTopic::default()
+                .with_name(t())
+                .with_partitions(vec![partition]);
+            frame(
+                key,
+                version,
+                &DeleteRecordsRequest::default()
+                    .with_topics(vec![topic])
+                    .with_timeout_ms(1000),
+            )
+        }
         ApiKey::DescribeCluster => frame(
             key,
             version,
@@ -373,6 +388,11 @@ fn every_advertised_version_answers_in_its_own_format() {
                 ApiKey::DeleteTopics => {
                     let r: DeleteTopicsResponse = check_decodes(api.key, version, bytes);
                     assert_eq!(r.responses[0].error_code, 3, "unknown topic");
+                }
+                ApiKey::DeleteRecords => {
+                    let r: DeleteRecordsResponse = check_decodes(api.key, version, bytes);
+                    let p = &r.topics[0].partitions[0];
+                    assert_eq!((p.error_code, p.low_watermark), (0, 1));
                 }
                 ApiKey::DescribeCluster => {
                     let r: DescribeClusterResponse = check_decodes(api.key, version, bytes);

@@ -52,6 +52,7 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::IncrementalAlterConfigs, 0, 1),
     api(ApiKey::CreatePartitions, 0, 3),
     api(ApiKey::DeleteTopics, 1, 6),
+    api(ApiKey::DeleteRecords, 0, 2),
     api(ApiKey::DescribeCluster, 0, 2),
     api(ApiKey::OffsetForLeaderEpoch, 2, 4),
 ];

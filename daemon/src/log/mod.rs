@@ -44,8 +44,8 @@ pub use config::{
 pub use error::LogError;
 pub use leader_epoch::{EpochEntry, LEADER_EPOCH_CHECKPOINT_FILE, LeaderEpochCache};
 pub use partition_log::{
-    AppendInfo, CLEAN_SHUTDOWN_FILE, FileSlice, PartitionLog, PendingSync,
-    RECOVERY_POINT_CHECKPOINT_FILE, RECOVERY_POINT_CHECKPOINT_INTERVAL_MS, ReadSlice,
+    AppendInfo, CLEAN_SHUTDOWN_FILE, FileSlice, LOG_START_OFFSET_CHECKPOINT_FILE, PartitionLog,
+    PendingSync, RECOVERY_POINT_CHECKPOINT_FILE, RECOVERY_POINT_CHECKPOINT_INTERVAL_MS, ReadSlice,
     RecoveryReport, RetentionOutcome,
 };
 pub use producer_state::{

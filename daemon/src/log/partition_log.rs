@@ -26,6 +26,8 @@ mod producers;
 
 /// Per-partition recovery point (Kafka keeps one such file per log dir).
 pub const RECOVERY_POINT_CHECKPOINT_FILE: &str = "recovery-point-offset-checkpoint";
+/// The log start offset when DeleteRecords moved it inside a segment.
+pub const LOG_START_OFFSET_CHECKPOINT_FILE: &str = "log-start-offset-checkpoint";
 /// Written last by `close`; its presence at open means nothing to recover.
 pub const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
 /// Minimum spacing of recovery-point checkpoint writes after a sync: a
@@ -132,6 +134,9 @@ pub struct PartitionLog {
     /// Bumped by every `truncate_to`: a sync captured before a truncation
     /// says nothing about bytes appended after it.
     truncations: u64,
+    /// Offsets below this are gone for readers: ≥ the first segment's base;
+    /// above it after DeleteRecords (checkpointed), until retention catches up.
+    log_start_offset: i64,
     /// Idempotent producers' state, derived from the batches in the log.
     producers: ProducerStateMap,
     /// Offsets of the producer snapshots on disk.
@@ -293,9 +298,15 @@ impl PartitionLog {
             last_checkpoint_ms: now_ms,
             last_flush_ms: now_ms,
             truncations: 0,
+            log_start_offset: 0,
             producers: ProducerStateMap::new(),
             snapshots: listing.snapshots,
         };
+        let checkpointed_start =
+            read_offset_file_or_none(&dir.join(LOG_START_OFFSET_CHECKPOINT_FILE))?.unwrap_or(0);
+        log.log_start_offset = checkpointed_start
+            .max(log.first_segment_base())
+            .min(log.log_end_offset());
         log.settle_after_open(&mut report)?;
         log.rebuild_producer_state()?;
         report.log_start_offset = log.log_start_offset();
@@ -771,7 +782,13 @@ impl PartitionLog {
         active
     }
 
+    /// The first offset readers may fetch.
     pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+
+    /// Where the oldest segment on disk begins (≤ the log start offset).
+    fn first_segment_base(&self) -> i64 {
         self.segments[0].base_offset
     }
 
@@ -865,8 +882,12 @@ impl PartitionLog {
     /// `timestamp_ms`, as (offset, timestamp). Decodes one batch.
     pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>, LogError> {
         for segment in &self.segments {
-            if let Some(found) = segment.find_by_timestamp(timestamp_ms, segment.base_offset)? {
-                assert!(found.0 >= segment.base_offset && found.0 < segment.next_offset);
+            if segment.next_offset <= self.log_start_offset {
+                continue;
+            }
+            let from = segment.base_offset.max(self.log_start_offset);
+            if let Some(found) = segment.find_by_timestamp(timestamp_ms, from)? {
+                assert!(found.0 >= from && found.0 < segment.next_offset);
                 return Ok(Some(found));
             }
         }
@@ -1053,7 +1074,10 @@ impl PartitionLog {
             now_ms,
         );
         if plan.delete_count == 0 {
+            // Segments wholly below a log start moved by DeleteRecords.
+            let segments_deleted = self.delete_segments_below(self.log_start_offset)?;
             return Ok(RetentionOutcome {
+                segments_deleted,
                 log_start_offset: self.log_start_offset(),
                 ..RetentionOutcome::default()
             });
@@ -1068,10 +1092,12 @@ impl PartitionLog {
             segment.delete_files()?;
         }
         checkpoint::sync_dir(&self.dir)?;
+        let first_base = self.first_segment_base();
+        self.log_start_offset = self.log_start_offset.max(first_base);
         let log_start_offset = self.log_start_offset();
         self.epochs.truncate_from_start(log_start_offset)?;
-        self.delete_snapshots_where(|offset| offset < log_start_offset)?;
-        self.recovery_point = self.recovery_point.max(log_start_offset);
+        self.delete_snapshots_where(|offset| offset < first_base)?;
+        self.recovery_point = self.recovery_point.max(first_base);
         tracing::info!(partition_dir = %self.dir.display(), segments_deleted = deleted.len(), bytes_deleted, log_start_offset, "retention deleted segments");
         Ok(RetentionOutcome {
             segments_deleted: deleted.len() as u32,
@@ -1154,6 +1180,11 @@ impl PartitionLog {
             segment.delete_files()?;
         }
         checkpoint::sync_dir(&self.dir)?;
+        self.log_start_offset = base_offset;
+        write_offset_file(
+            &self.dir.join(LOG_START_OFFSET_CHECKPOINT_FILE),
+            base_offset,
+        )?;
         self.epochs.truncate_from_start(base_offset)?;
         Ok(())
     }
@@ -1195,6 +1226,24 @@ impl PartitionLog {
         Ok(self.log_end_offset())
     }
 
+    /// DeleteRecords: nothing below `offset` is served any more (durable
+    /// before returning); whole segments below it are deleted now, the rest
+    /// of the segment holding it when retention deletes that one. The
+    /// caller keeps `offset` at or below the high watermark. Returns the
+    /// new log start offset (never moved back).
+    pub fn advance_log_start_offset(&mut self, offset: i64) -> Result<i64, LogError> {
+        assert!(offset <= self.log_end_offset());
+        if offset <= self.log_start_offset {
+            return Ok(self.log_start_offset);
+        }
+        write_offset_file(&self.dir.join(LOG_START_OFFSET_CHECKPOINT_FILE), offset)?;
+        self.log_start_offset = offset;
+        self.epochs.truncate_from_start(offset)?;
+        self.delete_segments_below(offset)?;
+        tracing::info!(partition_dir = %self.dir.display(), log_start_offset = offset, "log start offset advanced");
+        Ok(offset)
+    }
+
     /// Deletes every whole segment whose records all lie below `offset`,
     /// never the active one; durable (directory synced) before returning.
     /// Returns how many segments went.
@@ -1213,11 +1262,12 @@ impl PartitionLog {
             segment.delete_files()?;
         }
         checkpoint::sync_dir(&self.dir)?;
+        let first_base = self.first_segment_base();
+        self.log_start_offset = self.log_start_offset.max(first_base);
         let log_start_offset = self.log_start_offset();
-        assert!(log_start_offset <= offset.max(log_start_offset));
         self.epochs.truncate_from_start(log_start_offset)?;
-        self.delete_snapshots_where(|offset| offset < log_start_offset)?;
-        self.recovery_point = self.recovery_point.max(log_start_offset);
+        self.delete_snapshots_where(|offset| offset < first_base)?;
+        self.recovery_point = self.recovery_point.max(first_base);
         tracing::info!(partition_dir = %self.dir.display(), segments_deleted = deleted.len(), log_start_offset, "segments below a compacted snapshot deleted");
         Ok(deleted.len() as u32)
     }

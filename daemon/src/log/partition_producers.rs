@@ -17,7 +17,9 @@ impl PartitionLog {
     /// deleted and the next older one tried; then the headers from the
     /// snapshot's offset to the log end are replayed.
     pub(super) fn rebuild_producer_state(&mut self) -> Result<(), LogError> {
-        let (log_start, log_end) = (self.log_start_offset(), self.log_end_offset());
+        // The physical start: batches below a DeleteRecords start are still
+        // on disk and still describe their producers.
+        let (log_start, log_end) = (self.first_segment_base(), self.log_end_offset());
         self.delete_snapshots_where(|offset| offset > log_end || offset < log_start)?;
         self.producers = ProducerStateMap::new();
         let mut replay_from = log_start;
@@ -44,7 +46,7 @@ impl PartitionLog {
         if from >= self.log_end_offset() {
             return Ok(());
         }
-        let first = self.segment_holding(from.max(self.log_start_offset()));
+        let first = self.segment_holding(from.max(self.first_segment_base()));
         for segment in &self.segments[first..] {
             let Some(start) = segment.find_batch(from.max(segment.base_offset))? else {
                 continue;

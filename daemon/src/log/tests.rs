@@ -753,3 +753,49 @@ fn a_read_limited_by_max_bytes_ends_on_the_last_whole_batch() {
         assert_eq!(got, expected, "max_bytes {max_bytes}");
     }
 }
+
+#[test]
+fn delete_records_moves_the_log_start_durably_and_retention_finishes_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(dir.path(), small_config());
+    append_batches(&mut log, 30, 4, 40);
+    let bases = log.segment_base_offsets();
+    assert!(bases.len() >= 3, "the test needs several segments");
+    // Inside the second segment: the first goes at once, the second stays.
+    let start = bases[1] + 2;
+    assert_eq!(log.advance_log_start_offset(start).unwrap(), start);
+    assert_eq!(log.log_start_offset(), start);
+    assert_eq!(log.segment_base_offsets()[0], bases[1]);
+    assert!(matches!(
+        log.read(start - 1, 1 << 20, i64::MAX, true),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    let slice = log
+        .read(start, 1 << 20, i64::MAX, true)
+        .unwrap()
+        .file
+        .unwrap();
+    let first = parse_header(&slice.read_to_vec().unwrap(), 0).unwrap();
+    assert!(first.base_offset <= start && start <= first.last_offset());
+    assert_eq!(
+        log.advance_log_start_offset(start - 1).unwrap(),
+        start,
+        "never moved back"
+    );
+    // A crash keeps it (checkpointed before answering).
+    drop(log);
+    let (mut log, _) = open(dir.path(), small_config());
+    assert_eq!(log.log_start_offset(), start);
+    assert!(matches!(
+        log.offset_for_timestamp(0).unwrap(),
+        Some((offset, _)) if offset >= start
+    ));
+    // The segment holding the start goes once wholly below it.
+    let later = bases[2] + 1;
+    log.advance_log_start_offset(later).unwrap();
+    assert_eq!(log.segment_base_offsets()[0], bases[2]);
+    log.close(3_000).unwrap();
+    let (log, report) = open(dir.path(), small_config());
+    assert!(report.clean_shutdown);
+    assert_eq!(log.log_start_offset(), later);
+}
