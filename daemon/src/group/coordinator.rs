@@ -334,6 +334,7 @@ impl Coordinator {
             let group = self.groups.get_mut(group_id).expect("group present above");
             group.state = GroupState::Empty(Empty {
                 generation: membership.generation,
+                protocol_type: membership.protocol_type.clone(),
             });
             tracing::info!(event = "group_empty", group = %group_id, generation = membership.generation);
             return;
@@ -480,7 +481,11 @@ impl Coordinator {
             .is_some_and(|m| m.members.is_empty());
         if empty {
             let generation = group.state.generation() + 1;
-            group.state = GroupState::Empty(Empty { generation });
+            let protocol_type = group.state.protocol_type().to_string();
+            group.state = GroupState::Empty(Empty {
+                generation,
+                protocol_type,
+            });
             self.timers.cancel(&TimerKey::Rebalance {
                 group: group_id.to_string(),
             });

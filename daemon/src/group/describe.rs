@@ -37,11 +37,7 @@ impl Coordinator {
         self.groups()
             .map(|(id, g)| GroupListing {
                 group_id: id.clone(),
-                protocol_type: g
-                    .state
-                    .membership()
-                    .map(|m| m.protocol_type.clone())
-                    .unwrap_or_default(),
+                protocol_type: g.state.protocol_type().to_string(),
                 state: g.state.name(),
             })
             .collect()
@@ -53,7 +49,7 @@ impl Coordinator {
         let Some(membership) = group.state.membership() else {
             return Some(GroupDescription {
                 state: group.state.name(),
-                protocol_type: String::new(),
+                protocol_type: group.state.protocol_type().to_string(),
                 protocol: String::new(),
                 members: Vec::new(),
             });

@@ -72,9 +72,13 @@ impl Coordinator {
         }
         self.check_member(group_id, member_id, instance_id, Some(generation))?;
         self.touch(now, group_id, member_id);
+        // As Kafka: a member of the current generation may commit while the
+        // group prepares a rebalance (cooperative consumers commit in their
+        // revoke callback); only between the join barrier and SyncGroup is
+        // the generation in flux.
         match self.groups[group_id].state {
-            GroupState::Stable(_) => Ok(()),
-            _ => Err(GroupError::RebalanceInProgress),
+            GroupState::CompletingRebalance(_) => Err(GroupError::RebalanceInProgress),
+            _ => Ok(()),
         }
     }
 

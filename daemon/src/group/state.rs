@@ -150,6 +150,10 @@ impl Membership {
 #[derive(Debug, Clone, Default)]
 pub struct Empty {
     pub generation: i32,
+    /// What its last members spoke ("consumer"); empty for a group that
+    /// only ever had standalone commits. Kafka keeps reporting it, so admin
+    /// tools see an emptied consumer group as one, not as a "simple" group.
+    pub protocol_type: String,
 }
 
 /// Waiting for every member to (re)join before a new generation starts.
@@ -218,6 +222,15 @@ impl GroupState {
             GroupState::CompletingRebalance(s) => Some(&mut s.membership),
             GroupState::Stable(s) => Some(&mut s.membership),
             GroupState::Empty(_) | GroupState::Dead(_) => None,
+        }
+    }
+
+    /// The group's protocol type, also once its members are gone.
+    pub fn protocol_type(&self) -> &str {
+        match self {
+            GroupState::Empty(e) => &e.protocol_type,
+            GroupState::Dead(_) => "",
+            other => other.membership().map_or("", |m| m.protocol_type.as_str()),
         }
     }
 

@@ -321,9 +321,11 @@ fn commits_are_fenced_by_member_generation_and_state() {
         })
     );
     sim.join_parked("");
+    assert_eq!(sim.state(), "PreparingRebalance");
     assert_eq!(
         check(&mut sim, &a, generation),
-        Err(GroupError::RebalanceInProgress)
+        Ok(()),
+        "a member of the current generation commits while a rebalance is prepared"
     );
     // A group nobody joined takes standalone commits, not member commits
     // (a member of a group lost in a broker restart is told to rejoin).
@@ -473,6 +475,13 @@ fn leaving_rebalances_the_rest_and_the_last_leave_empties_the_group() {
     );
     assert_eq!(sim.core.leave(sim.now, "g", &a, None), Ok(()));
     assert_eq!(sim.state(), "Empty");
+    // Still a consumer group to admin tools, not a "simple" one.
+    let listed = sim.core.list_groups();
+    assert_eq!(listed[0].protocol_type, "consumer");
+    assert_eq!(
+        sim.core.describe_group("g").unwrap().protocol_type,
+        "consumer"
+    );
     assert!(
         sim.core.poll_timeout().is_none(),
         "no timers left for an empty group"
@@ -508,6 +517,14 @@ fn a_rejoin_with_new_metadata_rebalances_everyone() {
     };
     assert_eq!(sim.joined(ta).generation, generation + 1);
     assert_eq!(sim.joined(tb).generation, generation + 1);
+    assert_eq!(sim.state(), "CompletingRebalance");
+    let key = vec![("t".to_string(), 0)];
+    assert_eq!(
+        sim.core
+            .check_commit(sim.now, "g", &a, None, generation + 1, &key),
+        Err(GroupError::RebalanceInProgress),
+        "between the barrier and SyncGroup"
+    );
 }
 
 #[test]
