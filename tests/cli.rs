@@ -1,12 +1,21 @@
 //! The command line: `default-config` prints a spec that `check-config`
 //! accepts; a bad spec makes `check-config` exit non-zero naming file, line,
-//! column and key; a broker refuses to start on a bad spec or a locked dir.
+//! column and key; a broker refuses to start on a bad spec, a locked dir, or
+//! a replicated spec this build cannot serve (which `check-config` accepts).
 
 mod common;
 
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Stdio};
 
-use common::{Daemon, sluiced_bin};
+use common::{Daemon, START_TIMEOUT, free_port, sluiced_bin, wait_until};
+
+const NOT_BUILT: &str = "replication is not built yet; this build serves single-broker specs only";
+
+fn three_broker_example() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../etc/cluster-3.toml");
+    std::fs::read_to_string(path).unwrap()
+}
 
 #[test]
 fn default_config_is_a_valid_spec() {
@@ -28,7 +37,79 @@ fn default_config_is_a_valid_spec() {
         "{}",
         String::from_utf8_lossy(&check.stderr)
     );
-    assert!(String::from_utf8_lossy(&check.stdout).contains("ok (1 broker(s), 0 topic(s))"));
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    assert!(stdout.contains("ok (1 broker(s), 0 topic(s))"));
+    assert!(!stdout.contains("cannot serve"), "{stdout}");
+}
+
+#[test]
+fn check_config_accepts_the_three_broker_target_and_says_it_cannot_be_served_yet() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../etc/cluster-3.toml");
+    let check = Command::new(sluiced_bin())
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let file = path.display();
+    for expected in [
+        format!("{file}: ok (3 broker(s), 3 topic(s))"),
+        format!("{file}: valid, but this build cannot serve it yet (multi-broker/replicated)"),
+        format!("{file}: brokers = [1, 2, 3]: {NOT_BUILT}"),
+        format!("{file}: topics.orders.replication_factor = 3: {NOT_BUILT}"),
+    ] {
+        assert!(stdout.contains(&expected), "no {expected:?} in:\n{stdout}");
+    }
+}
+
+/// With its own node id given, as on a real host, the daemon still refuses
+/// the three-broker spec: before binding a port or creating its data dir.
+#[test]
+fn a_replicated_spec_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cluster.toml");
+    let text = three_broker_example()
+        .replace("127.0.0.1:9092", &format!("127.0.0.1:{}", free_port()))
+        .replace("127.0.0.1:9093", &format!("127.0.0.1:{}", free_port()))
+        .replace("127.0.0.1:9644", &format!("127.0.0.1:{}", free_port()));
+    std::fs::write(&path, text).unwrap();
+    let mut child = Command::new(sluiced_bin())
+        .arg("--config")
+        .arg(&path)
+        .arg("--node")
+        .arg("1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exited = wait_until(START_TIMEOUT, || matches!(child.try_wait(), Ok(Some(_))));
+    if !exited {
+        let _ = child.kill();
+    }
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(exited, "sluiced served a replicated spec:\n{stderr}");
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let file = path.display();
+    for expected in [
+        format!("{file}: brokers = [1, 2, 3]: {NOT_BUILT}"),
+        format!("{file}: topic_defaults.replication_factor = 3: {NOT_BUILT}"),
+        format!("{file}: topics.payments.min_insync_replicas = 2: {NOT_BUILT}"),
+        format!(
+            "{file}: topics.audit-log.replicas = [[1, 2, 3], [2, 3, 1], [3, 1, 2]]: {NOT_BUILT}"
+        ),
+    ] {
+        assert!(stderr.contains(&expected), "no {expected:?} in:\n{stderr}");
+    }
+    assert!(
+        !dir.path().join("data").exists(),
+        "the data dir was created before refusing"
+    );
 }
 
 #[test]

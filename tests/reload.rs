@@ -1,6 +1,7 @@
 //! Live reload on SIGHUP: new topics and partitions appear, an invalid file
 //! changes nothing and is reported with file and line, a removed topic is
-//! kept without the opt-in, and restart-only changes are reported, not applied.
+//! kept without the opt-in, restart-only changes are reported, not applied,
+//! and a replicated spec this build cannot serve changes nothing.
 
 mod common;
 
@@ -36,6 +37,13 @@ fn rewrite(daemon: &Daemon, from: &str, to: &str) -> String {
     let text = text.replace(from, to);
     std::fs::write(&daemon.spec_path, &text).unwrap();
     text
+}
+
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
 }
 
 fn wait_for_log(daemon: &Daemon, needle: &str) {
@@ -145,5 +153,80 @@ fn a_topic_marked_allow_delete_is_deleted_when_removed() {
     assert!(
         wait_until(WAIT, || !dir.exists()),
         "partition directory still there"
+    );
+}
+
+/// A second broker makes the spec unservable: the reload is refused whole,
+/// so neither the new topics nor the single-broker parts (more partitions)
+/// are applied, and the spec hash stays. The next servable file reloads.
+#[test]
+fn a_replicated_spec_is_refused_on_reload_and_changes_nothing() {
+    let daemon = Daemon::start("[topics.alpha]\npartitions = 1\n");
+    let producer: BaseProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", daemon.bootstrap())
+        .set("allow.auto.create.topics", "false")
+        .create()
+        .unwrap();
+    assert_eq!(partitions_of(&producer, "alpha"), Some(1));
+    let hash_line = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("sluice_spec_info{"))
+            .map(str::to_string)
+    };
+    let hash_before = hash_line(&daemon.scrape());
+    assert!(hash_before.is_some());
+
+    let second_broker = "data_dir = \"data\"\n\n[[brokers]]\nid = 2\nkafka = \"127.0.0.2:9092\"\n\
+                         quic = \"127.0.0.2:9093\"\nmetrics = \"127.0.0.2:9644\"\ndata_dir = \"data-2\"\n";
+    rewrite(&daemon, "data_dir = \"data\"\n", second_broker);
+    rewrite(
+        &daemon,
+        "[topics.alpha]\npartitions = 1\n",
+        "[topics.alpha]\npartitions = 2\n\n[topics.gamma]\npartitions = 1\n\n\
+         [topics.delta]\nreplication_factor = 2\n",
+    );
+    sighup(&daemon);
+    wait_for_log(&daemon, "reload_failed");
+    let file = daemon.spec_path.display();
+    let not_built = "replication is not built yet; this build serves single-broker specs only";
+    let log = daemon.log();
+    for expected in [
+        format!("{file}: brokers = [1, 2]: {not_built}"),
+        format!("{file}: topics.delta.replication_factor = 2: {not_built}"),
+    ] {
+        assert!(log.contains(&expected), "no {expected:?} in:\n{log}");
+    }
+    assert_eq!(partitions_of(&producer, "alpha"), Some(1), "{log}");
+    assert_eq!(partitions_of(&producer, "gamma"), None, "{log}");
+    assert_eq!(partitions_of(&producer, "delta"), None, "{log}");
+    assert!(!daemon.data_dir().join("gamma-0").exists());
+    let text = daemon.scrape();
+    assert_eq!(hash_line(&text), hash_before, "the running spec changed");
+    assert_eq!(
+        sample(&text, "sluice_config_reloads_total{result=\"unservable\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, "sluice_config_last_reload_success"),
+        Some(0.0)
+    );
+
+    // Back to one broker, without delta: the rest now applies.
+    rewrite(&daemon, second_broker, "data_dir = \"data\"\n");
+    rewrite(
+        &daemon,
+        "\n\n[topics.delta]\nreplication_factor = 2\n",
+        "\n",
+    );
+    sighup(&daemon);
+    assert!(
+        wait_until(WAIT, || partitions_of(&producer, "gamma") == Some(1)),
+        "{}",
+        daemon.log()
+    );
+    assert!(wait_until(WAIT, || partitions_of(&producer, "alpha") == Some(2)));
+    assert_eq!(
+        sample(&daemon.scrape(), "sluice_config_last_reload_success"),
+        Some(1.0)
     );
 }

@@ -43,6 +43,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Parse and validate a cluster spec; exit non-zero with every error found.
+    /// A valid spec this build cannot serve yet (several brokers, replicated
+    /// topics) exits 0 and says so.
     CheckConfig { file: PathBuf },
     /// Print the embedded default spec (a valid, commented TOML file).
     DefaultConfig,
@@ -96,6 +98,17 @@ fn main() -> ExitCode {
                     spec.brokers.len(),
                     spec.topics.len()
                 );
+                let unservable = config::unservable(&spec);
+                if !unservable.is_empty() {
+                    println!(
+                        "{}: valid, but this build cannot serve it yet (multi-broker/replicated): \
+                         sluiced refuses to start or reload with it because of:",
+                        file.display()
+                    );
+                    for reason in &unservable {
+                        println!("{}: {reason}", file.display());
+                    }
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -179,12 +192,32 @@ fn init_tracing() {
         .init();
 }
 
+/// One line per key that needs replication, each naming `origin`; `Ok` when
+/// this build can serve `spec`.
+fn refuse_unservable(spec: &ClusterSpec, origin: &str) -> Result<(), String> {
+    let reasons = config::unservable(spec);
+    if reasons.is_empty() {
+        return Ok(());
+    }
+    let lines: Vec<String> = reasons.iter().map(|r| format!("{origin}: {r}")).collect();
+    Err(lines.join("\n"))
+}
+
+fn spec_origin(config: Option<&std::path::Path>) -> String {
+    config.map_or(config::DEFAULT_SPEC_ORIGIN.to_string(), |p| {
+        p.display().to_string()
+    })
+}
+
 fn load(cli: &Cli) -> anyhow::Result<(ClusterSpec, i32, PathBuf)> {
     let spec = match &cli.config {
         Some(path) => config::load_spec(path).map_err(|e| anyhow::anyhow!("{e}"))?,
-        None => config::parse_spec(config::DEFAULT_SPEC_TOML, "<embedded default>")
+        None => config::parse_spec(config::DEFAULT_SPEC_TOML, config::DEFAULT_SPEC_ORIGIN)
             .map_err(|e| anyhow::anyhow!("{e}"))?,
     };
+    // Before the node id: a replicated spec usually names no broker for this
+    // host yet, and that error would hide the real one.
+    refuse_unservable(&spec, &spec_origin(cli.config.as_deref())).map_err(anyhow::Error::msg)?;
     let env = std::env::var(config::NODE_ID_ENV).ok();
     let node_file = PathBuf::from(config::DEFAULT_NODE_FILE);
     let node_file = node_file.exists().then_some(node_file.as_path());
@@ -339,11 +372,9 @@ async fn reload_on_sighup(broker: Arc<Broker>, config: Option<PathBuf>, mut hang
     }
 }
 
-/// One reload; true when the new spec was valid (whatever it changed).
+/// One reload; true when the new spec was valid and servable (whatever it changed).
 fn reload(broker: &Broker, config: Option<&std::path::Path>) -> bool {
-    let origin = config.map_or(config::DEFAULT_SPEC_ORIGIN.to_string(), |p| {
-        p.display().to_string()
-    });
+    let origin = spec_origin(config);
     tracing::info!(event = "reload_started", file = %origin);
     let loaded = match config {
         Some(path) => config::load_spec(path).map_err(|e| e.to_string()),
@@ -363,6 +394,18 @@ fn reload(broker: &Broker, config: Option<&std::path::Path>) -> bool {
             return false;
         }
     };
+    // Refused whole, as at startup: applying only the single-broker parts
+    // would leave a running spec that claims replication it does not do.
+    if let Err(reasons) = refuse_unservable(&spec, &origin) {
+        for line in reasons.lines() {
+            tracing::error!(event = "reload_unservable", error = %line);
+        }
+        tracing::error!(event = "reload_failed", file = %origin, outcome = "nothing changed");
+        let m = sluice::metrics::metrics();
+        m.config_reloads.with_label_values(&["unservable"]).inc();
+        m.config_last_reload_success.set(0);
+        return false;
+    }
     let actions = config::diff_specs(&broker.spec(), &spec, broker.node_id());
     let count = actions.len();
     let result = if actions.iter().all(|a| a.is_live()) {

@@ -43,6 +43,10 @@ pub const RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 pub enum BrokerError {
     #[error("broker {node_id} is not declared in the cluster spec")]
     UnknownNode { node_id: i32 },
+    #[error("cluster spec: {}: {}", list(.reasons), crate::config::REPLICATION_NOT_BUILT)]
+    Unservable {
+        reasons: Vec<crate::config::Unservable>,
+    },
     #[error("creating data directory {path}: {source}")]
     DataDir {
         path: PathBuf,
@@ -59,6 +63,15 @@ pub enum BrokerError {
         topic: String,
         source: CreateTopicError,
     },
+}
+
+/// `key = value, key = value` for one error line.
+fn list(reasons: &[crate::config::Unservable]) -> String {
+    let pairs: Vec<String> = reasons
+        .iter()
+        .map(|r| format!("{} = {}", r.key, r.value))
+        .collect();
+    pairs.join(", ")
 }
 
 /// Milliseconds since the Unix epoch: record timestamps, segment ages and
@@ -108,6 +121,12 @@ impl Broker {
     ) -> Result<Arc<Self>, BrokerError> {
         if spec.broker(node_id).is_none() {
             return Err(BrokerError::UnknownNode { node_id });
+        }
+        // `sluiced` checks first and names the file; this keeps every other
+        // caller (bench, tests) from running a spec whose replication is ignored.
+        let reasons = crate::config::unservable(&spec);
+        if !reasons.is_empty() {
+            return Err(BrokerError::Unservable { reasons });
         }
         std::fs::create_dir_all(&data_dir).map_err(|source| BrokerError::DataDir {
             path: data_dir.clone(),
@@ -399,4 +418,31 @@ fn lock_data_dir(data_dir: &Path) -> Result<File, BrokerError> {
         });
     }
     Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replicated_spec_is_refused_before_the_data_dir_is_touched() {
+        let text = include_str!("../../../etc/cluster-3.toml");
+        let spec = crate::config::parse_spec(text, "cluster-3.toml").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        let error = Broker::open(spec, 1, data_dir.clone()).unwrap_err();
+        assert!(matches!(error, BrokerError::Unservable { .. }), "{error}");
+        let message = error.to_string();
+        assert!(
+            message.starts_with(
+                "cluster spec: brokers = [1, 2, 3], topic_defaults.replication_factor = 3, "
+            ),
+            "{message}"
+        );
+        assert!(
+            message.ends_with(crate::config::REPLICATION_NOT_BUILT),
+            "{message}"
+        );
+        assert!(!data_dir.exists(), "nothing created before refusing");
+    }
 }

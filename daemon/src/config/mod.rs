@@ -11,6 +11,7 @@
 //! types with positions, `validate.rs` semantic rules, `topic_config.rs` resolved
 //! topic settings and Kafka config names, `node.rs` which broker am I,
 //! `error.rs` errors, `diff.rs` the reload diff (old spec, new spec) → actions,
+//! `servable.rs` what a valid spec needs that this build cannot serve yet,
 //! `default.toml` the embedded default spec.
 //! Every key is documented in docs/config-reference.md.
 
@@ -19,6 +20,7 @@ mod diff;
 mod document;
 mod error;
 mod node;
+mod servable;
 mod spec;
 mod topic_config;
 pub mod units;
@@ -33,11 +35,12 @@ pub use config_view::{
 pub use diff::{ReloadAction, SettingChange, diff_specs};
 pub use error::{LoadError, SpecError, SpecErrors};
 pub use node::{DEFAULT_NODE_FILE, NODE_ID_ENV, resolve_node_id};
+pub use servable::{REPLICATION_NOT_BUILT, Unservable, unservable};
 pub use spec::{
     BrokerSpec, ClusterSection, ClusterSpec, CompressionSetting, ControllerSection, FlushMode,
     HostPort, Limits, ReplicationSection, TimestampKind, TopicSettings, TopicSpec,
 };
-pub use topic_config::{PARTITIONS_MAX, SEGMENT_BYTES_MIN, TopicConfig};
+pub use topic_config::{PARTITIONS_MAX, RECOMPRESSION_NOT_BUILT, SEGMENT_BYTES_MIN, TopicConfig};
 pub use units::Limit;
 pub use validate::validate_topic_name;
 

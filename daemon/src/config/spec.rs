@@ -334,7 +334,9 @@ pub enum TimestampKind {
     LogAppendTime,
 }
 
-/// Kafka's `compression.type` for a topic.
+/// Kafka's `compression.type` for a topic. Only `Producer` passes validation
+/// until the broker can recompress; the others are parsed so that the error
+/// can say why they are refused rather than call them unknown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CompressionSetting {
@@ -368,6 +370,14 @@ impl TimestampKind {
 }
 
 impl CompressionSetting {
+    /// The value as written in the spec (`none` where Kafka says `uncompressed`).
+    pub fn toml_name(self) -> &'static str {
+        match self {
+            CompressionSetting::Uncompressed => "none",
+            other => other.kafka_name(),
+        }
+    }
+
     /// The value of Kafka's `compression.type`.
     pub fn kafka_name(self) -> &'static str {
         match self {

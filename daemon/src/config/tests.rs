@@ -129,7 +129,8 @@ fn cluster_3_parses_with_placement_and_overrides() {
     assert_eq!(payments.flush, FlushMode::Fsync);
     assert_eq!(payments.retention_ms, Some(30 * units::DAY_MS));
     let orders = spec.topic_config("orders");
-    assert_eq!(orders.compression, CompressionSetting::Zstd);
+    assert_eq!((orders.partitions, orders.replication_factor), (12, 3));
+    assert_eq!(orders.compression, CompressionSetting::Producer);
     let undeclared = spec.topic_config("not-declared");
     assert_eq!(
         (undeclared.partitions, undeclared.replication_factor),
@@ -375,6 +376,26 @@ fn replication_factor_above_broker_count() {
 }
 
 #[test]
+fn compression_other_than_producer_is_refused_where_written() {
+    let extra = "\n[topic_defaults]\ncompression = \"none\"\n\n[topics.orders]\ncompression = \"zstd\"\n\n\
+                 [topics.kept]\ncompression = \"producer\"\n";
+    assert_eq!(
+        errors(&one(extra)),
+        "cluster.toml:15:15: topic_defaults.compression: \"none\": recompression is not built \
+         yet; batches are stored as the producer compressed them, so only \"producer\" is \
+         accepted\n\
+         cluster.toml:18:15: topics.orders.compression: \"zstd\": recompression is not built \
+         yet; batches are stored as the producer compressed them, so only \"producer\" is \
+         accepted"
+    );
+    let spec = parse_spec(&one("\n[topics.kept]\ncompression = \"producer\"\n"), "c").unwrap();
+    assert_eq!(
+        spec.topic_config("kept").compression,
+        CompressionSetting::Producer
+    );
+}
+
+#[test]
 fn min_insync_above_replication_factor() {
     assert_eq!(
         errors(&three(
@@ -567,7 +588,7 @@ fn new_topic_config_applies_kafka_overrides() {
                 ("cleanup.policy", "delete"),
                 ("retention.ms", "86400000"),
                 ("retention.bytes", "-1"),
-                ("compression.type", "lz4"),
+                ("compression.type", "producer"),
                 ("min.insync.replicas", "3"),
                 ("segment.bytes", "65536"),
                 ("max.message.bytes", "65536"),
@@ -582,7 +603,7 @@ fn new_topic_config_applies_kafka_overrides() {
     assert_eq!(config.replication_factor, 3, "from [topic_defaults]");
     assert_eq!(config.retention_ms, Some(86_400_000));
     assert_eq!(config.retention_bytes, None);
-    assert_eq!(config.compression, CompressionSetting::Lz4);
+    assert_eq!(config.compression, CompressionSetting::Producer);
     assert_eq!(config.min_insync_replicas, 3);
     assert_eq!(config.segment_bytes, 65_536);
     assert!(config.unclean_leader_election);
@@ -638,6 +659,15 @@ fn new_topic_config_rejects_bad_overrides() {
         reject(None, &[("compression.type", "brotli")]),
         "compression.type: \"brotli\" is not one of producer, uncompressed, gzip, snappy, lz4, zstd"
     );
+    for codec in ["uncompressed", "gzip", "snappy", "lz4", "zstd"] {
+        assert_eq!(
+            reject(None, &[("compression.type", codec)]),
+            format!(
+                "compression.type: {codec:?}: recompression is not built yet; batches are stored \
+                 as the producer compressed them, so only \"producer\" is accepted"
+            )
+        );
+    }
     assert_eq!(
         reject(None, &[("min.insync.replicas", "2")]),
         "min.insync.replicas 2 exceeds replication_factor 1: acks=all writes could never succeed"

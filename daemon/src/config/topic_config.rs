@@ -50,6 +50,11 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: u32 = 1_048_588;
 /// Kafka never flushes on a timer by default; Sluice bounds the data at risk to one second.
 pub const DEFAULT_FLUSH_INTERVAL_MS: u64 = units::SECOND_MS;
 
+/// Why a topic compression other than `producer` is refused: batches are
+/// stored exactly as produced, so any other value would change nothing.
+pub const RECOMPRESSION_NOT_BUILT: &str = "recompression is not built yet; batches are stored \
+     as the producer compressed them, so only \"producer\" is accepted";
+
 pub const PARTITIONS_MAX: i32 = 100_000;
 /// Small enough for tests that roll segments often, big enough for a record batch.
 pub const SEGMENT_BYTES_MIN: u64 = 4 * units::KIB;
@@ -487,7 +492,10 @@ fn apply_kafka_config(config: &mut TopicConfig, name: &str, value: &str) -> Resu
             }
             _ => return Err(one_of("delete, compact")),
         },
-        "compression.type" => config.compression = kafka_compression(value)?,
+        "compression.type" => match kafka_compression(value)? {
+            CompressionSetting::Producer => config.compression = CompressionSetting::Producer,
+            _ => return Err(format!("{name}: {value:?}: {RECOMPRESSION_NOT_BUILT}")),
+        },
         "message.timestamp.type" => {
             config.message_timestamp_type = match value {
                 "CreateTime" => TimestampKind::CreateTime,

@@ -6,9 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
 use super::document::join_key;
-use super::spec::{ClusterSpec, TopicSettings, TopicSpec};
+use super::spec::{ClusterSpec, CompressionSetting, TopicSettings, TopicSpec};
 use super::topic_config::{
-    self, CrossProblem, KAFKA_INT_MAX, KAFKA_LONG_MAX, Setting, TopicConfig,
+    self, CrossProblem, KAFKA_INT_MAX, KAFKA_LONG_MAX, RECOMPRESSION_NOT_BUILT, Setting,
+    TopicConfig,
 };
 use super::units::{self, Limit};
 
@@ -43,6 +44,7 @@ pub(crate) fn validate(spec: &ClusterSpec) -> Vec<Issue> {
     validate_controller(spec, &mut issues);
     validate_limits(spec, &mut issues);
     validate_settings_ranges("topic_defaults", &spec.topic_defaults, &mut issues);
+    validate_compression("topic_defaults", &spec.topic_defaults, &mut issues);
     validate_resolved(spec, "", None, spec.default_topic_config(), &mut issues);
     for (name, topic) in &spec.topics {
         let path = join_key("topics", name);
@@ -50,6 +52,7 @@ pub(crate) fn validate(spec: &ClusterSpec) -> Vec<Issue> {
             issues.push(issue(path.clone(), message));
         }
         validate_settings_ranges(&path, &topic.settings, &mut issues);
+        validate_compression(&path, &topic.settings, &mut issues);
         validate_replicas(spec, &path, topic, &mut issues);
         validate_resolved(
             spec,
@@ -415,6 +418,18 @@ fn validate_settings_ranges(prefix: &str, settings: &TopicSettings, issues: &mut
         if let Some(message) = setting.check(value) {
             issues.push(issue(format!("{prefix}.{}", setting.toml_key()), message));
         }
+    }
+}
+
+/// Only `producer`: the log stores batches as produced (see
+/// `RECOMPRESSION_NOT_BUILT`), so another codec would be a setting that does nothing.
+fn validate_compression(prefix: &str, settings: &TopicSettings, issues: &mut Vec<Issue>) {
+    match settings.compression {
+        None | Some(CompressionSetting::Producer) => {}
+        Some(other) => issues.push(issue(
+            format!("{prefix}.compression"),
+            format!("{:?}: {RECOMPRESSION_NOT_BUILT}", other.toml_name()),
+        )),
     }
 }
 

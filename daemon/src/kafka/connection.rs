@@ -95,7 +95,7 @@ pub async fn run(
                 let api = api.map_or("Unknown".to_string(), |a| format!("{a:?}"));
                 metrics
                     .request_errors
-                    .with_label_values(&[&api, "ConnectionClosed"])
+                    .with_label_values(&[&api, crate::metrics::CONNECTION_CLOSED])
                     .inc();
                 tracing::info!(event = "connection_closed", peer = %peer, reason = %e);
                 break;

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
@@ -410,6 +410,65 @@ fn every_advertised_version_answers_in_its_own_format() {
             }
         }
     }
+}
+
+/// Settings this build cannot honour are refused, never stored to do nothing:
+/// replicas beyond this one broker, and a codec the broker would have to
+/// recompress to.
+#[test]
+fn create_topics_refuses_replication_and_recompression() {
+    let (_dir, broker) = scratch_broker();
+    let limits = ListenerLimits::default();
+    let config = |name: &'static str, value: &'static str| {
+        CreatableTopicConfig::default()
+            .with_name(StrBytes::from_static_str(name))
+            .with_value(Some(StrBytes::from_static_str(value)))
+    };
+    let topic = |name: &str, replication_factor: i16, configs: Vec<CreatableTopicConfig>| {
+        CreatableTopic::default()
+            .with_name(topic_name(name))
+            .with_num_partitions(1)
+            .with_replication_factor(replication_factor)
+            .with_configs(configs)
+    };
+    let topics = vec![
+        topic("replicated", 2, vec![]),
+        topic("min-isr", -1, vec![config("min.insync.replicas", "2")]),
+        topic("zstd", -1, vec![config("compression.type", "zstd")]),
+        topic(
+            "as-produced",
+            1,
+            vec![config("compression.type", "producer")],
+        ),
+    ];
+    let body = CreateTopicsRequest::default()
+        .with_topics(topics)
+        .with_timeout_ms(1000);
+    let reply = dispatch(&broker, &limits, frame(ApiKey::CreateTopics, 7, &body)).unwrap();
+    let r: CreateTopicsResponse = check_decodes(ApiKey::CreateTopics, 7, answer(reply));
+    let outcome: Vec<(i16, String)> = r
+        .topics
+        .iter()
+        .map(|t| {
+            let message = t.error_message.as_ref().map(|m| m.to_string());
+            (t.error_code, message.unwrap_or_default())
+        })
+        .collect();
+    use kafka_protocol::ResponseError::{InvalidConfig, InvalidReplicationFactor};
+    assert_eq!(outcome[0].0, InvalidReplicationFactor.code(), "{outcome:?}");
+    assert_eq!(outcome[1].0, InvalidConfig.code(), "{outcome:?}");
+    assert_eq!(outcome[2].0, InvalidConfig.code(), "{outcome:?}");
+    assert!(
+        outcome[2]
+            .1
+            .contains("compression.type: \"zstd\": recompression is not built yet"),
+        "{outcome:?}"
+    );
+    assert_eq!(outcome[3], (0, String::new()));
+    for refused in ["replicated", "min-isr", "zstd"] {
+        assert!(broker.topic(refused).is_none(), "{refused} was created");
+    }
+    assert!(broker.topic("as-produced").is_some());
 }
 
 #[test]

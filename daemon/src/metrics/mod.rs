@@ -24,6 +24,13 @@ const LATENCY_BUCKETS_SECONDS: &[f64] = &[
     5.0, 10.0,
 ];
 
+/// `sluice_config_reloads_total`'s results: `unservable` is a valid spec this
+/// build cannot serve yet (`config::unservable`).
+pub const RELOAD_RESULTS: [&str; 4] = ["ok", "invalid", "unservable", "needs_restart"];
+
+/// The error name of a request that closed its connection.
+pub const CONNECTION_CLOSED: &str = "ConnectionClosed";
+
 pub struct Metrics {
     registry: Registry,
     pub requests: IntCounterVec,
@@ -130,27 +137,27 @@ impl Metrics {
             bytes_in: counter_vec(
                 &r,
                 "sluice_bytes_in_total",
-                "Record bytes appended by producers, by topic.",
-                &["topic"],
+                "Record bytes appended by producers, by partition.",
+                &partition,
             ),
             bytes_out: counter_vec(
                 &r,
                 "sluice_bytes_out_total",
-                "Record bytes sent to fetchers, by topic.",
-                &["topic"],
+                "Record bytes sent to fetchers, by partition.",
+                &partition,
             ),
             records_in: counter_vec(
                 &r,
                 "sluice_records_in_total",
-                "Records appended by producers, by topic.",
-                &["topic"],
+                "Records appended by producers, by partition.",
+                &partition,
             ),
             records_out: counter_vec(
                 &r,
                 "sluice_records_out_total",
-                "Records sent to fetchers, by topic: the offsets spanned by the whole batches sent \
-                 (a fetch sends whole batches, so records before the fetch offset count too).",
-                &["topic"],
+                "Records sent to fetchers, by partition: the offsets spanned by the whole batches \
+                 sent (a fetch sends whole batches, so records before the fetch offset count too).",
+                &partition,
             ),
             flush_duration: register(
                 &r,
@@ -163,7 +170,7 @@ impl Metrics {
             config_reloads: counter_vec(
                 &r,
                 "sluice_config_reloads_total",
-                "Cluster spec reloads, by result (ok, invalid, needs_restart).",
+                "Cluster spec reloads, by result (ok, invalid, unservable, needs_restart).",
                 &["result"],
             ),
             config_last_reload_success: gauge(
@@ -282,13 +289,19 @@ impl Metrics {
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         metrics.register_process_collector();
         // Series exist from the start, so rates and dashboards see zeros, not gaps.
-        for result in ["ok", "invalid", "needs_restart"] {
+        for result in RELOAD_RESULTS {
             metrics.config_reloads.with_label_values(&[result]);
         }
         for api in crate::kafka::versions::SUPPORTED_APIS {
             let api = format!("{:?}", api.key);
             metrics.requests.with_label_values(&[&api]);
             metrics.request_duration.with_label_values(&[&api]);
+            // Error names depend on the request; any request can close its
+            // connection, so this series exists per API and keeps the family
+            // (and error ratios per API) present before the first error.
+            metrics
+                .request_errors
+                .with_label_values(&[&api, CONNECTION_CLOSED]);
         }
         metrics
     }

@@ -1,5 +1,12 @@
 //! Scrape-time gauges: partition offsets and sizes read from the broker,
-//! so a deleted partition's series disappear with it.
+//! so a deleted partition's series disappear with it. The per-partition
+//! traffic counters get a zero series for every partition held (a new
+//! partition shows 0, not a gap) and lose those of partitions gone.
+
+use std::collections::HashSet;
+
+use prometheus::IntCounterVec;
+use prometheus::core::Collector;
 
 use super::metrics;
 use crate::broker::Broker;
@@ -17,19 +24,22 @@ pub fn refresh(broker: &Broker) {
     ] {
         family.reset();
     }
+    let counters = [&m.bytes_in, &m.bytes_out, &m.records_in, &m.records_out];
+    let mut held: HashSet<(String, String)> = HashSet::new();
     let (mut partitions, mut under_min_isr) = (0i64, 0i64);
     for topic in broker.topics() {
         // A single node's ISR is itself: one replica.
         if i64::from(topic.config.min_insync_replicas) > 1 {
             under_min_isr += topic.partitions.len() as i64;
         }
-        for family in [&m.bytes_in, &m.bytes_out, &m.records_in, &m.records_out] {
-            family.with_label_values(&[&*topic.name]);
-        }
         for partition in &topic.partitions {
             partitions += 1;
             let index = partition.index.to_string();
             let labels = [&*topic.name, index.as_str()];
+            for family in counters {
+                family.with_label_values(&labels);
+            }
+            held.insert((topic.name.to_string(), index.clone()));
             let stats = partition.stats();
             gauges
                 .log_size_bytes
@@ -57,6 +67,9 @@ pub fn refresh(broker: &Broker) {
                 .set(stats.offsets.log_end_offset - stats.offsets.high_watermark);
         }
     }
+    for family in counters {
+        drop_partitions_not_held(family, &held);
+    }
     let b = &m.broker;
     b.partitions.set(partitions);
     b.leader_partitions.set(partitions);
@@ -68,6 +81,33 @@ pub fn refresh(broker: &Broker) {
         b.data_dir_size_bytes.set(size);
     }
     refresh_group_lag(broker);
+}
+
+/// Removes the series of partitions this broker no longer holds (a deleted
+/// topic). A produce racing the deletion may bring one back until the next scrape.
+fn drop_partitions_not_held(family: &IntCounterVec, held: &HashSet<(String, String)>) {
+    let mut gone = Vec::new();
+    for metric_family in family.collect() {
+        for metric in metric_family.get_metric() {
+            let label = |name: &str| {
+                metric
+                    .get_label()
+                    .iter()
+                    .find(|pair| pair.name() == name)
+                    .map(|pair| pair.value().to_string())
+            };
+            if let (Some(topic), Some(partition)) = (label("topic"), label("partition")) {
+                let key = (topic, partition);
+                if !held.contains(&key) {
+                    gone.push(key);
+                }
+            }
+        }
+    }
+    for (topic, partition) in gone {
+        // Absent already is fine: nothing to remove.
+        let _ = family.remove_label_values(&[topic.as_str(), partition.as_str()]);
+    }
 }
 
 /// `sluice_consumer_group_lag`: one series per committed partition of each

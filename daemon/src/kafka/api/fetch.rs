@@ -90,26 +90,24 @@ fn encode(
     let metrics = crate::metrics::metrics();
     crate::kafka::errors::count_error(ctx.key, answer.error_code);
     for topic in &answer.topics {
-        let (bytes, records) = topic
-            .partitions
-            .iter()
-            .filter_map(|p| p.records.as_ref())
-            .fold((0u64, 0u64), |(bytes, records), f| {
-                let spanned = (f.offsets.end - f.offsets.start).max(0) as u64;
-                (bytes + u64::from(f.len), records + spanned)
-            });
-        if bytes > 0 {
-            metrics
-                .bytes_out
-                .with_label_values(&[&topic.name])
-                .inc_by(bytes);
-            metrics
-                .records_out
-                .with_label_values(&[&topic.name])
-                .inc_by(records);
-        }
         for partition in &topic.partitions {
             crate::kafka::errors::count_error(ctx.key, partition.data.error_code);
+            let Some(slice) = partition.records.as_ref().filter(|f| f.len > 0) else {
+                continue;
+            };
+            let labels = [
+                topic.name.as_str(),
+                &partition.data.partition_index.to_string(),
+            ];
+            let spanned = (slice.offsets.end - slice.offsets.start).max(0) as u64;
+            metrics
+                .bytes_out
+                .with_label_values(&labels)
+                .inc_by(u64::from(slice.len));
+            metrics
+                .records_out
+                .with_label_values(&labels)
+                .inc_by(spanned);
         }
     }
     encode_fetch_response(ctx.correlation_id(), ctx.version, answer).map_err(|e| {

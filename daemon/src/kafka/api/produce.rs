@@ -131,13 +131,14 @@ fn append(
     let info = match partition.append(&records, now_ms()) {
         Ok(info) => {
             let metrics = crate::metrics::metrics();
+            let labels = [topic, &index.to_string()];
             metrics
                 .bytes_in
-                .with_label_values(&[topic])
+                .with_label_values(&labels)
                 .inc_by(records.len() as u64);
             metrics
                 .records_in
-                .with_label_values(&[topic])
+                .with_label_values(&labels)
                 .inc_by(u64::from(info.record_count));
             info
         }
