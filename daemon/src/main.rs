@@ -309,6 +309,7 @@ async fn serve(
     ));
     let syncer = tokio::spawn(broker.clone().run_syncer());
     let housekeeping = tokio::spawn(broker.clone().run_housekeeping());
+    let cleaner = tokio::spawn(broker.clone().run_cleaner());
     let group_driver = tokio::spawn(groups.run_driver());
     tokio::spawn(signals.wait_then_stop(stop_tx));
     tokio::spawn(reload_on_sighup(broker.clone(), config, hangups));
@@ -323,6 +324,7 @@ async fn serve(
     kafka::serve(listener, broker, limits, stop_rx).await;
     syncer.abort();
     housekeeping.abort();
+    cleaner.abort();
     group_driver.abort();
     Ok(())
 }

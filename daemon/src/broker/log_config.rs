@@ -1,7 +1,7 @@
 //! Translates a topic's resolved settings into what the log engine takes.
 
 use crate::config::{FlushMode, TimestampKind, TopicConfig};
-use crate::log::{FlushPolicy, LogConfig, TimestampType};
+use crate::log::{CleanupPolicy, CompactionConfig, FlushPolicy, LogConfig, TimestampType};
 
 pub fn log_config_for(topic: &TopicConfig) -> LogConfig {
     LogConfig {
@@ -22,6 +22,16 @@ pub fn log_config_for(topic: &TopicConfig) -> LogConfig {
         timestamp_type: match topic.message_timestamp_type {
             TimestampKind::CreateTime => TimestampType::CreateTime,
             TimestampKind::LogAppendTime => TimestampType::LogAppendTime,
+        },
+        cleanup: CleanupPolicy {
+            delete: topic.cleanup_policy.deletes(),
+            compact: topic.cleanup_policy.compacts(),
+        },
+        compaction: CompactionConfig {
+            min_cleanable_dirty_ratio_bp: topic.min_cleanable_dirty_ratio.0,
+            min_compaction_lag_ms: topic.min_compaction_lag_ms,
+            max_compaction_lag_ms: topic.max_compaction_lag_ms,
+            delete_retention_ms: topic.delete_retention_ms,
         },
     }
 }

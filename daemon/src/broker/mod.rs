@@ -36,6 +36,9 @@ use crate::log::LogError;
 
 /// How often partitions are checked for age-based rolls and due flushes.
 pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(200);
+/// How often compacted partitions are checked for a due cleaning pass
+/// (Kafka's log.cleaner.backoff.ms is 15 s).
+pub const CLEANER_INTERVAL: Duration = Duration::from_secs(2);
 /// How often retention runs (Kafka: log.retention.check.interval.ms, 5 min).
 pub const RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -370,6 +373,29 @@ impl Broker {
             let _ =
                 tokio::task::spawn_blocking(move || broker.housekeeping(now_ms(), retention_due))
                     .await;
+        }
+    }
+
+    /// The log cleaner: one thread's worth of compaction passes, off the
+    /// async workers; each partition's pass holds its lock only to start
+    /// and to swap cleaned segments in.
+    pub async fn run_cleaner(self: Arc<Self>) {
+        let mut ticker = tokio::time::interval(CLEANER_INTERVAL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let broker = self.clone();
+            let _ = tokio::task::spawn_blocking(move || broker.clean_due()).await;
+        }
+    }
+
+    fn clean_due(&self) {
+        for topic in self.topics() {
+            for partition in &topic.partitions {
+                if let Err(e) = partition.clean(now_ms()) {
+                    tracing::error!(event = "clean_failed", partition = ?partition, error = %e);
+                }
+            }
         }
     }
 

@@ -8,7 +8,9 @@ use std::time::Instant;
 use tokio::sync::watch;
 
 use crate::failstop;
-use crate::log::{AppendInfo, FlushPolicy, LogConfig, LogError, PartitionLog, ReadSlice};
+use crate::log::{
+    AppendInfo, CleanStats, FlushPolicy, LogConfig, LogError, PartitionLog, ReadSlice,
+};
 
 /// The partition's leader epoch while Sluice runs on a single node: there is
 /// never another leader, so the epoch never moves.
@@ -172,6 +174,46 @@ impl Partition {
 
     pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>, LogError> {
         self.lock_log().offset_for_timestamp(timestamp_ms)
+    }
+
+    /// One compaction pass if the log is compacted and due: prepared and
+    /// swapped in under the log lock, read and written without it, so
+    /// produce and fetch go on meanwhile. Never past the high watermark.
+    pub fn clean(&self, now_ms: i64) -> Result<Option<CleanStats>, LogError> {
+        let job = self.lock_log().prepare_clean(now_ms, self.high_watermark());
+        let Some(job) = job else {
+            return Ok(None);
+        };
+        let started = std::time::Instant::now();
+        let (map, map_end, mut stats) =
+            self.stop_on_storage_failure("cleaner read", job.build_map())?;
+        for group in job.groups(map_end) {
+            let cleaned = self
+                .stop_on_storage_failure("cleaner write", job.clean_group(group, &map, map_end))?;
+            stats.bytes_read += cleaned.bytes_read;
+            stats.bytes_written += cleaned.bytes_written;
+            let replaced = cleaned.replaces_count();
+            let swapped = self.lock_log().swap_in(&job, cleaned, None);
+            if !self.stop_on_storage_failure("cleaner swap", swapped)? {
+                tracing::info!(event = "clean_abandoned", partition = ?self, reason = "the log changed during the pass");
+                return Ok(Some(stats));
+            }
+            stats.segments_replaced += replaced;
+        }
+        let finished = self.lock_log().finish_clean(map_end);
+        self.stop_on_storage_failure("cleaner checkpoint", finished)?;
+        stats.cleaned_up_to = map_end;
+        tracing::info!(
+            event = "log_cleaned",
+            partition = ?self,
+            segments = stats.segments_replaced,
+            keys = stats.keys,
+            bytes_read = stats.bytes_read,
+            bytes_written = stats.bytes_written,
+            cleaned_up_to = map_end,
+            millis = started.elapsed().as_millis() as u64,
+        );
+        Ok(Some(stats))
     }
 
     /// DeleteRecords: moves the log start to `offset` (-1: the high

@@ -29,6 +29,7 @@ pub enum ConfigType {
     Int = 3,
     Short = 4,
     Long = 5,
+    Double = 6,
     List = 7,
 }
 
@@ -83,22 +84,26 @@ const fn key(
 
 /// In the order of `TopicConfig::to_kafka_configs` (sorted by name).
 const TOPIC_KEYS: &[TopicKey] = &[
-    TopicKey {
-        alterable: false,
-        ..key(
-            "cleanup.policy",
-            "log.cleanup.policy",
-            ConfigType::List,
-            |_| false,
-            "delete: old segments go by retention (compaction is not built yet)",
-        )
-    },
+    key(
+        "cleanup.policy",
+        "log.cleanup.policy",
+        ConfigType::List,
+        |s| s.cleanup_policy.is_some(),
+        "delete (old segments go by retention), compact (the latest record per key stays), or both",
+    ),
     key(
         "compression.type",
         "compression.type",
         ConfigType::String,
         |s| s.compression.is_some(),
         "codec of stored batches; producer keeps the producer's",
+    ),
+    key(
+        "delete.retention.ms",
+        "log.cleaner.delete.retention.ms",
+        ConfigType::Long,
+        |s| s.delete_retention_ms.is_some(),
+        "how long a tombstone stays in a compacted topic after it was written",
     ),
     key(
         "flush.messages",
@@ -122,6 +127,13 @@ const TOPIC_KEYS: &[TopicKey] = &[
         "one offset index entry per this many bytes of log",
     ),
     key(
+        "max.compaction.lag.ms",
+        "log.cleaner.max.compaction.lag.ms",
+        ConfigType::Long,
+        |s| s.max_compaction_lag_ms.is_some(),
+        "a dirty segment older than this is compacted whatever the dirty ratio",
+    ),
+    key(
         "max.message.bytes",
         "message.max.bytes",
         ConfigType::Int,
@@ -134,6 +146,20 @@ const TOPIC_KEYS: &[TopicKey] = &[
         ConfigType::String,
         |s| s.message_timestamp_type.is_some(),
         "CreateTime (the producer's) or LogAppendTime (the broker's)",
+    ),
+    key(
+        "min.cleanable.dirty.ratio",
+        "log.cleaner.min.cleanable.ratio",
+        ConfigType::Double,
+        |s| s.min_cleanable_dirty_ratio.is_some(),
+        "compaction starts when this share of the cleanable bytes is dirty",
+    ),
+    key(
+        "min.compaction.lag.ms",
+        "log.cleaner.min.compaction.lag.ms",
+        ConfigType::Long,
+        |s| s.min_compaction_lag_ms.is_some(),
+        "records younger than this are never compacted",
     ),
     key(
         "min.insync.replicas",
@@ -426,7 +452,12 @@ fn broker_entry(
 /// Kafka-named topic setting, for messages that send an operator to the spec.
 pub fn toml_key_for(kafka_name: &str) -> Option<&'static str> {
     Some(match kafka_name {
+        "cleanup.policy" => "cleanup_policy",
         "compression.type" => "compression",
+        "delete.retention.ms" => "delete_retention_ms",
+        "max.compaction.lag.ms" => "max_compaction_lag_ms",
+        "min.cleanable.dirty.ratio" => "min_cleanable_dirty_ratio",
+        "min.compaction.lag.ms" => "min_compaction_lag_ms",
         "flush.messages" => "flush_interval_messages",
         "flush.ms" => "flush_interval_ms",
         "index.interval.bytes" => "index_interval_bytes",
@@ -525,7 +556,7 @@ segment_bytes = "64MiB"
             entry(&entries, "segment.bytes").source,
             ConfigSource::Default
         );
-        assert!(entry(&entries, "cleanup.policy").read_only);
+        assert!(!entry(&entries, "cleanup.policy").read_only);
     }
 
     #[test]

@@ -37,8 +37,9 @@ pub use error::{LoadError, SpecError, SpecErrors};
 pub use node::{DEFAULT_NODE_FILE, NODE_ID_ENV, resolve_node_id};
 pub use servable::{REPLICATION_NOT_BUILT, Unservable, unservable};
 pub use spec::{
-    BrokerSpec, ClusterSection, ClusterSpec, CompressionSetting, ControllerSection, FlushMode,
-    HostPort, Limits, ReplicationSection, TimestampKind, TopicSettings, TopicSpec,
+    BrokerSpec, CleanupPolicyKind, ClusterSection, ClusterSpec, CompressionSetting,
+    ControllerSection, DirtyRatio, FlushMode, HostPort, Limits, ReplicationSection, TimestampKind,
+    TopicSettings, TopicSpec,
 };
 pub use topic_config::{PARTITIONS_MAX, RECOMPRESSION_NOT_BUILT, SEGMENT_BYTES_MIN, TopicConfig};
 pub use units::Limit;

@@ -297,6 +297,89 @@ pub struct TopicSettings {
     pub message_timestamp_type: Option<TimestampKind>,
     pub compression: Option<CompressionSetting>,
     pub unclean_leader_election: Option<bool>,
+    /// Kafka's `cleanup.policy`.
+    pub cleanup_policy: Option<CleanupPolicyKind>,
+    /// Kafka's `min.cleanable.dirty.ratio`, a number in [0, 1].
+    pub min_cleanable_dirty_ratio: Option<DirtyRatio>,
+    #[serde(deserialize_with = "units::de_opt_millis")]
+    pub min_compaction_lag_ms: Option<u64>,
+    #[serde(deserialize_with = "units::de_opt_millis_limit")]
+    pub max_compaction_lag_ms: Option<Limit>,
+    #[serde(deserialize_with = "units::de_opt_millis")]
+    pub delete_retention_ms: Option<u64>,
+}
+
+/// Kafka's `cleanup.policy`: retention deletes old segments, compaction
+/// keeps the latest record per key, or both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+pub enum CleanupPolicyKind {
+    #[serde(rename = "delete")]
+    Delete,
+    #[serde(rename = "compact")]
+    Compact,
+    #[serde(rename = "compact,delete", alias = "delete,compact")]
+    CompactDelete,
+}
+
+impl CleanupPolicyKind {
+    /// The value of Kafka's `cleanup.policy`.
+    pub fn kafka_name(self) -> &'static str {
+        match self {
+            CleanupPolicyKind::Delete => "delete",
+            CleanupPolicyKind::Compact => "compact",
+            CleanupPolicyKind::CompactDelete => "compact,delete",
+        }
+    }
+
+    pub fn from_kafka(value: &str) -> Option<CleanupPolicyKind> {
+        let mut parts: Vec<&str> = value.split(',').map(str::trim).collect();
+        parts.sort_unstable();
+        parts.dedup();
+        match parts.as_slice() {
+            ["delete"] => Some(CleanupPolicyKind::Delete),
+            ["compact"] => Some(CleanupPolicyKind::Compact),
+            ["compact", "delete"] => Some(CleanupPolicyKind::CompactDelete),
+            _ => None,
+        }
+    }
+
+    pub fn deletes(self) -> bool {
+        self != CleanupPolicyKind::Compact
+    }
+
+    pub fn compacts(self) -> bool {
+        self != CleanupPolicyKind::Delete
+    }
+}
+
+/// A ratio in [0, 1], held in ten-thousandths so that settings compare exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DirtyRatio(pub u32);
+
+impl DirtyRatio {
+    pub fn from_f64(value: f64) -> Option<DirtyRatio> {
+        (value.is_finite() && (0.0..=1.0).contains(&value))
+            .then(|| DirtyRatio((value * 10_000.0).round() as u32))
+    }
+
+    /// As Kafka prints a double: "0.5", "1.0".
+    pub fn kafka_value(self) -> String {
+        let value = f64::from(self.0) / 10_000.0;
+        if value.fract() == 0.0 {
+            format!("{value:.1}")
+        } else {
+            format!("{value}")
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for DirtyRatio {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = f64::deserialize(deserializer)?;
+        DirtyRatio::from_f64(value).ok_or_else(|| {
+            serde::de::Error::custom(format!("{value} is not a ratio between 0 and 1"))
+        })
+    }
 }
 
 /// One `[topics.NAME]` table: settings plus what only a declared topic can have.

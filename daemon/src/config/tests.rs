@@ -546,11 +546,15 @@ fn default_kafka_configs() {
     let expected = [
         ("cleanup.policy", "delete"),
         ("compression.type", "producer"),
+        ("delete.retention.ms", "86400000"),
         ("flush.messages", "9223372036854775807"),
         ("flush.ms", "1000"),
         ("index.interval.bytes", "4096"),
+        ("max.compaction.lag.ms", "9223372036854775807"),
         ("max.message.bytes", "1048588"),
         ("message.timestamp.type", "CreateTime"),
+        ("min.cleanable.dirty.ratio", "0.5"),
+        ("min.compaction.lag.ms", "0"),
         ("min.insync.replicas", "1"),
         ("retention.bytes", "-1"),
         ("retention.ms", "604800000"),
@@ -638,14 +642,15 @@ fn new_topic_config_rejects_bad_overrides() {
     assert_eq!(
         reject(None, &[("retention.msec", "1")]),
         "unknown topic config \"retention.msec\"; Sluice supports cleanup.policy, \
-         compression.type, flush.messages, flush.ms, index.interval.bytes, max.message.bytes, \
-         message.timestamp.type, min.insync.replicas, retention.bytes, retention.ms, \
-         segment.bytes, segment.index.bytes, segment.ms, sluice.flush.mode, \
-         unclean.leader.election.enable"
+         compression.type, delete.retention.ms, flush.messages, flush.ms, \
+         index.interval.bytes, max.compaction.lag.ms, max.message.bytes, \
+         message.timestamp.type, min.cleanable.dirty.ratio, min.compaction.lag.ms, \
+         min.insync.replicas, retention.bytes, retention.ms, segment.bytes, \
+         segment.index.bytes, segment.ms, sluice.flush.mode, unclean.leader.election.enable"
     );
     assert_eq!(
-        reject(None, &[("cleanup.policy", "compact")]),
-        "cleanup.policy: \"compact\" is not supported: Sluice only deletes by retention (\"delete\")"
+        reject(None, &[("cleanup.policy", "compact,shred")]),
+        "cleanup.policy: \"compact,shred\" is not one of delete, compact, compact,delete"
     );
     assert_eq!(
         reject(None, &[("retention.ms", "7d")]),
@@ -753,4 +758,53 @@ fn host_port_parsing() {
     );
     assert!(HostPort::parse("no port").is_err());
     assert!(HostPort::parse("bad host!:1").is_err());
+}
+
+#[test]
+fn compaction_settings_parse_from_the_spec_and_from_kafka_names() {
+    let spec = parse_spec(
+        &format!(
+            "{}\n[topics.compacted]\ncleanup_policy = \"compact,delete\"\nmin_cleanable_dirty_ratio = 0.25\nmin_compaction_lag_ms = \"1m\"\nmax_compaction_lag_ms = \"1h\"\ndelete_retention_ms = \"2h\"\n",
+            DEFAULT_SPEC_TOML
+        ),
+        "cluster.toml",
+    )
+    .unwrap();
+    let config = spec.topic_config("compacted");
+    assert_eq!(config.cleanup_policy, CleanupPolicyKind::CompactDelete);
+    assert_eq!(config.min_cleanable_dirty_ratio, DirtyRatio(2_500));
+    assert_eq!(config.min_compaction_lag_ms, 60_000);
+    assert_eq!(config.max_compaction_lag_ms, Some(3_600_000));
+    assert_eq!(config.delete_retention_ms, 7_200_000);
+    let api = spec
+        .new_topic_config(
+            None,
+            &overrides(&[
+                ("cleanup.policy", "compact"),
+                ("min.cleanable.dirty.ratio", "0.01"),
+                ("delete.retention.ms", "100"),
+            ]),
+        )
+        .unwrap();
+    assert_eq!(api.cleanup_policy, CleanupPolicyKind::Compact);
+    assert_eq!(api.min_cleanable_dirty_ratio, DirtyRatio(100));
+    assert_eq!(api.delete_retention_ms, 100);
+    for bad in [
+        ("cleanup.policy", "shred"),
+        ("min.cleanable.dirty.ratio", "1.5"),
+        ("delete.retention.ms", "-5"),
+    ] {
+        assert!(
+            spec.new_topic_config(None, &overrides(&[bad])).is_err(),
+            "{bad:?}"
+        );
+    }
+    let bad_ratio = format!(
+        "{}\n[topics.x]\nmin_cleanable_dirty_ratio = 2.0\n",
+        DEFAULT_SPEC_TOML
+    );
+    let error = parse_spec(&bad_ratio, "cluster.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("min_cleanable_dirty_ratio"), "{error}");
 }

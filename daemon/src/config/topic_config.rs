@@ -3,7 +3,8 @@
 //! (DescribeConfigs, CreateTopics).
 
 use super::spec::{
-    ClusterSpec, CompressionSetting, FlushMode, Limits, TimestampKind, TopicSettings,
+    CleanupPolicyKind, ClusterSpec, CompressionSetting, DirtyRatio, FlushMode, Limits,
+    TimestampKind, TopicSettings,
 };
 use super::units::{self, Limit};
 use super::validate::{Bounds, Unit, range_message};
@@ -33,6 +34,12 @@ pub struct TopicConfig {
     pub message_timestamp_type: TimestampKind,
     pub compression: CompressionSetting,
     pub unclean_leader_election: bool,
+    pub cleanup_policy: CleanupPolicyKind,
+    pub min_cleanable_dirty_ratio: DirtyRatio,
+    pub min_compaction_lag_ms: u64,
+    /// `None`: compaction is never forced by age.
+    pub max_compaction_lag_ms: Option<u64>,
+    pub delete_retention_ms: u64,
     pub allow_delete: bool,
 }
 
@@ -47,6 +54,10 @@ pub const DEFAULT_INDEX_INTERVAL_BYTES: u32 = 4 * units::KIB as u32;
 pub const DEFAULT_RETENTION_MS: u64 = 7 * units::DAY_MS;
 /// Kafka's `message.max.bytes`: 1 MiB plus 12 bytes of batch overhead.
 pub const DEFAULT_MAX_MESSAGE_BYTES: u32 = 1_048_588;
+/// Kafka's `min.cleanable.dirty.ratio`: 0.5.
+pub const DEFAULT_MIN_CLEANABLE_DIRTY_RATIO: DirtyRatio = DirtyRatio(5_000);
+/// Kafka's `delete.retention.ms`: one day.
+pub const DEFAULT_DELETE_RETENTION_MS: u64 = units::DAY_MS;
 /// Kafka never flushes on a timer by default; Sluice bounds the data at risk to one second.
 pub const DEFAULT_FLUSH_INTERVAL_MS: u64 = units::SECOND_MS;
 
@@ -97,6 +108,11 @@ impl TopicConfig {
             message_timestamp_type: TimestampKind::CreateTime,
             compression: CompressionSetting::Producer,
             unclean_leader_election: false,
+            cleanup_policy: CleanupPolicyKind::Delete,
+            min_cleanable_dirty_ratio: DEFAULT_MIN_CLEANABLE_DIRTY_RATIO,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: None,
+            delete_retention_ms: DEFAULT_DELETE_RETENTION_MS,
             allow_delete: false,
         }
     }
@@ -136,6 +152,17 @@ impl TopicConfig {
         self.unclean_leader_election = s
             .unclean_leader_election
             .unwrap_or(self.unclean_leader_election);
+        self.cleanup_policy = s.cleanup_policy.unwrap_or(self.cleanup_policy);
+        self.min_cleanable_dirty_ratio = s
+            .min_cleanable_dirty_ratio
+            .unwrap_or(self.min_cleanable_dirty_ratio);
+        self.min_compaction_lag_ms = s
+            .min_compaction_lag_ms
+            .unwrap_or(self.min_compaction_lag_ms);
+        self.max_compaction_lag_ms = s
+            .max_compaction_lag_ms
+            .map_or(self.max_compaction_lag_ms, Limit::as_option);
+        self.delete_retention_ms = s.delete_retention_ms.unwrap_or(self.delete_retention_ms);
     }
 
     /// Kafka config names and values, sorted by name, for DescribeConfigs.
@@ -146,19 +173,35 @@ impl TopicConfig {
         let or_long_max = |value: Option<u64>| value.unwrap_or(KAFKA_LONG_MAX).to_string();
         let timestamp_type = self.message_timestamp_type.as_str();
         let configs = vec![
-            ("cleanup.policy", "delete".to_string()),
+            (
+                "cleanup.policy",
+                self.cleanup_policy.kafka_name().to_string(),
+            ),
             (
                 "compression.type",
                 self.compression.kafka_name().to_string(),
             ),
+            ("delete.retention.ms", self.delete_retention_ms.to_string()),
             ("flush.messages", or_long_max(self.flush_interval_messages)),
             ("flush.ms", or_long_max(self.flush_interval_ms)),
             (
                 "index.interval.bytes",
                 self.index_interval_bytes.to_string(),
             ),
+            (
+                "max.compaction.lag.ms",
+                or_long_max(self.max_compaction_lag_ms),
+            ),
             ("max.message.bytes", self.max_message_bytes.to_string()),
             ("message.timestamp.type", timestamp_type.to_string()),
+            (
+                "min.cleanable.dirty.ratio",
+                self.min_cleanable_dirty_ratio.kafka_value(),
+            ),
+            (
+                "min.compaction.lag.ms",
+                self.min_compaction_lag_ms.to_string(),
+            ),
             ("min.insync.replicas", self.min_insync_replicas.to_string()),
             ("retention.bytes", or_minus_one(self.retention_bytes)),
             ("retention.ms", or_minus_one(self.retention_ms)),
@@ -191,11 +234,14 @@ pub(crate) enum Setting {
     MaxMessageBytes,
     FlushIntervalMessages,
     FlushIntervalMs,
+    MinCompactionLagMs,
+    MaxCompactionLagMs,
+    DeleteRetentionMs,
 }
 
 impl Setting {
     /// The settings with numeric bounds, in `TopicSettings` order.
-    pub(crate) const NUMERIC: [Setting; 12] = [
+    pub(crate) const NUMERIC: [Setting; 15] = [
         Setting::Partitions,
         Setting::ReplicationFactor,
         Setting::MinInsyncReplicas,
@@ -208,6 +254,9 @@ impl Setting {
         Setting::MaxMessageBytes,
         Setting::FlushIntervalMessages,
         Setting::FlushIntervalMs,
+        Setting::MinCompactionLagMs,
+        Setting::MaxCompactionLagMs,
+        Setting::DeleteRetentionMs,
     ];
 
     pub(crate) fn toml_key(self) -> &'static str {
@@ -224,6 +273,9 @@ impl Setting {
             Setting::MaxMessageBytes => "max_message_bytes",
             Setting::FlushIntervalMessages => "flush_interval_messages",
             Setting::FlushIntervalMs => "flush_interval_ms",
+            Setting::MinCompactionLagMs => "min_compaction_lag_ms",
+            Setting::MaxCompactionLagMs => "max_compaction_lag_ms",
+            Setting::DeleteRetentionMs => "delete_retention_ms",
         }
     }
 
@@ -242,6 +294,9 @@ impl Setting {
             Setting::MaxMessageBytes => "max.message.bytes",
             Setting::FlushIntervalMessages => "flush.messages",
             Setting::FlushIntervalMs => "flush.ms",
+            Setting::MinCompactionLagMs => "min.compaction.lag.ms",
+            Setting::MaxCompactionLagMs => "max.compaction.lag.ms",
+            Setting::DeleteRetentionMs => "delete.retention.ms",
         }
     }
 
@@ -261,6 +316,9 @@ impl Setting {
             Setting::MaxMessageBytes => (i128::from(MAX_MESSAGE_BYTES_MIN), int, Unit::Bytes),
             Setting::FlushIntervalMessages => (1, long, Unit::Count),
             Setting::FlushIntervalMs => (1, long, Unit::Millis),
+            Setting::MinCompactionLagMs => (0, long, Unit::Millis),
+            Setting::MaxCompactionLagMs => (1, long, Unit::Millis),
+            Setting::DeleteRetentionMs => (0, long, Unit::Millis),
         };
         Bounds { min, max, unit }
     }
@@ -282,6 +340,9 @@ impl Setting {
             Setting::MaxMessageBytes => s.max_message_bytes.map(i128::from),
             Setting::FlushIntervalMessages => limit(s.flush_interval_messages),
             Setting::FlushIntervalMs => limit(s.flush_interval_ms),
+            Setting::MinCompactionLagMs => s.min_compaction_lag_ms.map(i128::from),
+            Setting::MaxCompactionLagMs => limit(s.max_compaction_lag_ms),
+            Setting::DeleteRetentionMs => s.delete_retention_ms.map(i128::from),
         }
     }
 
@@ -293,6 +354,7 @@ impl Setting {
             Setting::RetentionBytes => s.retention_bytes.is_some(),
             Setting::FlushIntervalMessages => s.flush_interval_messages.is_some(),
             Setting::FlushIntervalMs => s.flush_interval_ms.is_some(),
+            Setting::MaxCompactionLagMs => s.max_compaction_lag_ms.is_some(),
             numeric => numeric.raw_value(settings).is_some(),
         }
     }
@@ -467,10 +529,11 @@ impl ClusterSpec {
 }
 
 /// Kafka config names that `apply_kafka_config` understands, for error messages.
-const KAFKA_CONFIG_NAMES: &str = "cleanup.policy, compression.type, flush.messages, flush.ms, \
-    index.interval.bytes, max.message.bytes, message.timestamp.type, min.insync.replicas, \
-    retention.bytes, retention.ms, segment.bytes, segment.index.bytes, segment.ms, \
-    sluice.flush.mode, unclean.leader.election.enable";
+const KAFKA_CONFIG_NAMES: &str = "cleanup.policy, compression.type, delete.retention.ms, \
+    flush.messages, flush.ms, index.interval.bytes, max.compaction.lag.ms, max.message.bytes, \
+    message.timestamp.type, min.cleanable.dirty.ratio, min.compaction.lag.ms, \
+    min.insync.replicas, retention.bytes, retention.ms, segment.bytes, segment.index.bytes, \
+    segment.ms, sluice.flush.mode, unclean.leader.election.enable";
 
 fn apply_kafka_config(config: &mut TopicConfig, name: &str, value: &str) -> Result<(), String> {
     let is_config = |s: &Setting| !matches!(s, Setting::Partitions | Setting::ReplicationFactor);
@@ -483,15 +546,18 @@ fn apply_kafka_config(config: &mut TopicConfig, name: &str, value: &str) -> Resu
     }
     let one_of = |choices: &str| format!("{name}: {value:?} is not one of {choices}");
     match name {
-        "cleanup.policy" => match value {
-            "delete" => {}
-            "compact" | "compact,delete" | "delete,compact" => {
-                return Err(format!(
-                    "{name}: {value:?} is not supported: Sluice only deletes by retention (\"delete\")"
-                ));
-            }
-            _ => return Err(one_of("delete, compact")),
-        },
+        "cleanup.policy" => {
+            config.cleanup_policy = CleanupPolicyKind::from_kafka(value)
+                .ok_or_else(|| one_of("delete, compact, compact,delete"))?;
+        }
+        "min.cleanable.dirty.ratio" => {
+            config.min_cleanable_dirty_ratio = value
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .and_then(DirtyRatio::from_f64)
+                .ok_or_else(|| format!("{name}: {value:?} is not a number between 0 and 1"))?;
+        }
         "compression.type" => match kafka_compression(value)? {
             CompressionSetting::Producer => config.compression = CompressionSetting::Producer,
             _ => return Err(format!("{name}: {value:?}: {RECOMPRESSION_NOT_BUILT}")),
@@ -539,7 +605,9 @@ fn apply_kafka_number(
     })?;
     let unlimited = match setting {
         Setting::RetentionMs | Setting::RetentionBytes => parsed == -1,
-        Setting::FlushIntervalMessages | Setting::FlushIntervalMs => parsed == i64::MAX,
+        Setting::FlushIntervalMessages | Setting::FlushIntervalMs | Setting::MaxCompactionLagMs => {
+            parsed == i64::MAX
+        }
         _ => false,
     };
     if !unlimited && let Some(message) = setting.check(i128::from(parsed)) {
@@ -561,6 +629,9 @@ fn apply_kafka_number(
         Setting::MaxMessageBytes => config.max_message_bytes = narrow,
         Setting::FlushIntervalMessages => config.flush_interval_messages = bounded,
         Setting::FlushIntervalMs => config.flush_interval_ms = bounded,
+        Setting::MinCompactionLagMs => config.min_compaction_lag_ms = number,
+        Setting::MaxCompactionLagMs => config.max_compaction_lag_ms = bounded,
+        Setting::DeleteRetentionMs => config.delete_retention_ms = number,
         Setting::Partitions | Setting::ReplicationFactor => {
             unreachable!("not topic configs in Kafka")
         }

@@ -208,8 +208,11 @@ fn check_header_rules(header: &BatchHeader) -> Result<(), LogError> {
             reason: "unknown compression codec",
         });
     }
-    if header.record_count < 1 {
-        return Err(invalid("record count below 1"));
+    // Zero is legal: compaction leaves empty batches standing for offsets
+    // whose records were all cleaned away (producers cannot send them:
+    // `check_producer_counts` wants count = lastOffsetDelta + 1 ≥ 1).
+    if header.record_count < 0 {
+        return Err(invalid("negative record count"));
     }
     if header.last_offset_delta < 0 {
         return Err(invalid("negative last offset delta"));
@@ -556,13 +559,19 @@ mod tests {
     #[test]
     fn counts_must_agree_with_delta() {
         let mut records = encode_batch(2, 10, 1000, Compression::None);
-        records[RECORD_COUNT_AT..RECORD_COUNT_AT + 4].copy_from_slice(&0i32.to_be_bytes());
+        records[RECORD_COUNT_AT..RECORD_COUNT_AT + 4].copy_from_slice(&(-1i32).to_be_bytes());
         let crc = compute_crc(&records);
         records[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
         assert!(matches!(
             validate_batches(&records, u32::MAX),
             Err(LogError::InvalidBatch { .. })
         ));
+        // An empty batch is stored (compaction leaves them), never produced.
+        records[RECORD_COUNT_AT..RECORD_COUNT_AT + 4].copy_from_slice(&0i32.to_be_bytes());
+        let crc = compute_crc(&records);
+        records[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+        let headers = validate_batches(&records, u32::MAX).unwrap();
+        assert!(check_producer_counts(&headers[0], &records).is_err());
         records[RECORD_COUNT_AT..RECORD_COUNT_AT + 4].copy_from_slice(&1i32.to_be_bytes());
         let crc = compute_crc(&records);
         records[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());

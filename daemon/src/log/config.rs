@@ -44,6 +44,20 @@ pub enum TimestampType {
     LogAppendTime,
 }
 
+/// Kafka's `cleanup.policy`: old data goes by retention, by compaction, or both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CleanupPolicy {
+    pub delete: bool,
+    pub compact: bool,
+}
+
+impl CleanupPolicy {
+    pub const DELETE: CleanupPolicy = CleanupPolicy {
+        delete: true,
+        compact: false,
+    };
+}
+
 /// Settings of one partition's log; see docs/log-format.md.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogConfig {
@@ -63,6 +77,8 @@ pub struct LogConfig {
     pub max_message_bytes: u32,
     pub flush: FlushPolicy,
     pub timestamp_type: TimestampType,
+    pub cleanup: CleanupPolicy,
+    pub compaction: super::cleaner::CompactionConfig,
 }
 
 impl Default for LogConfig {
@@ -80,6 +96,8 @@ impl Default for LogConfig {
                 interval_ms: None,
             },
             timestamp_type: TimestampType::CreateTime,
+            cleanup: CleanupPolicy::DELETE,
+            compaction: super::cleaner::CompactionConfig::default(),
         }
     }
 }

@@ -8,6 +8,7 @@
 
 mod batch;
 mod checkpoint;
+mod cleaner;
 mod compressed;
 mod config;
 mod error;
@@ -17,6 +18,7 @@ mod leader_epoch;
 mod partition_log;
 mod producer_snapshot;
 mod producer_state;
+mod records;
 mod recovery;
 mod retention;
 mod segment;
@@ -24,6 +26,8 @@ mod time_index;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_cleaner;
 #[cfg(test)]
 mod tests_compaction;
 #[cfg(test)]
@@ -36,17 +40,19 @@ pub use batch::{
     validate_batches,
 };
 pub use checkpoint::write_atomic as write_file_atomic;
+pub use cleaner::{CompactionConfig, OFFSET_MAP_ENTRIES_MAX};
 pub use config::{
-    FlushPolicy, INDEX_INTERVAL_BYTES_DEFAULT, LogConfig, MAX_MESSAGE_BYTES_DEFAULT,
+    CleanupPolicy, FlushPolicy, INDEX_INTERVAL_BYTES_DEFAULT, LogConfig, MAX_MESSAGE_BYTES_DEFAULT,
     RETENTION_MS_DEFAULT, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_INDEX_BYTES_DEFAULT,
     SEGMENT_MS_DEFAULT, TimestampType,
 };
 pub use error::LogError;
 pub use leader_epoch::{EpochEntry, LEADER_EPOCH_CHECKPOINT_FILE, LeaderEpochCache};
 pub use partition_log::{
-    AppendInfo, CLEAN_SHUTDOWN_FILE, FileSlice, LOG_START_OFFSET_CHECKPOINT_FILE, PartitionLog,
-    PendingSync, RECOVERY_POINT_CHECKPOINT_FILE, RECOVERY_POINT_CHECKPOINT_INTERVAL_MS, ReadSlice,
-    RecoveryReport, RetentionOutcome,
+    AppendInfo, CLEAN_SHUTDOWN_FILE, CLEANER_CHECKPOINT_FILE, CleanJob, CleanStats, CleanedGroup,
+    FileSlice, LOG_START_OFFSET_CHECKPOINT_FILE, PartitionLog, PendingSync,
+    RECOVERY_POINT_CHECKPOINT_FILE, RECOVERY_POINT_CHECKPOINT_INTERVAL_MS, ReadSlice,
+    RecoveryReport, RetentionOutcome, SwapStep,
 };
 pub use producer_state::{
     BATCHES_KEPT, BatchMeta, ProducerBatch, ProducerCheck, ProducerEntry, ProducerError,

@@ -21,8 +21,12 @@ use super::segment::{self, RELATIVE_OFFSET_MAX, Segment};
 
 pub use super::segment::FileSlice;
 
+#[path = "partition_cleaner.rs"]
+mod cleaning;
 #[path = "partition_producers.rs"]
 mod producers;
+
+pub use cleaning::{CLEANER_CHECKPOINT_FILE, CleanJob, CleanStats, CleanedGroup, SwapStep};
 
 /// Per-partition recovery point (Kafka keeps one such file per log dir).
 pub const RECOVERY_POINT_CHECKPOINT_FILE: &str = "recovery-point-offset-checkpoint";
@@ -137,6 +141,8 @@ pub struct PartitionLog {
     /// Offsets below this are gone for readers: ≥ the first segment's base;
     /// above it after DeleteRecords (checkpointed), until retention catches up.
     log_start_offset: i64,
+    /// Compaction: offsets below this were cleaned by a finished pass.
+    cleaner_checkpoint: i64,
     /// Idempotent producers' state, derived from the batches in the log.
     producers: ProducerStateMap,
     /// Offsets of the producer snapshots on disk.
@@ -252,6 +258,7 @@ impl PartitionLog {
         now_ms: i64,
     ) -> Result<(PartitionLog, RecoveryReport), LogError> {
         fs::create_dir_all(dir).map_err(LogError::io("create dir", dir))?;
+        cleaning::recover_interrupted_swap(dir)?;
         let listing = list_dir(dir)?;
         let clean_offset = read_offset_file_or_none(&dir.join(CLEAN_SHUTDOWN_FILE))?;
         let recovery_point =
@@ -299,6 +306,7 @@ impl PartitionLog {
             last_flush_ms: now_ms,
             truncations: 0,
             log_start_offset: 0,
+            cleaner_checkpoint: Self::load_cleaner_checkpoint(dir)?,
             producers: ProducerStateMap::new(),
             snapshots: listing.snapshots,
         };
@@ -484,6 +492,22 @@ fn finish_segments(
     Ok(())
 }
 
+/// A compacted topic keeps the latest record per key, so every record
+/// needs one: the one place produce decodes every record, as Kafka does.
+fn check_keys(header: &BatchHeader, batch: &[u8]) -> Result<(), LogError> {
+    let invalid = |reason| LogError::InvalidBatch {
+        position: header.position,
+        reason,
+    };
+    let body = super::records::decompress(header.attributes & 0x7, &batch[BATCH_HEADER_BYTES..])
+        .map_err(invalid)?;
+    let records = super::records::walk(&body, header.record_count).map_err(invalid)?;
+    if records.iter().any(|record| record.key.is_none()) {
+        return Err(invalid("a compacted topic refuses records without a key"));
+    }
+    Ok(())
+}
+
 /// Re-reads a header we just patched; a failure is a bug in the patching
 /// (the pair of the validation done before it).
 fn reparse_patched(
@@ -556,7 +580,7 @@ impl PartitionLog {
                 latest_epoch,
             });
         }
-        if let Some(original) = self.check_producers(&headers)? {
+        if let Some(original) = self.check_producers(&headers, records)? {
             return Ok(original);
         }
         let log_append_time =
@@ -599,7 +623,11 @@ impl PartitionLog {
     /// Refuses what a producer may not write (control batches; transactions,
     /// not built yet) and checks idempotent producers' epochs and sequences.
     /// A retry of a batch already in the log returns that batch's offsets.
-    fn check_producers(&self, headers: &[BatchHeader]) -> Result<Option<AppendInfo>, LogError> {
+    fn check_producers(
+        &self,
+        headers: &[BatchHeader],
+        records: &[u8],
+    ) -> Result<Option<AppendInfo>, LogError> {
         for header in headers {
             let refused = if header.is_control() {
                 Some("control batches are written by the broker, not by producers")
@@ -613,6 +641,12 @@ impl PartitionLog {
                     position: header.position,
                     reason,
                 });
+            }
+        }
+        if self.config.cleanup.compact {
+            for header in headers {
+                let start = header.position as usize;
+                check_keys(header, &records[start..start + header.batch_bytes as usize])?;
             }
         }
         let batches: Vec<_> = headers
@@ -1066,10 +1100,16 @@ impl PartitionLog {
                 is_empty: segment.is_empty(),
             })
             .collect();
+        // A compact-only topic keeps every segment; the cleaner shrinks them.
+        let (retention_ms, retention_bytes) = if self.config.cleanup.delete {
+            (self.config.retention_ms, self.config.retention_bytes)
+        } else {
+            (None, None)
+        };
         let plan = retention::plan(
             &summaries,
-            self.config.retention_ms,
-            self.config.retention_bytes,
+            retention_ms,
+            retention_bytes,
             max_offset_exclusive,
             now_ms,
         );
