@@ -5,7 +5,7 @@
 //! each group is in one of the typed states of `state`. `service` is the
 //! async shell: a lock, answer channels, the timer driver, and commits
 //! written to the `__consumer_offsets` partition the group hashes to
-//! (`offsets_log`), replayed at startup and compacted copy-forward.
+//! (`offsets_log`), replayed at startup and compacted by the log cleaner.
 
 mod coordinator;
 pub mod describe;

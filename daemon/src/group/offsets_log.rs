@@ -189,10 +189,16 @@ pub fn decode_batches(bytes: Bytes) -> Result<(Vec<OffsetChange>, Option<i64>), 
         if !whole {
             break;
         }
+        // The batch's own end: compaction may have removed its last records,
+        // or all of them (an empty batch).
+        if buf.remaining() >= 27 {
+            let base = i64::from_be_bytes(buf[0..8].try_into().unwrap_or([0; 8]));
+            let delta = i32::from_be_bytes(buf[23..27].try_into().unwrap_or([0; 4]));
+            next_offset = Some(base + i64::from(delta) + 1);
+        }
         let set = RecordBatchDecoder::decode(&mut buf)
             .map_err(|e| OffsetsLogError::Batch(e.to_string()))?;
         for record in &set.records {
-            next_offset = Some(record.offset + 1);
             let Some(key) = &record.key else { continue };
             if let Some(change) = decode_record(key, record.value.as_ref())? {
                 changes.push(change);

@@ -1,6 +1,7 @@
 //! The async shell around the sans-IO `Coordinator`: a lock, the channels
 //! parked JoinGroup/SyncGroup answers complete through, durable commits to
-//! the offsets log, replay at startup, the timer driver and compaction.
+//! the offsets log, replay at startup and the timer driver (the log cleaner
+//! compacts the offsets topic like any compacted topic).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -20,11 +21,8 @@ use super::state::ReplyToken;
 use super::sync::SyncRequest;
 use crate::broker::{Broker, Partition, now_ms};
 
-/// Longest the driver sleeps with no deadline armed (compaction checks).
+/// Longest the driver sleeps with no deadline armed.
 const DRIVER_IDLE_WAKEUP: Duration = Duration::from_secs(5);
-/// An offsets partition is compacted once its log exceeds this and twice
-/// its size after the previous compaction.
-pub const OFFSETS_COMPACT_BYTES_MIN: u64 = 16 * 1024 * 1024;
 /// Bytes read per step when replaying the offsets log at startup.
 const REPLAY_READ_BYTES: u32 = 1024 * 1024;
 
@@ -51,8 +49,6 @@ struct Inner {
     core: Coordinator,
     joins: HashMap<ReplyToken, JoinSender>,
     syncs: HashMap<ReplyToken, SyncSender>,
-    /// Per offsets partition: its size right after the last compaction.
-    compacted_bytes: Vec<u64>,
 }
 
 impl Inner {
@@ -91,6 +87,20 @@ impl std::fmt::Debug for GroupCoordinator {
 /// watermark must pass (fsync-before-ack topics).
 pub type CommitWait = Option<(Arc<Partition>, i64)>;
 
+/// Kafka's settings of its offsets topic: compacted by the log cleaner,
+/// never deleted by retention, 100 MiB segments (`offsets.topic.segment.bytes`).
+fn offsets_topic_overrides() -> Vec<(String, String)> {
+    [
+        ("cleanup.policy", "compact"),
+        ("retention.ms", "-1"),
+        ("retention.bytes", "-1"),
+        ("segment.bytes", "104857600"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
 impl GroupCoordinator {
     /// Opens (creating) the offsets topic and rebuilds every group's
     /// committed offsets from it.
@@ -98,15 +108,20 @@ impl GroupCoordinator {
         let topic = match broker.topic(OFFSETS_TOPIC) {
             Some(topic) => topic,
             None => {
-                let overrides = [
-                    ("retention.ms".to_string(), "-1".to_string()),
-                    ("retention.bytes".to_string(), "-1".to_string()),
-                ];
+                let overrides = offsets_topic_overrides();
                 broker
                     .create_internal_topic(OFFSETS_TOPIC, OFFSETS_TOPIC_PARTITIONS, &overrides)
                     .map_err(|e| GroupError::Storage(e.to_string()))?
             }
         };
+        // Offsets topics from before the log cleaner were compacted here.
+        let wanted: std::collections::BTreeMap<String, String> =
+            offsets_topic_overrides().into_iter().collect();
+        if broker.topic_overrides(OFFSETS_TOPIC) != wanted {
+            broker
+                .set_topic_overrides(OFFSETS_TOPIC, wanted, false)
+                .map_err(|e| GroupError::Storage(e.to_string()))?;
+        }
         if topic.partitions.len() != OFFSETS_TOPIC_PARTITIONS as usize {
             return Err(GroupError::Storage(format!(
                 "{OFFSETS_TOPIC} has {} partitions, expected {OFFSETS_TOPIC_PARTITIONS}",
@@ -118,7 +133,6 @@ impl GroupCoordinator {
             ..CoordinatorConfig::default()
         };
         let mut core = Coordinator::new(config);
-        let mut compacted_bytes = Vec::new();
         for partition in &topic.partitions {
             let replayed = replay(partition, &mut core)?;
             tracing::debug!(
@@ -126,7 +140,6 @@ impl GroupCoordinator {
                 partition = partition.index,
                 records = replayed
             );
-            compacted_bytes.push(partition.size_bytes());
         }
         tracing::info!(event = "groups_loaded", groups = core.groups().count());
         Ok(Arc::new(Self {
@@ -134,7 +147,6 @@ impl GroupCoordinator {
                 core,
                 joins: HashMap::new(),
                 syncs: HashMap::new(),
-                compacted_bytes,
             }),
             offsets: topic.partitions.clone(),
             wakeup: Notify::new(),
@@ -307,7 +319,7 @@ impl GroupCoordinator {
     }
 
     /// The timer driver: sleeps until the earliest deadline (or a new
-    /// request re-arms it), expires sessions and barriers, compacts.
+    /// request re-arms it), expires sessions and barriers.
     pub async fn run_driver(self: Arc<Self>) {
         loop {
             let next = self.lock().core.poll_timeout();
@@ -318,69 +330,7 @@ impl GroupCoordinator {
                 _ = self.wakeup.notified() => continue,
             }
             self.with_core(|inner| inner.core.handle_timeout(Instant::now()));
-            let this = self.clone();
-            let compacted = tokio::task::spawn_blocking(move || this.compact_due()).await;
-            if let Ok(Err(e)) = compacted {
-                tracing::error!(event = "offsets_compaction_failed", error = %e);
-            }
         }
-    }
-
-    /// Compacts every offsets partition that has grown enough.
-    pub fn compact_due(&self) -> Result<(), GroupError> {
-        for partition in &self.offsets {
-            let index = partition.index as usize;
-            let size = partition.size_bytes();
-            let floor = self.lock().compacted_bytes[index];
-            if size > OFFSETS_COMPACT_BYTES_MIN.max(2 * floor) {
-                self.compact(partition)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Copy-forward compaction: re-append the live offsets of the groups
-    /// on `partition` into a fresh segment, sync, then delete every older
-    /// segment. Holds the coordinator lock so no commit interleaves.
-    pub fn compact(&self, partition: &Arc<Partition>) -> Result<(), GroupError> {
-        let storage = |e: crate::log::LogError| GroupError::Storage(e.to_string());
-        let mut inner = self.lock();
-        let live: Vec<OffsetChange> = inner
-            .core
-            .groups()
-            .filter(|(id, _)| {
-                offsets_log::partition_for(id, OFFSETS_TOPIC_PARTITIONS) == partition.index
-            })
-            .flat_map(|(id, g)| {
-                g.offsets
-                    .iter()
-                    .map(|(k, v)| (id.clone(), k.clone(), Some(v.clone())))
-            })
-            .collect();
-        let rolled = partition.lock_log().roll_now(now_ms());
-        let snapshot_base = partition
-            .stop_on_storage_failure("offsets compaction roll", rolled)
-            .map_err(storage)?;
-        let batches = offsets_log::encode_batches(&live, now_ms())
-            .map_err(|e| GroupError::Storage(e.to_string()))?;
-        for batch in batches {
-            partition.append(&batch, now_ms()).map_err(storage)?;
-        }
-        // The snapshot must be durable before what it replaces goes.
-        partition.sync(now_ms()).map_err(storage)?;
-        let deleted = partition.lock_log().delete_segments_below(snapshot_base);
-        let deleted = partition
-            .stop_on_storage_failure("offsets compaction delete", deleted)
-            .map_err(storage)?;
-        inner.compacted_bytes[partition.index as usize] = partition.size_bytes();
-        tracing::info!(
-            event = "offsets_compacted",
-            partition = partition.index,
-            live = live.len(),
-            segments_deleted = deleted,
-            snapshot_base
-        );
-        Ok(())
     }
 }
 
