@@ -55,6 +55,19 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9092")]
         bootstrap: String,
     },
+    /// Measure how long a daemon with many partitions takes to serve them
+    /// all again after a SIGKILL and after a clean stop.
+    BenchRecovery {
+        /// Partitions of the one topic (each gets one record).
+        #[arg(long, default_value_t = 2000)]
+        partitions: i32,
+        /// Kill-and-restart rounds (each followed by a clean restart).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Directory on the disk to measure (the daemon's data goes under it).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
     /// Measure produce/consume throughput of an in-process broker beside the
     /// raw disk write and loopback TCP rates of this machine.
     Bench {
@@ -143,6 +156,24 @@ fn main() -> ExitCode {
             }
         }
         Some(Command::Groups { ref bootstrap }) => groups(bootstrap),
+        Some(Command::BenchRecovery {
+            partitions,
+            rounds,
+            ref dir,
+        }) => {
+            let options = sluice::bench::recovery::RecoveryOptions {
+                partitions,
+                rounds,
+                dir: dir.clone(),
+            };
+            match sluice::bench::recovery::run(&options) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sluiced bench-recovery: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         None => {
             init_tracing();
             sluice::failstop::install_panic_hook();

@@ -4,6 +4,7 @@
 
 mod baseline;
 pub mod client;
+pub mod recovery;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

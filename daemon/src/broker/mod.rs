@@ -4,6 +4,7 @@
 
 mod admin;
 mod log_config;
+mod parallel;
 mod partition;
 mod producer_ids;
 mod registry;

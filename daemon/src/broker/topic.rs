@@ -1,16 +1,17 @@
 //! A topic on this broker: its id, resolved settings and partitions.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use thiserror::Error;
 use uuid::Uuid;
 
 use super::log_config::log_config_for;
+use super::parallel::{PARTITION_IO_THREADS, parallel_map};
 use super::partition::Partition;
 use super::registry::{RegistryEntry, RegistryError, TopicOrigin};
 use crate::config::{ClusterSpec, FlushMode, TopicConfig};
-use crate::log::{LogError, PartitionLog};
+use crate::log::{LogError, PartitionLog, sync_filesystem};
 
 /// Most partitions one topic may have on this broker.
 pub const TOPIC_PARTITIONS_MAX: i32 = 10_000;
@@ -172,14 +173,30 @@ impl Topic {
         let name: Arc<str> = name.into();
         let log_config = log_config_for(&request.config);
         let fsync = matches!(request.config.flush, FlushMode::Fsync);
-        let mut partitions = Vec::with_capacity(request.partitions as usize);
-        for index in 0..request.partitions {
+        let indexes: Vec<i32> = (0..request.partitions).collect();
+        let opened = parallel_map(&indexes, PARTITION_IO_THREADS, |&index| {
             let dir = partition_dir(data_dir, &name, index);
             std::fs::create_dir_all(&dir).map_err(|source| CreateTopicError::Dir {
                 path: dir.clone(),
                 source,
             })?;
-            let (log, report) = PartitionLog::open(&dir, log_config.clone(), now_ms)?;
+            Ok::<_, CreateTopicError>(PartitionLog::open_unsettled(
+                &dir,
+                log_config.clone(),
+                now_ms,
+            )?)
+        });
+        let opened = opened.into_iter().collect::<Result<Vec<_>, _>>()?;
+        // One sync for every partition recovered after a crash, not a few each.
+        let recovered = opened.iter().filter(|o| o.needs_sync()).count();
+        if recovered > 0 {
+            let started = std::time::Instant::now();
+            sync_filesystem(data_dir)?;
+            tracing::info!(event = "recovered_partitions_synced", topic = %name, partitions = recovered, millis = started.elapsed().as_millis() as u64);
+        }
+        let mut partitions = Vec::with_capacity(opened.len());
+        for (index, unsettled) in (0..).zip(opened) {
+            let (log, report) = unsettled.settle()?;
             tracing::debug!(event = "partition_recovered", topic = %name, partition = index, report = ?report);
             partitions.push(Arc::new(Partition::new(name.clone(), index, log, fsync)));
         }
@@ -256,13 +273,21 @@ impl Topic {
                     .collect();
             }
         };
-        topic
+        let partitions: Vec<Mutex<Option<Arc<Partition>>>> = topic
             .partitions
             .into_iter()
-            .map(|partition| match Arc::try_unwrap(partition) {
+            .map(|p| Mutex::new(Some(p)))
+            .collect();
+        parallel_map(&partitions, PARTITION_IO_THREADS, |slot| {
+            let partition = slot
+                .lock()
+                .expect("partition slot lock poisoned")
+                .take()
+                .expect("each partition is closed once");
+            match Arc::try_unwrap(partition) {
                 Ok(partition) => partition.into_log().close(super::now_ms()),
                 Err(shared) => shared.sync(super::now_ms()),
-            })
-            .collect()
+            }
+        })
     }
 }

@@ -32,6 +32,14 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), LogError> {
     sync_dir(parent_of(path))
 }
 
+/// Replaces `path` atomically (old or new contents, never a mix) without
+/// syncing: for files whose loss in a crash only costs recovery time.
+pub(crate) fn write_atomic_unsynced(path: &Path, contents: &[u8]) -> Result<(), LogError> {
+    let tmp = tmp_path(path);
+    fs::write(&tmp, contents).map_err(LogError::io("write", &tmp))?;
+    fs::rename(&tmp, path).map_err(LogError::io("rename", &tmp))
+}
+
 /// Reads a checkpoint; `Ok(None)` when it does not exist.
 pub(crate) fn read(path: &Path) -> Result<Option<String>, LogError> {
     let file = match File::open(path) {

@@ -52,7 +52,7 @@ pub use partition_log::{
     AppendInfo, CLEAN_SHUTDOWN_FILE, CLEANER_CHECKPOINT_FILE, CleanJob, CleanStats, CleanedGroup,
     FileSlice, LOG_START_OFFSET_CHECKPOINT_FILE, PartitionLog, PendingSync,
     RECOVERY_POINT_CHECKPOINT_FILE, RECOVERY_POINT_CHECKPOINT_INTERVAL_MS, ReadSlice,
-    RecoveryReport, RetentionOutcome, SwapStep,
+    RecoveryReport, RetentionOutcome, SwapStep, UnsettledLog, sync_filesystem,
 };
 pub use producer_state::{
     BATCHES_KEPT, BatchMeta, ProducerBatch, ProducerCheck, ProducerEntry, ProducerError,

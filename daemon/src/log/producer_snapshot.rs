@@ -142,9 +142,11 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<ProducerStateMap, &'static str> {
     Ok(ProducerStateMap::from_entries(producers))
 }
 
-/// Writes the snapshot for `offset` atomically and durably.
+/// Writes the snapshot for `offset` atomically, not synced: one lost in a
+/// crash, or one past data that was lost, is dropped at open and recovery
+/// replays from an older one.
 pub(crate) fn write(dir: &Path, offset: i64, state: &ProducerStateMap) -> Result<(), LogError> {
-    checkpoint::write_atomic(&path(dir, offset), &encode(state))
+    checkpoint::write_atomic_unsynced(&path(dir, offset), &encode(state))
 }
 
 /// Reads one snapshot; a corrupt one is an error the caller may skip.
