@@ -412,6 +412,21 @@ pub(crate) fn cross_check(
             message,
         ));
     }
+    if let Some(max_lag) = config.max_compaction_lag_ms
+        && config.min_compaction_lag_ms > max_lag
+    {
+        let message = format!(
+            "{} ({}) exceeds {} ({max_lag}): no record could be compacted in time",
+            name(Setting::MinCompactionLagMs),
+            config.min_compaction_lag_ms,
+            name(Setting::MaxCompactionLagMs),
+        );
+        problems.push(problem(
+            Setting::MinCompactionLagMs,
+            Some(Setting::MaxCompactionLagMs),
+            message,
+        ));
+    }
     let max_message_bytes = u64::from(config.max_message_bytes);
     if max_message_bytes > config.segment_bytes {
         let message = format!(
