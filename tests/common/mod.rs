@@ -46,6 +46,7 @@ pub struct Daemon {
     pub kafka: SocketAddr,
     pub metrics: SocketAddr,
     pub spec_path: PathBuf,
+    data: PathBuf,
     child: Option<Child>,
     log_path: PathBuf,
 }
@@ -68,7 +69,25 @@ impl Daemon {
     }
 
     fn start_full(topics_toml: &str, topic_defaults_toml: &str, limits_toml: &str) -> Daemon {
+        Self::start_at(topics_toml, topic_defaults_toml, limits_toml, None)
+    }
+
+    /// As `start`, with the data directory at `data_dir` (e.g. on a
+    /// filesystem the test mounted) instead of inside the daemon's temp dir.
+    pub fn start_with_data_dir(topics_toml: &str, data_dir: &Path) -> Daemon {
+        Self::start_at(topics_toml, "", "", Some(data_dir))
+    }
+
+    fn start_at(
+        topics_toml: &str,
+        topic_defaults_toml: &str,
+        limits_toml: &str,
+        data_dir: Option<&Path>,
+    ) -> Daemon {
         let dir = tempfile::tempdir().expect("temp dir");
+        let data = data_dir.map_or(dir.path().join("data"), Path::to_path_buf);
+        // Relative by default: tests edit the spec text around this line.
+        let data_dir = data_dir.map_or("data".to_string(), |d| d.display().to_string());
         let port = free_port();
         let kafka: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
         let metrics: SocketAddr = format!("127.0.0.1:{}", free_port())
@@ -88,7 +107,7 @@ id = 1
 kafka = "127.0.0.1:{port}"
 quic = "127.0.0.1:{quic}"
 metrics = "{metrics}"
-data_dir = "data"
+data_dir = "{data_dir}"
 
 [limits]
 {limits_toml}
@@ -108,6 +127,7 @@ data_dir = "data"
             kafka,
             metrics,
             spec_path,
+            data,
             child: None,
             log_path,
         };
@@ -116,7 +136,7 @@ data_dir = "data"
     }
 
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.data.clone()
     }
 
     /// GET /metrics: the exposition text.
@@ -202,6 +222,22 @@ data_dir = "data"
     }
 
     /// SIGTERM and wait for a clean exit; returns the exit status code.
+    /// Waits up to `timeout` for the process to exit by itself; its exit code.
+    pub fn wait_for_exit(&mut self, timeout: Duration) -> Option<Option<i32>> {
+        let child = self.child.as_mut()?;
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status.code());
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn terminate(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;
         // SAFETY: sending a signal to our own child process.

@@ -285,6 +285,7 @@ impl PartitionLog {
         fs::create_dir_all(dir).map_err(LogError::io("create dir", dir))?;
         cleaning::recover_interrupted_swap(dir)?;
         let listing = list_dir(dir)?;
+        let fresh = listing.bases.is_empty();
         let clean_offset = read_offset_file_or_none(&dir.join(CLEAN_SHUTDOWN_FILE))?;
         let recovery_point =
             read_offset_file_or_none(&dir.join(RECOVERY_POINT_CHECKPOINT_FILE))?.unwrap_or(0);
@@ -368,7 +369,7 @@ impl PartitionLog {
         log.rebuild_producer_state()?;
         report.log_start_offset = log.log_start_offset();
         report.log_end_offset = log.log_end_offset();
-        Ok(UnsettledLog { log, report })
+        Ok(UnsettledLog { log, report, fresh })
     }
 
     /// After recovery and the sync that made it durable: set the recovery
@@ -398,13 +399,15 @@ impl PartitionLog {
 pub struct UnsettledLog {
     log: PartitionLog,
     report: RecoveryReport,
+    /// The directory held no segment: nothing was recovered.
+    fresh: bool,
 }
 
 impl UnsettledLog {
     /// Whether recovered bytes must be synced before `settle` (after a
     /// crash); a clean shutdown left everything durable.
     pub fn needs_sync(&self) -> bool {
-        !self.report.clean_shutdown
+        !self.report.clean_shutdown && !self.fresh
     }
 
     /// Syncs this partition's recovered bytes on its own: the log files
