@@ -36,12 +36,7 @@ pub fn disk_write_bytes_per_sec(path: &Path, total_bytes: u64) -> std::io::Resul
 /// Waits until the file system holding `dir` has written back its dirty
 /// data, so a timed write phase does not pay for the one before it.
 pub fn settle_writeback(dir: &Path) -> std::io::Result<()> {
-    let dir = std::fs::File::open(dir)?;
-    // SAFETY: `dir` is an open descriptor for the duration of the call.
-    if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    crate::log::sync_filesystem(dir).map_err(std::io::Error::other)
 }
 
 /// Loopback TCP rate, in bytes per second, of `total_bytes` from one thread

@@ -189,6 +189,18 @@ fn measure_start(
     ))
 }
 
+/// The time the last start spent in its syncfs, from the daemon's log
+/// (other writers on the same filesystem make it longer).
+fn last_sync_note(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .rev()
+        .find(|line| line.contains("event=\"recovered_partitions_synced\""))
+        .and_then(|line| line.split("millis=").nth(1))
+        .map(|millis| format!(" (syncfs {} ms)", millis.trim()))
+        .unwrap_or_default()
+}
+
 /// Runs the measurement and prints one line per start.
 pub fn run(options: &RecoveryOptions) -> anyhow::Result<()> {
     anyhow::ensure!(
@@ -218,17 +230,22 @@ pub fn run(options: &RecoveryOptions) -> anyhow::Result<()> {
     runtime.block_on(produce_one_each(kafka, options.partitions))?;
     let mut daemon = Some(daemon);
     for round in 1..=options.rounds {
+        // Each start is measured from a filesystem with no writeback left
+        // over from earlier phases, as the throughput bench does.
+        super::baseline::settle_writeback(work.path())?;
         // SIGKILL: the crash case.
         drop(daemon.take());
         let (after_kill, unclean) =
             measure_start(&runtime, &spec, kafka, &log, options.partitions)?;
         println!(
-            "round {round}: after SIGKILL   listening {:.3}s, every partition served {:.3}s",
+            "round {round}: after SIGKILL   listening {:.3}s, every partition served {:.3}s{}",
             unclean.listening.as_secs_f64(),
-            unclean.served.as_secs_f64()
+            unclean.served.as_secs_f64(),
+            last_sync_note(&log)
         );
         // SIGTERM: a clean stop.
         let mut after_kill = after_kill;
+        super::baseline::settle_writeback(work.path())?;
         // SAFETY: a signal to our own child process.
         unsafe { libc::kill(after_kill.child.id() as i32, libc::SIGTERM) };
         let status = after_kill.child.wait()?;
