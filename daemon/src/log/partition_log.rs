@@ -1248,6 +1248,11 @@ impl PartitionLog {
         self.epochs.truncate_from_end(log_end_offset)?;
         // A batch truncated away must never be taken for a duplicate.
         self.rebuild_producer_state()?;
+        // Batches appended from here on are dirty for the cleaner.
+        if self.cleaner_checkpoint > log_end_offset {
+            self.cleaner_checkpoint = log_end_offset;
+            write_offset_hint(&self.dir.join(CLEANER_CHECKPOINT_FILE), log_end_offset)?;
+        }
         // The recovery point must never stay above data that is no longer
         // the data it vouched for.
         self.recovery_point = self.recovery_point.min(log_end_offset);

@@ -351,3 +351,40 @@ fn never_cleans_the_active_segment_nor_past_the_high_watermark() {
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].offset, 3);
 }
+
+#[test]
+fn a_truncation_below_the_cleaned_point_makes_what_follows_dirty_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = PartitionLog::open(dir.path(), compacted_config(0), NOW_MS).unwrap();
+    for value in 0..6 {
+        log.append_as_leader(
+            &batch(&[(1, Some(value))], NOW_MS, Compression::None),
+            0,
+            NOW_MS,
+        )
+        .unwrap();
+    }
+    log.roll_now(NOW_MS).unwrap();
+    let end = log.log_end_offset();
+    assert_eq!(
+        log.clean_now(NOW_MS, end).unwrap().unwrap().cleaned_up_to,
+        6
+    );
+    // A follower's truncation to offset 2, then new values of the same key.
+    log.truncate_to(2).unwrap();
+    for value in 10..14 {
+        log.append_as_leader(
+            &batch(&[(1, Some(value))], NOW_MS, Compression::None),
+            0,
+            NOW_MS,
+        )
+        .unwrap();
+    }
+    log.roll_now(NOW_MS).unwrap();
+    let end = log.log_end_offset();
+    let stats = log.clean_now(NOW_MS, end).unwrap().expect("dirty again");
+    assert_eq!(stats.cleaned_up_to, end);
+    let seen = read_all(&log);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].value.as_deref(), Some(&b"value-13"[..]));
+}

@@ -129,6 +129,7 @@ fn append(
         );
     };
     let info = match partition.append(&records, now_ms()) {
+        Ok(info) if info.duplicate => info,
         Ok(info) => {
             let metrics = crate::metrics::metrics();
             let labels = [topic, &index.to_string()];
