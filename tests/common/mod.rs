@@ -48,6 +48,8 @@ pub struct Daemon {
     pub spec_path: PathBuf,
     child: Option<Child>,
     log_path: PathBuf,
+    /// Extra environment for the process (e.g. `TOKIO_WORKER_THREADS`).
+    env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -67,7 +69,21 @@ impl Daemon {
         Self::start_full(topics_toml, "", limits_toml)
     }
 
+    /// As `start`, with extra environment variables for the process.
+    pub fn start_with_env(topics_toml: &str, env: &[(&str, &str)]) -> Daemon {
+        Self::start_full_env(topics_toml, "", "", env)
+    }
+
     fn start_full(topics_toml: &str, topic_defaults_toml: &str, limits_toml: &str) -> Daemon {
+        Self::start_full_env(topics_toml, topic_defaults_toml, limits_toml, &[])
+    }
+
+    fn start_full_env(
+        topics_toml: &str,
+        topic_defaults_toml: &str,
+        limits_toml: &str,
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let kafka: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
@@ -110,6 +126,10 @@ data_dir = "data"
             spec_path,
             child: None,
             log_path,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         daemon.spawn();
         daemon
@@ -157,6 +177,7 @@ data_dir = "data"
             .arg("--config")
             .arg(&self.spec_path)
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

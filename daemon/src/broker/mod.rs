@@ -3,6 +3,7 @@
 //! Kafka request handlers in `kafka/` call into this; it does no networking.
 
 mod admin;
+mod io_pool;
 mod log_config;
 mod partition;
 mod producer_ids;
@@ -11,6 +12,7 @@ mod reload;
 mod topic;
 
 pub use admin::AdminError;
+pub use io_pool::{IoPool, IoPoolError, JobCost};
 pub use log_config::log_config_for;
 pub use partition::{
     PRODUCER_ID_EXPIRATION_MS, Partition, PartitionOffsets, PartitionRead, PartitionStats,
@@ -100,6 +102,8 @@ pub struct Broker {
     producer_ids: Mutex<ProducerIdAllocator>,
     /// The consumer group coordinator, installed once at startup.
     group_coordinator: std::sync::OnceLock<Arc<crate::group::GroupCoordinator>>,
+    /// Where request handlers run appends and other storage work.
+    io: IoPool,
 }
 
 impl std::fmt::Debug for Broker {
@@ -146,6 +150,7 @@ impl Broker {
             sync_wakeup: Notify::new(),
             _dir_lock: dir_lock,
             group_coordinator: std::sync::OnceLock::new(),
+            io: IoPool::default(),
         });
         broker.open_all_topics()?;
         Ok(broker)
@@ -205,6 +210,11 @@ impl Broker {
             .lock()
             .expect("producer id lock poisoned")
             .allocate()
+    }
+
+    /// The bounded storage threads (see `io_pool`).
+    pub fn io(&self) -> &IoPool {
+        &self.io
     }
 
     pub fn node_id(&self) -> i32 {

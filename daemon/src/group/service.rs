@@ -341,42 +341,61 @@ impl GroupCoordinator {
 
     /// Copy-forward compaction: re-append the live offsets of the groups
     /// on `partition` into a fresh segment, sync, then delete every older
-    /// segment. Holds the coordinator lock so no commit interleaves.
+    /// segment. Only the re-append holds the coordinator lock, so no commit
+    /// interleaves with the snapshot; the roll (which writes and fsyncs a
+    /// producer snapshot) and the fsync run without it, since every group
+    /// request waits on that lock. Commits appended between the roll and the
+    /// snapshot lie above the deleted segments and are already part of the
+    /// snapshot, so a replay from the new segment gives the same state.
     pub fn compact(&self, partition: &Arc<Partition>) -> Result<(), GroupError> {
-        let storage = |e: crate::log::LogError| GroupError::Storage(e.to_string());
-        let mut inner = self.lock();
-        let live: Vec<OffsetChange> = inner
-            .core
-            .groups()
-            .filter(|(id, _)| {
-                offsets_log::partition_for(id, OFFSETS_TOPIC_PARTITIONS) == partition.index
-            })
-            .flat_map(|(id, g)| {
-                g.offsets
-                    .iter()
-                    .map(|(k, v)| (id.clone(), k.clone(), Some(v.clone())))
-            })
-            .collect();
         let rolled = partition.lock_log().roll_now(now_ms());
         let snapshot_base = partition
             .stop_on_storage_failure("offsets compaction roll", rolled)
-            .map_err(storage)?;
-        let batches = offsets_log::encode_batches(&live, now_ms())
             .map_err(|e| GroupError::Storage(e.to_string()))?;
-        for batch in batches {
-            partition.append(&batch, now_ms()).map_err(storage)?;
-        }
+        self.snapshot_and_trim(partition, snapshot_base)
+    }
+
+    /// Compaction after the roll: `snapshot_base` is where the sealed
+    /// segments end; commits may have been appended since.
+    pub(super) fn snapshot_and_trim(
+        &self,
+        partition: &Arc<Partition>,
+        snapshot_base: i64,
+    ) -> Result<(), GroupError> {
+        let storage = |e: crate::log::LogError| GroupError::Storage(e.to_string());
+        let live = {
+            let inner = self.lock();
+            let live: Vec<OffsetChange> = inner
+                .core
+                .groups()
+                .filter(|(id, _)| {
+                    offsets_log::partition_for(id, OFFSETS_TOPIC_PARTITIONS) == partition.index
+                })
+                .flat_map(|(id, g)| {
+                    g.offsets
+                        .iter()
+                        .map(|(k, v)| (id.clone(), k.clone(), Some(v.clone())))
+                })
+                .collect();
+            let batches = offsets_log::encode_batches(&live, now_ms())
+                .map_err(|e| GroupError::Storage(e.to_string()))?;
+            for batch in batches {
+                partition.append(&batch, now_ms()).map_err(storage)?;
+            }
+            live.len()
+        };
         // The snapshot must be durable before what it replaces goes.
         partition.sync(now_ms()).map_err(storage)?;
         let deleted = partition.lock_log().delete_segments_below(snapshot_base);
         let deleted = partition
             .stop_on_storage_failure("offsets compaction delete", deleted)
             .map_err(storage)?;
-        inner.compacted_bytes[partition.index as usize] = partition.size_bytes();
+        let size = partition.size_bytes();
+        self.lock().compacted_bytes[partition.index as usize] = size;
         tracing::info!(
             event = "offsets_compacted",
             partition = partition.index,
-            live = live.len(),
+            live,
             segments_deleted = deleted,
             snapshot_base
         );

@@ -89,6 +89,41 @@ fn commits_replay_after_reopen_and_compaction_keeps_only_the_latest() {
     });
 }
 
+/// Compaction rolls before it takes the coordinator lock: a commit and a
+/// deletion that land between the roll and the snapshot are kept (in the
+/// segments above the roll and in the snapshot), not lost with the
+/// segments below it.
+#[test]
+fn commits_between_the_roll_and_the_snapshot_survive_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, c) = open(dir.path());
+    for offset in 0..50 {
+        commit(&broker, &c, "g", 0, offset);
+    }
+    commit(&broker, &c, "g", 1, 5);
+    let partition = c.partition_for("g").clone();
+    let snapshot_base = partition
+        .lock_log()
+        .roll_now(crate::broker::now_ms())
+        .unwrap();
+    commit(&broker, &c, "g", 0, 900);
+    c.delete_offsets(&broker, "g", &[("t".into(), 1)]).unwrap();
+    c.snapshot_and_trim(&partition, snapshot_base).unwrap();
+    assert_eq!(partition.offsets().log_start_offset, snapshot_base);
+    drop(partition);
+    drop(c);
+    broker.close().unwrap();
+    drop(broker);
+    let (_broker, c) = open(dir.path());
+    c.read(|core| {
+        assert_eq!(
+            core.committed("g", &("t".into(), 0)).map(|v| v.offset),
+            Some(900)
+        );
+        assert!(core.committed("g", &("t".into(), 1)).is_none());
+    });
+}
+
 #[test]
 fn deleted_groups_and_offsets_stay_deleted_after_reopen() {
     let dir = tempfile::tempdir().unwrap();
