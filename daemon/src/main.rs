@@ -307,6 +307,7 @@ fn listener_limits(spec: &ClusterSpec) -> ListenerLimits {
             .map(|n| n as usize),
         in_flight_requests_max: limits.max_queued_requests_per_connection.max(1) as usize,
         idle_timeout: std::time::Duration::from_millis(limits.connections_max_idle_ms),
+        request_read_timeout: defaults.request_read_timeout,
         fetch_response_bytes_max: u32::try_from(limits.fetch_max_bytes).unwrap_or(u32::MAX),
     }
 }

@@ -49,6 +49,8 @@ pub struct Daemon {
     data: PathBuf,
     child: Option<Child>,
     log_path: PathBuf,
+    /// Extra environment for the process (e.g. `TOKIO_WORKER_THREADS`).
+    env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -68,14 +70,28 @@ impl Daemon {
         Self::start_full(topics_toml, "", limits_toml)
     }
 
+    /// As `start`, with extra environment variables for the process.
+    pub fn start_with_env(topics_toml: &str, env: &[(&str, &str)]) -> Daemon {
+        Self::start_full_env(topics_toml, "", "", env)
+    }
+
     fn start_full(topics_toml: &str, topic_defaults_toml: &str, limits_toml: &str) -> Daemon {
-        Self::start_at(topics_toml, topic_defaults_toml, limits_toml, None)
+        Self::start_at(topics_toml, topic_defaults_toml, limits_toml, None, &[])
     }
 
     /// As `start`, with the data directory at `data_dir` (e.g. on a
     /// filesystem the test mounted) instead of inside the daemon's temp dir.
     pub fn start_with_data_dir(topics_toml: &str, data_dir: &Path) -> Daemon {
-        Self::start_at(topics_toml, "", "", Some(data_dir))
+        Self::start_at(topics_toml, "", "", Some(data_dir), &[])
+    }
+
+    fn start_full_env(
+        topics_toml: &str,
+        topic_defaults_toml: &str,
+        limits_toml: &str,
+        env: &[(&str, &str)],
+    ) -> Daemon {
+        Self::start_at(topics_toml, topic_defaults_toml, limits_toml, None, env)
     }
 
     fn start_at(
@@ -83,6 +99,7 @@ impl Daemon {
         topic_defaults_toml: &str,
         limits_toml: &str,
         data_dir: Option<&Path>,
+        env: &[(&str, &str)],
     ) -> Daemon {
         let dir = tempfile::tempdir().expect("temp dir");
         let data = data_dir.map_or(dir.path().join("data"), Path::to_path_buf);
@@ -130,6 +147,10 @@ data_dir = "{data_dir}"
             data,
             child: None,
             log_path,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         daemon.spawn();
         daemon
@@ -177,6 +198,7 @@ data_dir = "{data_dir}"
             .arg("--config")
             .arg(&self.spec_path)
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -3,6 +3,7 @@
 //! Kafka request handlers in `kafka/` call into this; it does no networking.
 
 mod admin;
+mod io_pool;
 mod log_config;
 mod parallel;
 mod partition;
@@ -12,6 +13,7 @@ mod reload;
 mod topic;
 
 pub use admin::AdminError;
+pub use io_pool::{IoPool, IoPoolError, JobCost};
 pub use log_config::log_config_for;
 pub use partition::{
     PRODUCER_ID_EXPIRATION_MS, Partition, PartitionOffsets, PartitionRead, PartitionStats,
@@ -104,6 +106,8 @@ pub struct Broker {
     producer_ids: Mutex<ProducerIdAllocator>,
     /// The consumer group coordinator, installed once at startup.
     group_coordinator: std::sync::OnceLock<Arc<crate::group::GroupCoordinator>>,
+    /// Where request handlers run appends and other storage work.
+    io: IoPool,
 }
 
 impl std::fmt::Debug for Broker {
@@ -150,6 +154,7 @@ impl Broker {
             sync_wakeup: Notify::new(),
             _dir_lock: dir_lock,
             group_coordinator: std::sync::OnceLock::new(),
+            io: IoPool::default(),
         });
         broker.open_all_topics()?;
         Ok(broker)
@@ -209,6 +214,11 @@ impl Broker {
             .lock()
             .expect("producer id lock poisoned")
             .allocate()
+    }
+
+    /// The bounded storage threads (see `io_pool`).
+    pub fn io(&self) -> &IoPool {
+        &self.io
     }
 
     pub fn node_id(&self) -> i32 {

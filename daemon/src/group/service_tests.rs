@@ -97,6 +97,37 @@ fn commits_replay_after_reopen_and_compaction_keeps_only_the_latest() {
     });
 }
 
+/// The log cleaner runs without the coordinator lock: a commit and a
+/// deletion that land while a pass runs (after the roll it cleans up to)
+/// are kept, and what the pass removed stays removed after a reopen.
+#[test]
+fn commits_during_a_cleaning_pass_survive_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, c) = open(dir.path());
+    for offset in 0..50 {
+        commit(&broker, &c, "g", 0, offset);
+    }
+    commit(&broker, &c, "g", 1, 5);
+    let partition = c.partition_for("g").clone();
+    partition.lock_log().roll_now(now_ms()).unwrap();
+    commit(&broker, &c, "g", 0, 900);
+    c.delete_offsets(&broker, "g", &[("t".into(), 1)]).unwrap();
+    let stats = partition.clean(now_ms()).unwrap().expect("due");
+    assert!(stats.segments_replaced >= 1);
+    drop(partition);
+    drop(c);
+    broker.close().unwrap();
+    drop(broker);
+    let (_broker, c) = open(dir.path());
+    c.read(|core| {
+        assert_eq!(
+            core.committed("g", &("t".into(), 0)).map(|v| v.offset),
+            Some(900)
+        );
+        assert!(core.committed("g", &("t".into(), 1)).is_none());
+    });
+}
+
 #[test]
 fn deleted_groups_and_offsets_stay_deleted_after_reopen() {
     let dir = tempfile::tempdir().unwrap();

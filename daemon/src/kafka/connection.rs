@@ -1,6 +1,11 @@
 //! One client connection: a reader that takes whole frames and dispatches
 //! them in arrival order, and a writer that sends replies in that same order
 //! while later requests are already being read (pipelining).
+//!
+//! Memory for a request is reserved from the broker-wide budget as its bytes
+//! arrive, not when its size is announced, and a request must arrive whole
+//! within `request_read_timeout`: a client that announces 100 MiB and sends
+//! a byte a second holds a few KiB of the budget, and only for that long.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,9 +16,9 @@ use kafka_protocol::messages::ApiKey;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
-use super::dispatch::{Reply, dispatch};
+use super::dispatch::{Reply, dispatch_all};
 use super::frame::{FRAME_SIZE_PREFIX_BYTES, FrameError, frame_length};
 use super::listener::ListenerLimits;
 use super::response::{ResponseFrame, write_frame};
@@ -21,6 +26,14 @@ use crate::broker::Broker;
 
 /// Initial read buffer per connection; grows to the largest frame seen.
 const READ_BUFFER_BYTES_INITIAL: usize = 64 * 1024;
+/// Budget reserved ahead of a frame's bytes, and the most its buffer grows
+/// by before they arrive: a frame this size or smaller is reserved whole.
+const READ_AHEAD_BYTES: usize = 64 * 1024;
+/// Pipelined produces already whole in the read buffer are dispatched
+/// together, up to this many requests and bytes, so they share one trip
+/// off the async worker (see `dispatch_all`).
+const PRODUCE_BATCH_REQUESTS_MAX: usize = 16;
+const PRODUCE_BATCH_BYTES_MAX: usize = 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 enum ReadError {
@@ -28,6 +41,19 @@ enum ReadError {
     Frame(#[from] FrameError),
     #[error("connection closed in the middle of a frame")]
     TruncatedFrame,
+    #[error("no request for {idle:?}")]
+    Idle { idle: std::time::Duration },
+    #[error(
+        "request not whole after {timeout:?}: {received_bytes} of {} bytes received",
+        announced_bytes.map_or_else(|| "?".to_string(), |n| n.to_string())
+    )]
+    RequestTimeout {
+        timeout: std::time::Duration,
+        received_bytes: usize,
+        announced_bytes: Option<usize>,
+    },
+    #[error("the listener is closed")]
+    ListenerClosed,
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -54,52 +80,69 @@ pub async fn run(
     let writer_task = tokio::spawn(write_loop(writer, replies_rx, peer));
     let mut buffer = BytesMut::with_capacity(READ_BUFFER_BYTES_INITIAL);
     loop {
-        let idle = shared.limits.idle_timeout;
         let frame = tokio::select! {
-            frame = tokio::time::timeout(idle, read_frame(&mut reader, &mut buffer, &shared)) => match frame {
-                Ok(frame) => frame,
-                Err(_) => {
-                    tracing::debug!(event = "connection_idle_closed", peer = %peer);
-                    break;
-                }
-            },
+            frame = read_frame(&mut reader, &mut buffer, &shared) => frame,
             _ = shutdown.wait_for(|stop| *stop) => break,
         };
         let (frame, permit) = match frame {
             Ok(Some(taken)) => taken,
             Ok(None) => break,
+            Err(e @ ReadError::Idle { .. }) => {
+                tracing::debug!(event = "connection_idle_closed", peer = %peer, reason = %e);
+                break;
+            }
             Err(e) => {
                 tracing::info!(event = "connection_closed", peer = %peer, reason = %e);
                 break;
             }
         };
         let started = Instant::now();
-        let api = ApiKey::try_from(i16::from_be_bytes([frame[0], frame[1]])).ok();
-        let reply = dispatch(&shared.broker, &shared.limits, frame);
-        drop(permit);
-        match reply {
-            Ok(reply) => {
-                if replies_tx
-                    .send(Queued {
+        let mut frames = vec![frame];
+        let mut permits = vec![permit];
+        if api_key(&frames[0]) == Some(ApiKey::Produce) {
+            let mut room = PRODUCE_BATCH_BYTES_MAX.saturating_sub(frames[0].len());
+            while frames.len() < PRODUCE_BATCH_REQUESTS_MAX {
+                let Some((frame, permit)) = take_buffered_produce(&mut buffer, &shared, room)
+                else {
+                    break;
+                };
+                room -= frame.len();
+                frames.push(frame);
+                permits.push(permit);
+            }
+        }
+        let apis: Vec<Option<ApiKey>> = frames.iter().map(|frame| api_key(frame)).collect();
+        // Awaited before the next frame is taken: requests apply in order.
+        let results = dispatch_all(&shared.broker, &shared.limits, frames).await;
+        drop(permits);
+        let mut open = true;
+        for (result, api) in results.into_iter().zip(apis) {
+            match result {
+                Ok(reply) => {
+                    let queued = Queued {
                         reply,
                         api,
                         started,
-                    })
-                    .await
-                    .is_err()
-                {
+                    };
+                    if replies_tx.send(queued).await.is_err() {
+                        open = false;
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let api = api.map_or("Unknown".to_string(), |a| format!("{a:?}"));
+                    metrics
+                        .request_errors
+                        .with_label_values(&[&api, crate::metrics::CONNECTION_CLOSED])
+                        .inc();
+                    tracing::info!(event = "connection_closed", peer = %peer, reason = %e);
+                    open = false;
                     break;
                 }
             }
-            Err(e) => {
-                let api = api.map_or("Unknown".to_string(), |a| format!("{a:?}"));
-                metrics
-                    .request_errors
-                    .with_label_values(&[&api, crate::metrics::CONNECTION_CLOSED])
-                    .inc();
-                tracing::info!(event = "connection_closed", peer = %peer, reason = %e);
-                break;
-            }
+        }
+        if !open {
+            break;
         }
     }
     // Replies already queued are still written before the socket closes.
@@ -266,40 +309,111 @@ fn observe_request(api: Option<ApiKey>, started: Instant) {
         .observe(started.elapsed().as_secs_f64());
 }
 
+fn api_key(frame: &[u8]) -> Option<ApiKey> {
+    ApiKey::try_from(i16::from_be_bytes([frame[0], frame[1]])).ok()
+}
+
+/// The next frame if it is already whole in `buffer`, is a Produce of at
+/// most `room` bytes, and its budget is free at once; otherwise `None`, and
+/// the frame is left for `read_frame`.
+fn take_buffered_produce(
+    buffer: &mut BytesMut,
+    shared: &ConnectionShared,
+    room: usize,
+) -> Option<(Bytes, OwnedSemaphorePermit)> {
+    let length = frame_length(buffer, shared.limits.request_bytes_max).ok()??;
+    let whole = FRAME_SIZE_PREFIX_BYTES + length;
+    if buffer.len() < whole || length > room {
+        return None;
+    }
+    let header = &buffer[FRAME_SIZE_PREFIX_BYTES..];
+    if api_key(header) != Some(ApiKey::Produce) {
+        return None;
+    }
+    // At most `socket_request_max_bytes`, a u32.
+    let permit = shared
+        .request_bytes
+        .clone()
+        .try_acquire_many_owned(length as u32)
+        .ok()?;
+    buffer.advance(FRAME_SIZE_PREFIX_BYTES);
+    Some((buffer.split_to(length).freeze(), permit))
+}
+
 /// Reads until one whole frame is buffered; `None` on a clean EOF between
-/// frames. The permit covers the frame's bytes until dispatch is done.
+/// frames. Waiting for a frame to begin is bounded by the idle timeout; once
+/// it has begun, the rest must arrive within `request_read_timeout`. The
+/// permit covers the frame's bytes until dispatch is done.
 async fn read_frame(
     reader: &mut OwnedReadHalf,
     buffer: &mut BytesMut,
     shared: &ConnectionShared,
-) -> Result<Option<(Bytes, tokio::sync::OwnedSemaphorePermit)>, ReadError> {
+) -> Result<Option<(Bytes, OwnedSemaphorePermit)>, ReadError> {
+    let limits = &shared.limits;
+    if buffer.is_empty() {
+        let idle = limits.idle_timeout;
+        match tokio::time::timeout(idle, reader.read_buf(buffer)).await {
+            Err(_) => return Err(ReadError::Idle { idle }),
+            Ok(read) => {
+                if read? == 0 {
+                    return Ok(None);
+                }
+            }
+        }
+    }
+    let timeout = limits.request_read_timeout;
+    match tokio::time::timeout(timeout, read_rest(reader, buffer, shared)).await {
+        Ok(taken) => taken.map(Some),
+        Err(_) => Err(ReadError::RequestTimeout {
+            timeout,
+            received_bytes: buffer.len().saturating_sub(FRAME_SIZE_PREFIX_BYTES),
+            announced_bytes: frame_length(buffer, limits.request_bytes_max)
+                .ok()
+                .flatten(),
+        }),
+    }
+}
+
+/// Completes the frame begun in `buffer`. Budget is reserved for the bytes
+/// received so far plus `READ_AHEAD_BYTES` (never past the announced size)
+/// before each read, so what a connection holds follows what it has sent.
+async fn read_rest(
+    reader: &mut OwnedReadHalf,
+    buffer: &mut BytesMut,
+    shared: &ConnectionShared,
+) -> Result<(Bytes, OwnedSemaphorePermit), ReadError> {
     let max_bytes = shared.limits.request_bytes_max;
-    let mut permit = None;
+    let mut held = shared
+        .request_bytes
+        .clone()
+        .try_acquire_many_owned(0)
+        .map_err(|_| ReadError::ListenerClosed)?;
     loop {
         if let Some(length) = frame_length(buffer, max_bytes)? {
-            if permit.is_none() {
+            let whole = FRAME_SIZE_PREFIX_BYTES + length;
+            let received = buffer.len().min(whole) - FRAME_SIZE_PREFIX_BYTES;
+            let wanted = length.min(received + READ_AHEAD_BYTES);
+            if held.num_permits() < wanted {
+                // Bounded by the frame's length, itself at most a u32.
+                let more = (wanted - held.num_permits()) as u32;
                 let acquired = shared
                     .request_bytes
                     .clone()
-                    .acquire_many_owned(length as u32)
-                    .await;
-                permit = Some(acquired.map_err(|_| std::io::Error::other("listener closed"))?);
+                    .acquire_many_owned(more)
+                    .await
+                    .map_err(|_| ReadError::ListenerClosed)?;
+                held.merge(acquired);
             }
-            let whole = FRAME_SIZE_PREFIX_BYTES + length;
             if buffer.len() >= whole {
+                debug_assert_eq!(held.num_permits(), length);
                 buffer.advance(FRAME_SIZE_PREFIX_BYTES);
                 let frame = buffer.split_to(length).freeze();
-                let permit = permit.take().expect("permit acquired above");
-                return Ok(Some((frame, permit)));
+                return Ok((frame, held));
             }
-            buffer.reserve(whole - buffer.len());
+            buffer.reserve((whole - buffer.len()).min(READ_AHEAD_BYTES));
         }
         if reader.read_buf(buffer).await? == 0 {
-            return if buffer.is_empty() {
-                Ok(None)
-            } else {
-                Err(ReadError::TruncatedFrame)
-            };
+            return Err(ReadError::TruncatedFrame);
         }
     }
 }

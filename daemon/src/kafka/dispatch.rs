@@ -13,7 +13,7 @@ use super::api;
 use super::listener::ListenerLimits;
 use super::response::ResponseFrame;
 use super::versions::is_supported;
-use crate::broker::Broker;
+use crate::broker::{Broker, JobCost};
 
 /// Largest frame accepted for any API but Produce: bounds what a decoder can
 /// be asked to allocate for a lying array length.
@@ -45,6 +45,11 @@ pub enum DispatchError {
     },
     #[error("encoding {key:?} response: {message}")]
     Encode { key: ApiKey, message: String },
+    #[error("{key:?} on the storage threads: {source}")]
+    Storage {
+        key: ApiKey,
+        source: crate::broker::IoPoolError,
+    },
 }
 
 /// Request facts every handler needs.
@@ -87,13 +92,116 @@ pub fn encode_response<R: Encodable>(
     Ok(ResponseFrame::from_bytes(buf.freeze()))
 }
 
-/// Runs one request. The synchronous part (appends above all) happens here,
-/// in arrival order; only waiting is left to the returned future.
-pub fn dispatch(
+/// Runs one request up to the point where its effects are applied (appends
+/// above all); the connection awaits this before dispatching its next
+/// request, so they apply in arrival order. Only waiting (acks, long polls)
+/// is left to the returned reply.
+pub async fn dispatch(
+    broker: &Arc<Broker>,
+    limits: &ListenerLimits,
+    frame: Bytes,
+) -> Result<Reply, DispatchError> {
+    let mut results = dispatch_all(broker, limits, vec![frame]).await;
+    results
+        .pop()
+        .expect("dispatch_all answers the first request, or fails it")
+}
+
+/// Runs requests of one connection in order, as `dispatch` would one by one,
+/// with consecutive storage work sharing one trip to the storage threads:
+/// pipelined produces pay for leaving the async worker once, not once
+/// each. Stops at the first error (which closes the connection), so the
+/// results may be fewer than the frames; never empty for a non-empty input.
+pub async fn dispatch_all(
+    broker: &Arc<Broker>,
+    limits: &ListenerLimits,
+    frames: Vec<Bytes>,
+) -> Vec<Result<Reply, DispatchError>> {
+    let mut results = Vec::with_capacity(frames.len());
+    let mut storage: Vec<Job> = Vec::new();
+    for frame in frames {
+        let job = match route(broker, limits, frame) {
+            Ok(job) if job.storage.is_some() => {
+                storage.push(job);
+                continue;
+            }
+            routed => routed,
+        };
+        // Whatever comes next waits for the storage work before it.
+        if !run_on_storage_threads(broker, std::mem::take(&mut storage), &mut results).await {
+            return results;
+        }
+        let result = job.and_then(|job| (job.run)());
+        let failed = result.is_err();
+        results.push(result);
+        if failed {
+            return results;
+        }
+    }
+    run_on_storage_threads(broker, storage, &mut results).await;
+    results
+}
+
+/// A decoded request, ready to run where it belongs.
+struct Job {
+    key: ApiKey,
+    /// Set when it writes files (appends, topic and registry changes, offset
+    /// commits, producer-id blocks) or reads and decompresses records (a
+    /// timestamp lookup): it must not hold up an async worker.
+    storage: Option<JobCost>,
+    run: Box<dyn FnOnce() -> Result<Reply, DispatchError> + Send>,
+}
+
+/// Runs `jobs` in order on one storage thread, pushing each result; false
+/// (and no further job run) after the first error.
+async fn run_on_storage_threads(
+    broker: &Arc<Broker>,
+    jobs: Vec<Job>,
+    results: &mut Vec<Result<Reply, DispatchError>>,
+) -> bool {
+    let Some(key) = jobs.first().map(|job| job.key) else {
+        return true;
+    };
+    let cost = if jobs.iter().all(|job| job.storage == Some(JobCost::Short)) {
+        JobCost::Short
+    } else {
+        JobCost::Long
+    };
+    let ran = broker
+        .io()
+        .run("requests", cost, move || {
+            let mut results = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                let result = (job.run)();
+                let failed = result.is_err();
+                results.push(result);
+                if failed {
+                    break;
+                }
+            }
+            results
+        })
+        .await;
+    match ran {
+        Ok(ran) => {
+            let failed = ran.last().is_some_and(Result::is_err);
+            results.extend(ran);
+            !failed
+        }
+        Err(source) => {
+            results.push(Err(DispatchError::Storage { key, source }));
+            false
+        }
+    }
+}
+
+/// Checks the header and decodes the body; the handler itself runs later,
+/// after the requests before it.
+fn route(
     broker: &Arc<Broker>,
     limits: &ListenerLimits,
     mut frame: Bytes,
-) -> Result<Reply, DispatchError> {
+) -> Result<Job, DispatchError> {
     assert!(frame.len() >= super::frame::REQUEST_HEADER_BYTES_MIN);
     let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
@@ -101,7 +209,13 @@ pub fn dispatch(
     if !is_supported(key, version) {
         if key == ApiKey::ApiVersions {
             let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
-            return api::api_versions::unsupported_version(correlation_id).map(Reply::Ready);
+            return Ok(Job {
+                key,
+                storage: None,
+                run: Box::new(move || {
+                    api::api_versions::unsupported_version(correlation_id).map(Reply::Ready)
+                }),
+            });
         }
         return Err(DispatchError::UnsupportedVersion { key, version });
     }
@@ -124,41 +238,87 @@ pub fn dispatch(
         version,
         limits: *limits,
     };
+    let frame = &mut frame;
     match key {
-        ApiKey::ApiVersions => api::api_versions::handle(&ctx, decode(&mut frame, &ctx)?),
-        ApiKey::Metadata => api::metadata::handle(&ctx, decode(&mut frame, &ctx)?),
-        ApiKey::Produce => api::produce::handle(&ctx, decode(&mut frame, &ctx)?),
-        ApiKey::Fetch => api::fetch::handle(&ctx, decode(&mut frame, &ctx)?),
-        ApiKey::ListOffsets => api::list_offsets::handle(&ctx, decode(&mut frame, &ctx)?),
-        ApiKey::CreateTopics => api::create_topics::handle(&ctx, decode(&mut frame, &ctx)?),
-        ApiKey::FindCoordinator => api::find_coordinator::handle(&ctx, decode(&mut frame, &ctx)?),
-        ApiKey::JoinGroup => api::join_group::handle(&ctx, decode(&mut frame, &ctx)?),
-        ApiKey::SyncGroup => api::sync_group::handle(&ctx, decode(&mut frame, &ctx)?),
-        ApiKey::Heartbeat => api::heartbeat::handle(&ctx, decode(&mut frame, &ctx)?),
-        ApiKey::LeaveGroup => api::leave_group::handle(&ctx, decode(&mut frame, &ctx)?),
-        ApiKey::OffsetCommit => api::offset_commit::handle(&ctx, decode(&mut frame, &ctx)?),
-        ApiKey::OffsetFetch => api::offset_fetch::handle(&ctx, decode(&mut frame, &ctx)?),
-        ApiKey::ListGroups => api::list_groups::handle(&ctx, decode(&mut frame, &ctx)?),
-        ApiKey::DescribeGroups => api::describe_groups::handle(&ctx, decode(&mut frame, &ctx)?),
-        ApiKey::DeleteGroups => api::delete_groups::handle(&ctx, decode(&mut frame, &ctx)?),
-        ApiKey::OffsetDelete => api::offset_delete::handle(&ctx, decode(&mut frame, &ctx)?),
-        ApiKey::InitProducerId => api::init_producer_id::handle(&ctx, decode(&mut frame, &ctx)?),
-        ApiKey::DescribeConfigs => api::describe_configs::handle(&ctx, decode(&mut frame, &ctx)?),
-        ApiKey::AlterConfigs => api::alter_configs::handle(&ctx, decode(&mut frame, &ctx)?),
+        ApiKey::ApiVersions => memory(ctx, frame, api::api_versions::handle),
+        ApiKey::Metadata => {
+            let request = decode(frame, &ctx)?;
+            let storage = api::metadata::may_create_topics(&ctx, &request).then_some(JobCost::Long);
+            Ok(job(ctx, request, api::metadata::handle, storage))
+        }
+        ApiKey::Produce => {
+            let request = decode(frame, &ctx)?;
+            let cost = api::produce::cost(&request);
+            Ok(job(ctx, request, api::produce::handle, Some(cost)))
+        }
+        ApiKey::Fetch => memory(ctx, frame, api::fetch::handle),
+        ApiKey::ListOffsets => {
+            let request = decode(frame, &ctx)?;
+            let storage = api::list_offsets::reads_records(&request).then_some(JobCost::Long);
+            Ok(job(ctx, request, api::list_offsets::handle, storage))
+        }
+        ApiKey::CreateTopics => storage(ctx, frame, api::create_topics::handle),
+        ApiKey::FindCoordinator => memory(ctx, frame, api::find_coordinator::handle),
+        ApiKey::JoinGroup => memory(ctx, frame, api::join_group::handle),
+        ApiKey::SyncGroup => memory(ctx, frame, api::sync_group::handle),
+        ApiKey::Heartbeat => memory(ctx, frame, api::heartbeat::handle),
+        ApiKey::LeaveGroup => memory(ctx, frame, api::leave_group::handle),
+        ApiKey::OffsetCommit => storage(ctx, frame, api::offset_commit::handle),
+        ApiKey::OffsetFetch => memory(ctx, frame, api::offset_fetch::handle),
+        ApiKey::ListGroups => memory(ctx, frame, api::list_groups::handle),
+        ApiKey::DescribeGroups => memory(ctx, frame, api::describe_groups::handle),
+        ApiKey::DeleteGroups => storage(ctx, frame, api::delete_groups::handle),
+        ApiKey::OffsetDelete => storage(ctx, frame, api::offset_delete::handle),
+        ApiKey::InitProducerId => storage(ctx, frame, api::init_producer_id::handle),
+        ApiKey::DescribeConfigs => memory(ctx, frame, api::describe_configs::handle),
+        ApiKey::AlterConfigs => storage(ctx, frame, api::alter_configs::handle),
         ApiKey::IncrementalAlterConfigs => {
-            api::alter_configs::handle_incremental(&ctx, decode(&mut frame, &ctx)?)
+            storage(ctx, frame, api::alter_configs::handle_incremental)
         }
-        ApiKey::CreatePartitions => api::create_partitions::handle(&ctx, decode(&mut frame, &ctx)?),
-        ApiKey::DeleteTopics => api::delete_topics::handle(&ctx, decode(&mut frame, &ctx)?),
-        ApiKey::DeleteRecords => api::delete_records::handle(&ctx, decode(&mut frame, &ctx)?),
-        ApiKey::DescribeCluster => api::describe_cluster::handle(&ctx, decode(&mut frame, &ctx)?),
-        ApiKey::OffsetForLeaderEpoch => {
-            api::offset_for_leader_epoch::handle(&ctx, decode(&mut frame, &ctx)?)
-        }
+        ApiKey::CreatePartitions => storage(ctx, frame, api::create_partitions::handle),
+        ApiKey::DeleteTopics => storage(ctx, frame, api::delete_topics::handle),
+        ApiKey::DeleteRecords => storage(ctx, frame, api::delete_records::handle),
+        ApiKey::DescribeCluster => memory(ctx, frame, api::describe_cluster::handle),
+        ApiKey::OffsetForLeaderEpoch => memory(ctx, frame, api::offset_for_leader_epoch::handle),
         other => Err(DispatchError::UnsupportedVersion {
             key: other,
             version,
         }),
+    }
+}
+
+type Handler<T> = fn(&RequestContext, T) -> Result<Reply, DispatchError>;
+
+/// A handler that only reads and changes memory: it runs on the async worker.
+fn memory<T: Decodable + Send + 'static>(
+    ctx: RequestContext,
+    frame: &mut Bytes,
+    handler: Handler<T>,
+) -> Result<Job, DispatchError> {
+    let request = decode(frame, &ctx)?;
+    Ok(job(ctx, request, handler, None))
+}
+
+/// A handler that touches files: it runs on the storage threads.
+fn storage<T: Decodable + Send + 'static>(
+    ctx: RequestContext,
+    frame: &mut Bytes,
+    handler: Handler<T>,
+) -> Result<Job, DispatchError> {
+    let request = decode(frame, &ctx)?;
+    Ok(job(ctx, request, handler, Some(JobCost::Long)))
+}
+
+fn job<T: Send + 'static>(
+    ctx: RequestContext,
+    request: T,
+    handler: Handler<T>,
+    storage: Option<JobCost>,
+) -> Job {
+    Job {
+        key: ctx.key,
+        storage,
+        run: Box::new(move || handler(&ctx, request)),
     }
 }
 

@@ -74,7 +74,13 @@ impl Harness {
             .encode(&mut buf, key.request_header_version(version))
             .unwrap();
         body.encode(&mut buf, version).unwrap();
-        let reply = dispatch(&self.broker, &ListenerLimits::default(), buf.freeze())
+        let reply = self
+            .runtime
+            .block_on(dispatch(
+                &self.broker,
+                &ListenerLimits::default(),
+                buf.freeze(),
+            ))
             .unwrap_or_else(|e| panic!("{key:?} v{version}: {e}"));
         let frame = match reply {
             Reply::Nothing => panic!("{key:?} v{version}: no answer"),

@@ -16,7 +16,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::records::{Compression, RecordBatchEncoder, RecordEncodeOptions};
 
 use super::api::topic_name;
-use super::dispatch::{Reply, dispatch};
+use super::dispatch::{DispatchError, Reply};
 use super::listener::ListenerLimits;
 use super::versions::SUPPORTED_APIS;
 use crate::broker::Broker;
@@ -255,6 +255,20 @@ fn request(key: ApiKey, version: i16) -> Bytes {
     }
 }
 
+/// Runs `dispatch` to its reply on a runtime of its own, as a connection
+/// would await it.
+fn dispatch_now(
+    broker: &Arc<Broker>,
+    limits: &ListenerLimits,
+    frame: Bytes,
+) -> Result<Reply, DispatchError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(super::dispatch::dispatch(broker, limits, frame))
+}
+
 fn answer(reply: Reply) -> Vec<u8> {
     let frame = match reply {
         Reply::Nothing => panic!("every sample expects an answer"),
@@ -290,7 +304,7 @@ fn every_advertised_version_answers_in_its_own_format() {
             continue;
         }
         for version in api.min_version..=api.max_version {
-            let reply = dispatch(&broker, &limits, request(api.key, version))
+            let reply = dispatch_now(&broker, &limits, request(api.key, version))
                 .unwrap_or_else(|e| panic!("{:?} v{version}: {e}", api.key));
             let bytes = answer(reply);
             match api.key {
@@ -444,7 +458,7 @@ fn create_topics_refuses_replication_and_recompression() {
     let body = CreateTopicsRequest::default()
         .with_topics(topics)
         .with_timeout_ms(1000);
-    let reply = dispatch(&broker, &limits, frame(ApiKey::CreateTopics, 7, &body)).unwrap();
+    let reply = dispatch_now(&broker, &limits, frame(ApiKey::CreateTopics, 7, &body)).unwrap();
     let r: CreateTopicsResponse = check_decodes(ApiKey::CreateTopics, 7, answer(reply));
     let outcome: Vec<(i16, String)> = r
         .topics
@@ -476,19 +490,19 @@ fn malformed_and_unknown_requests_close_the_connection() {
     let (_dir, broker) = scratch_broker();
     let limits = ListenerLimits::default();
     let unknown = Bytes::from_static(&[0x7f, 0x00, 0, 0, 0, 0, 0, 1, 0, 0]);
-    assert!(dispatch(&broker, &limits, unknown).is_err());
+    assert!(dispatch_now(&broker, &limits, unknown).is_err());
     let mut truncated = request(ApiKey::Produce, 9).to_vec();
     truncated.truncate(truncated.len() - 10);
-    assert!(dispatch(&broker, &limits, Bytes::from(truncated)).is_err());
+    assert!(dispatch_now(&broker, &limits, Bytes::from(truncated)).is_err());
     // Trailing bytes are tolerated (librdkafka sends some with Metadata v12).
     let mut trailing = request(ApiKey::Metadata, 12).to_vec();
     trailing.extend_from_slice(&[0, 0, 0]);
-    assert!(dispatch(&broker, &limits, Bytes::from(trailing)).is_ok());
+    assert!(dispatch_now(&broker, &limits, Bytes::from(trailing)).is_ok());
     // A future ApiVersions gets our table with UNSUPPORTED_VERSION, in v0.
     let future_api_versions = frame(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
     let mut raised = future_api_versions.to_vec();
     raised[2..4].copy_from_slice(&99i16.to_be_bytes());
-    let bytes = answer(dispatch(&broker, &limits, Bytes::from(raised)).unwrap());
+    let bytes = answer(dispatch_now(&broker, &limits, Bytes::from(raised)).unwrap());
     let r: ApiVersionsResponse = check_decodes(ApiKey::ApiVersions, 0, bytes);
     assert_eq!(
         r.error_code,
@@ -511,7 +525,8 @@ fn produce_of_an_old_format_or_corrupt_batch_is_refused_and_appends_nothing() {
             .with_acks(1)
             .with_timeout_ms(1000)
             .with_topic_data(vec![topic]);
-        let bytes = answer(dispatch(&broker, &limits, frame(ApiKey::Produce, 9, &body)).unwrap());
+        let bytes =
+            answer(dispatch_now(&broker, &limits, frame(ApiKey::Produce, 9, &body)).unwrap());
         let r: ProduceResponse = check_decodes(ApiKey::Produce, 9, bytes);
         r.responses[0].partition_responses[0].error_code
     };
@@ -560,7 +575,7 @@ fn a_waiting_fetch_is_answered_when_data_arrives_and_at_max_wait_otherwise() {
         .build()
         .unwrap();
     // Nothing to read: the answer comes at max_wait, empty.
-    let Reply::Pending(empty) = dispatch(&broker, &limits, fetch_frame(300, 1)).unwrap() else {
+    let Reply::Pending(empty) = dispatch_now(&broker, &limits, fetch_frame(300, 1)).unwrap() else {
         panic!("an empty partition with min_bytes 1 must wait");
     };
     let started = std::time::Instant::now();
@@ -575,12 +590,12 @@ fn a_waiting_fetch_is_answered_when_data_arrives_and_at_max_wait_otherwise() {
     );
 
     // A produce releases a fetch waiting up to 60 s.
-    let Reply::Pending(waiting) = dispatch(&broker, &limits, fetch_frame(60_000, 1)).unwrap()
+    let Reply::Pending(waiting) = dispatch_now(&broker, &limits, fetch_frame(60_000, 1)).unwrap()
     else {
         panic!("must wait");
     };
     let waiting = runtime.spawn(waiting);
-    let produced = answer(dispatch(&broker, &limits, request(ApiKey::Produce, 9)).unwrap());
+    let produced = answer(dispatch_now(&broker, &limits, request(ApiKey::Produce, 9)).unwrap());
     let _: ProduceResponse = check_decodes(ApiKey::Produce, 9, produced);
     let bytes = runtime
         .block_on(async { tokio::time::timeout(std::time::Duration::from_secs(10), waiting).await })
@@ -627,7 +642,7 @@ fn a_batch_claiming_more_records_than_it_holds_is_refused() {
         .with_acks(1)
         .with_timeout_ms(1000)
         .with_topic_data(vec![topic]);
-    let bytes = answer(dispatch(&broker, &limits, frame(ApiKey::Produce, 9, &body)).unwrap());
+    let bytes = answer(dispatch_now(&broker, &limits, frame(ApiKey::Produce, 9, &body)).unwrap());
     let r: ProduceResponse = check_decodes(ApiKey::Produce, 9, bytes);
     assert_eq!(
         r.responses[0].partition_responses[0].error_code,
@@ -657,8 +672,73 @@ fn requests_with_absurd_array_counts_are_refused() {
         "0003000c00000000ffff00ffffffff0f",
     ] {
         assert!(
-            dispatch(&broker, &limits, Bytes::from(from_hex(hex))).is_err(),
+            dispatch_now(&broker, &limits, Bytes::from(from_hex(hex))).is_err(),
             "{hex}"
         );
     }
+}
+
+/// Requests taken together keep their order: a ListOffsets behind two
+/// produces sees both appended; a malformed request stops the rest, so the
+/// produce behind it is never appended (the connection closes).
+#[test]
+fn requests_dispatched_together_apply_in_order_and_stop_at_an_error() {
+    let (_dir, broker) = scratch_broker();
+    let limits = ListenerLimits::default();
+    let produce = || {
+        let data = PartitionProduceData::default()
+            .with_index(0)
+            .with_records(Some(batch()));
+        let topic = TopicProduceData::default()
+            .with_name(topic_name("t"))
+            .with_partition_data(vec![data]);
+        let body = ProduceRequest::default()
+            .with_acks(1)
+            .with_timeout_ms(1000)
+            .with_topic_data(vec![topic]);
+        frame(ApiKey::Produce, 9, &body)
+    };
+    let latest = frame(
+        ApiKey::ListOffsets,
+        7,
+        &ListOffsetsRequest::default().with_topics(vec![
+            ListOffsetsTopic::default()
+                .with_name(topic_name("t"))
+                .with_partitions(vec![
+                    ListOffsetsPartition::default()
+                        .with_partition_index(0)
+                        .with_timestamp(-1),
+                ]),
+        ]),
+    );
+    let mut malformed = produce().to_vec();
+    malformed.truncate(malformed.len() - 10);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let frames = vec![
+        produce(),
+        produce(),
+        latest,
+        Bytes::from(malformed),
+        produce(),
+    ];
+    let results = runtime.block_on(super::dispatch::dispatch_all(&broker, &limits, frames));
+    assert_eq!(results.len(), 4, "nothing runs after the malformed request");
+    let mut results = results.into_iter();
+    for base_offset in [0, 1] {
+        let bytes = answer(results.next().unwrap().unwrap());
+        let r: ProduceResponse = check_decodes(ApiKey::Produce, 9, bytes);
+        assert_eq!(
+            r.responses[0].partition_responses[0].base_offset,
+            base_offset
+        );
+    }
+    let bytes = answer(results.next().unwrap().unwrap());
+    let r: ListOffsetsResponse = check_decodes(ApiKey::ListOffsets, 7, bytes);
+    assert_eq!(r.topics[0].partitions[0].offset, 2, "both produces seen");
+    assert!(results.next().unwrap().is_err());
+    let partition = broker.topic("t").unwrap().partition(0).cloned().unwrap();
+    assert_eq!(partition.offsets().log_end_offset, 2);
 }

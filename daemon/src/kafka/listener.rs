@@ -18,12 +18,19 @@ use crate::broker::Broker;
 pub const SHUTDOWN_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Back-off after a failed accept (e.g. out of file descriptors).
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+/// Once a request's first byte has arrived, the rest must arrive within
+/// this: Kafka clients' default `request.timeout.ms`, after which the client
+/// has given up on the request anyway. Bounds how long a client that
+/// trickles a large request can hold a connection and its share of
+/// `queued_request_bytes_max`.
+pub const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Copy)]
 pub struct ListenerLimits {
     /// socket.request.max.bytes: the largest frame a client may send.
     pub request_bytes_max: u32,
-    /// queued.max.request.bytes: request bytes buffered across all connections.
+    /// queued.max.request.bytes: request bytes buffered across all
+    /// connections, reserved as they arrive and held until dispatched.
     pub queued_request_bytes_max: u32,
     pub connections_max: usize,
     /// max.connections.per.ip: connections beyond it are closed at once.
@@ -32,6 +39,8 @@ pub struct ListenerLimits {
     pub in_flight_requests_max: usize,
     /// connections.max.idle.ms: a connection that sends nothing this long is closed.
     pub idle_timeout: Duration,
+    /// A request begun must arrive whole within this (`REQUEST_READ_TIMEOUT`).
+    pub request_read_timeout: Duration,
     /// Broker-side fetch.max.bytes: the most record bytes in one Fetch response.
     pub fetch_response_bytes_max: u32,
 }
@@ -45,6 +54,7 @@ impl Default for ListenerLimits {
             connections_per_ip_max: None,
             in_flight_requests_max: 100,
             idle_timeout: Duration::from_secs(600),
+            request_read_timeout: REQUEST_READ_TIMEOUT,
             fetch_response_bytes_max: 55 * 1024 * 1024,
         }
     }

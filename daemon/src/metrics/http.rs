@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::broker::Broker;
+use crate::broker::{Broker, JobCost};
 
 /// Largest request head accepted.
 const REQUEST_BYTES_MAX: usize = 8 * 1024;
@@ -30,7 +30,7 @@ pub async fn serve(
             Ok((stream, _)) => {
                 let broker = broker.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = answer(stream, &broker).await {
+                    if let Err(e) = answer(stream, broker).await {
                         tracing::debug!(event = "metrics_request_failed", error = %e);
                     }
                 });
@@ -43,7 +43,7 @@ pub async fn serve(
     }
 }
 
-async fn answer(mut stream: TcpStream, broker: &Broker) -> std::io::Result<()> {
+async fn answer(mut stream: TcpStream, broker: Arc<Broker>) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -65,8 +65,17 @@ async fn answer(mut stream: TcpStream, broker: &Broker) -> std::io::Result<()> {
     let mut parts = line.split(|b| *b == b' ');
     match (parts.next(), parts.next()) {
         (Some(b"GET"), Some(b"/metrics")) => {
-            super::refresh(broker);
-            let body = super::metrics().encode();
+            // Reading every partition's offsets takes its log lock, which a
+            // large append may hold for a while: not on an async worker.
+            let reader = broker.clone();
+            let body = broker
+                .io()
+                .run("metrics scrape", JobCost::Long, move || {
+                    super::refresh(&reader);
+                    super::metrics().encode()
+                })
+                .await
+                .map_err(std::io::Error::other)?;
             respond(
                 &mut stream,
                 "200 OK",

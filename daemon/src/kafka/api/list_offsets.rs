@@ -15,6 +15,16 @@ const LATEST_TIMESTAMP: i64 = -1;
 const EARLIEST_TIMESTAMP: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 
+/// Whether any partition asks for a timestamp lookup, which reads (and
+/// may decompress) a batch from its segment rather than offsets in memory.
+pub fn reads_records(request: &ListOffsetsRequest) -> bool {
+    request
+        .topics
+        .iter()
+        .flat_map(|topic| &topic.partitions)
+        .any(|p| p.timestamp >= 0 || p.timestamp == MAX_TIMESTAMP)
+}
+
 pub fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> Result<Reply, DispatchError> {
     let topics = request
         .topics

@@ -16,6 +16,23 @@ use crate::broker::{Broker, SINGLE_NODE_LEADER_EPOCH, Topic};
 use crate::kafka::dispatch::{DispatchError, Reply, RequestContext};
 use crate::kafka::errors::create_topic_error_code;
 
+/// Whether answering may create a topic (files, an fsynced registry): the
+/// request names one that does not exist and auto-creation is allowed.
+pub fn may_create_topics(ctx: &RequestContext, request: &MetadataRequest) -> bool {
+    may_auto_create(ctx, request)
+        && request.topics.iter().flatten().any(|wanted| {
+            wanted
+                .name
+                .as_ref()
+                .is_some_and(|name| ctx.broker.topic(name.as_str()).is_none())
+        })
+}
+
+fn may_auto_create(ctx: &RequestContext, request: &MetadataRequest) -> bool {
+    ctx.broker.spec().cluster.auto_create_topics
+        && (ctx.version < 4 || request.allow_auto_topic_creation)
+}
+
 pub fn handle(ctx: &RequestContext, request: MetadataRequest) -> Result<Reply, DispatchError> {
     let broker = &ctx.broker;
     let spec = broker.spec();
@@ -24,8 +41,7 @@ pub fn handle(ctx: &RequestContext, request: MetadataRequest) -> Result<Reply, D
         None => true,
         Some(list) => list.is_empty() && ctx.version == 0,
     };
-    let may_create =
-        spec.cluster.auto_create_topics && (ctx.version < 4 || request.allow_auto_topic_creation);
+    let may_create = may_auto_create(ctx, &request);
     let topics = if all_topics {
         broker
             .topics()

@@ -1,5 +1,6 @@
-//! Produce: validate and append each partition's batches now, in request
-//! order; wait for durability (fsync policy) before answering if asked to.
+//! Produce: validate and append each partition's batches on a storage
+//! thread, in request order; wait for durability (fsync policy) before
+//! answering if asked to.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,9 +10,15 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use crate::broker::{Partition, now_ms};
+use crate::broker::{JobCost, Partition, now_ms};
 use crate::kafka::dispatch::{DispatchError, Reply, RequestContext};
 use crate::kafka::errors::log_error_code;
+
+/// Record bytes up to which an uncompressed produce is a short job (see
+/// `JobCost`): its CRCs and page-cache write take well under a millisecond.
+const SHORT_RECORDS_BYTES_MAX: usize = 256 * 1024;
+/// The codec bits of a batch's attributes.
+const CODEC_MASK: i16 = 0x7;
 
 /// Longest a producer's `timeout_ms` may hold a reply back.
 const ACK_WAIT_MAX: Duration = Duration::from_secs(300);
@@ -22,6 +29,43 @@ struct PartitionOutcome {
     wait_for: Option<(Arc<Partition>, i64)>,
 }
 
+/// Short when the records are few and none is compressed, read from the
+/// batch headers alone; anything unreadable is left to validation, as long.
+pub fn cost(request: &ProduceRequest) -> JobCost {
+    let mut total = 0;
+    for topic in &request.topic_data {
+        for partition in &topic.partition_data {
+            let Some(records) = &partition.records else {
+                continue;
+            };
+            total += records.len();
+            if total > SHORT_RECORDS_BYTES_MAX || !all_uncompressed(records) {
+                return JobCost::Long;
+            }
+        }
+    }
+    JobCost::Short
+}
+
+fn all_uncompressed(mut records: &[u8]) -> bool {
+    while !records.is_empty() {
+        let Ok(header) = crate::log::parse_header(records, 0) else {
+            return false;
+        };
+        if header.attributes & CODEC_MASK != 0 {
+            return false;
+        }
+        let Some(rest) = records.get(header.batch_bytes as usize..) else {
+            return false;
+        };
+        records = rest;
+    }
+    true
+}
+
+/// Runs on a storage thread (see `dispatch`): CRCs, decompression and the
+/// writes happen here, and the connection waits for them before its next
+/// request, so its appends keep their order.
 pub fn handle(ctx: &RequestContext, request: ProduceRequest) -> Result<Reply, DispatchError> {
     let acks = request.acks;
     let fixed_error = if !matches!(acks, -1..=1) {
@@ -176,4 +220,64 @@ fn response(
         })
         .collect();
     ProduceResponse::default().with_responses(responses)
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::{Bytes, BytesMut};
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::records::{Compression, RecordBatchEncoder, RecordEncodeOptions};
+
+    use super::*;
+
+    fn batch(compression: Compression, value_bytes: usize) -> Bytes {
+        let record = crate::log::producer_record(0, 1, None, Some(vec![7u8; value_bytes].into()));
+        let mut out = BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression,
+        };
+        RecordBatchEncoder::encode(&mut out, [record].iter(), &options).unwrap();
+        out.freeze()
+    }
+
+    fn request(records: &[Bytes]) -> ProduceRequest {
+        let partitions = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                PartitionProduceData::default()
+                    .with_index(i as i32)
+                    .with_records(Some(r.clone()))
+            })
+            .collect();
+        ProduceRequest::default().with_topic_data(vec![
+            TopicProduceData::default().with_partition_data(partitions),
+        ])
+    }
+
+    #[test]
+    fn only_small_uncompressed_produces_are_short() {
+        let small = batch(Compression::None, 100);
+        let two_batches = Bytes::from([small.clone(), small.clone()].concat());
+        assert_eq!(
+            cost(&request(&[small.clone(), two_batches])),
+            JobCost::Short
+        );
+        let gzip = batch(Compression::Gzip, 100);
+        assert_eq!(cost(&request(&[small.clone(), gzip])), JobCost::Long);
+        let large = batch(Compression::None, SHORT_RECORDS_BYTES_MAX);
+        assert_eq!(cost(&request(&[large])), JobCost::Long);
+        // Many small partitions add up.
+        let many = vec![batch(Compression::None, 64 * 1024); 5];
+        assert_eq!(cost(&request(&many)), JobCost::Long);
+        let cut = small.slice(..small.len() - 1);
+        let trailing = Bytes::from([small.as_ref(), &[0u8; 3]].concat());
+        assert_eq!(
+            cost(&request(&[Bytes::from_static(&[1, 2, 3])])),
+            JobCost::Long
+        );
+        assert_eq!(cost(&request(&[trailing])), JobCost::Long);
+        assert_eq!(cost(&request(&[cut])), JobCost::Long);
+    }
 }
