@@ -10,15 +10,12 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, active_segment, wait_until};
-use rdkafka::client::ClientContext;
+use common::{Acked, Daemon, active_segment, wait_until};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{
-    BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig,
-};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, PurgeConfig};
 use rdkafka::{Offset, TopicPartitionList};
 
 const TOPIC: &str = "durable";
@@ -26,23 +23,6 @@ const PARTITIONS: i32 = 4;
 const ACKED_BEFORE_KILL: usize = 20_000;
 const SEND_LIMIT: usize = 2_000_000;
 const TIMEOUT: Duration = Duration::from_secs(120);
-
-#[derive(Default)]
-struct Acked(Arc<Mutex<HashMap<usize, (i32, i64)>>>);
-
-impl ClientContext for Acked {}
-
-impl ProducerContext for Acked {
-    type DeliveryOpaque = usize;
-    fn delivery(&self, result: &DeliveryResult<'_>, index: usize) {
-        if let Ok(m) = result {
-            self.0
-                .lock()
-                .unwrap()
-                .insert(index, (m.partition(), m.offset()));
-        }
-    }
-}
 
 fn payload(i: usize) -> String {
     format!("durable-{i:08}-{}", "p".repeat(100))
@@ -52,12 +32,13 @@ fn payload(i: usize) -> String {
 /// what was acknowledged.
 fn produce_through_kill(daemon: &mut Daemon) -> HashMap<usize, (i32, i64)> {
     let acked = Arc::new(Mutex::new(HashMap::new()));
+    let delivery_errors = Arc::new(Mutex::new(Vec::new()));
     let producer: BaseProducer<Acked> = ClientConfig::new()
         .set("bootstrap.servers", daemon.bootstrap())
         .set("acks", "all")
         .set("linger.ms", "1")
         .set("message.timeout.ms", "5000")
-        .create_with_context(Acked(acked.clone()))
+        .create_with_context(Acked(acked.clone(), delivery_errors.clone()))
         .unwrap();
     let deadline = Instant::now() + TIMEOUT;
     let mut killed = false;

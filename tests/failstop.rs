@@ -13,12 +13,11 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::Daemon;
-use rdkafka::client::ClientContext;
+use common::{Acked, Daemon};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 const TOPIC: &str = "full";
@@ -94,23 +93,6 @@ impl Drop for SmallDisk {
     }
 }
 
-#[derive(Default)]
-struct Acked(Arc<Mutex<HashMap<usize, (i32, i64)>>>);
-
-impl ClientContext for Acked {}
-
-impl ProducerContext for Acked {
-    type DeliveryOpaque = usize;
-    fn delivery(&self, result: &DeliveryResult<'_>, index: usize) {
-        if let Ok(m) = result {
-            self.0
-                .lock()
-                .unwrap()
-                .insert(index, (m.partition(), m.offset()));
-        }
-    }
-}
-
 fn payload(i: usize) -> String {
     format!("full-{i:08}-{}", "f".repeat(200))
 }
@@ -127,13 +109,16 @@ fn a_full_disk_stops_the_broker_and_loses_no_acknowledged_write() {
     );
     let mut daemon = Daemon::start_with_data_dir(&topic, &data_dir);
     let acked = Arc::new(Mutex::new(HashMap::new()));
+    let delivery_errors = Arc::new(Mutex::new(Vec::new()));
     let producer: BaseProducer<Acked> = ClientConfig::new()
         .set("bootstrap.servers", daemon.bootstrap())
         .set("acks", "all")
         .set("linger.ms", "2")
+        // Batches below the topic's 256 KiB max.message.bytes.
+        .set("batch.size", "100000")
         .set("message.timeout.ms", "5000")
         .set("reconnect.backoff.max.ms", "1000")
-        .create_with_context(Acked(acked.clone()))
+        .create_with_context(Acked(acked.clone(), delivery_errors.clone()))
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut exit = None;
@@ -163,7 +148,8 @@ fn a_full_disk_stops_the_broker_and_loses_no_acknowledged_write() {
     assert_eq!(
         exit,
         Some(Some(STORAGE_FAILURE_EXIT_CODE)),
-        "the broker stops itself on a failed write:\n{}",
+        "the broker stops itself on a failed write (delivery errors {:?}):\n{}",
+        delivery_errors.lock().unwrap(),
         daemon.log()
     );
     let log = daemon.log();

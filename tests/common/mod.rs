@@ -291,6 +291,39 @@ impl Drop for Daemon {
     }
 }
 
+/// A producer context recording where each acknowledged message (by its
+/// index, the delivery opaque) was stored: (partition, offset), and the
+/// first delivery errors.
+#[derive(Default)]
+pub struct Acked(
+    pub std::sync::Arc<std::sync::Mutex<std::collections::HashMap<usize, (i32, i64)>>>,
+    /// The first few delivery errors, for failure messages.
+    pub std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+);
+
+impl rdkafka::ClientContext for Acked {}
+
+impl rdkafka::producer::ProducerContext for Acked {
+    type DeliveryOpaque = usize;
+    fn delivery(&self, result: &rdkafka::producer::DeliveryResult<'_>, index: usize) {
+        use rdkafka::Message;
+        match result {
+            Ok(m) => {
+                self.0
+                    .lock()
+                    .expect("acks lock")
+                    .insert(index, (m.partition(), m.offset()));
+            }
+            Err((error, _)) => {
+                let mut errors = self.1.lock().expect("errors lock");
+                if errors.len() < 5 {
+                    errors.push(error.to_string());
+                }
+            }
+        }
+    }
+}
+
 /// The newest `.log` segment file of a partition directory.
 pub fn active_segment(partition_dir: &Path) -> PathBuf {
     let mut segments: Vec<PathBuf> = std::fs::read_dir(partition_dir)

@@ -193,13 +193,8 @@ fn encode_batch(options: &BenchOptions) -> anyhow::Result<Bytes> {
     Ok(buf.freeze())
 }
 
-async fn produce(
-    address: std::net::SocketAddr,
-    topic: &str,
-    partitions: i32,
-    options: &BenchOptions,
-) -> anyhow::Result<()> {
-    let batch = encode_batch(options)?;
+/// One acks=1 produce of `batch` to every partition of `topic`.
+pub(crate) fn produce_request(topic: &str, partitions: i32, batch: &Bytes) -> ProduceRequest {
     let data = (0..partitions)
         .map(|p| {
             PartitionProduceData::default()
@@ -207,14 +202,24 @@ async fn produce(
                 .with_records(Some(batch.clone()))
         })
         .collect();
-    let request = ProduceRequest::default()
+    ProduceRequest::default()
         .with_acks(1)
         .with_timeout_ms(30_000)
         .with_topic_data(vec![
             TopicProduceData::default()
                 .with_name(crate::kafka::api::topic_name(topic))
                 .with_partition_data(data),
-        ]);
+        ])
+}
+
+async fn produce(
+    address: std::net::SocketAddr,
+    topic: &str,
+    partitions: i32,
+    options: &BenchOptions,
+) -> anyhow::Result<()> {
+    let batch = encode_batch(options)?;
+    let request = produce_request(topic, partitions, &batch);
     let requests =
         rounded_messages(options, partitions) / (options.batch_messages as u64 * partitions as u64);
     let mut frame = client::encode_frame(ApiKey::Produce, PRODUCE_VERSION, 0, &request)?;

@@ -12,9 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, ListOffsetsRequest, ListOffsetsResponse, ProduceRequest, ProduceResponse, TopicName,
+    ApiKey, ListOffsetsRequest, ListOffsetsResponse, ProduceResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{Compression, RecordBatchEncoder, RecordEncodeOptions};
@@ -111,22 +110,7 @@ async fn produce_one_each(kafka: SocketAddr, partitions: i32) -> anyhow::Result<
         compression: Compression::None,
     };
     RecordBatchEncoder::encode(&mut batch, [record].iter(), &options)?;
-    let batch = batch.freeze();
-    let data = (0..partitions)
-        .map(|p| {
-            PartitionProduceData::default()
-                .with_index(p)
-                .with_records(Some(batch.clone()))
-        })
-        .collect();
-    let request = ProduceRequest::default()
-        .with_acks(1)
-        .with_timeout_ms(30_000)
-        .with_topic_data(vec![
-            TopicProduceData::default()
-                .with_name(topic_name())
-                .with_partition_data(data),
-        ]);
+    let request = super::produce_request(TOPIC, partitions, &batch.freeze());
     let (mut writer, mut reader) = client::connect(kafka).await?;
     writer.send(ApiKey::Produce, 9, &request).await?;
     writer.flush().await?;

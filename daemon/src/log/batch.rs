@@ -315,7 +315,8 @@ pub(crate) fn check_producer_counts(header: &BatchHeader, batch: &[u8]) -> Resul
     }
     let mut rest = &batch[BATCH_HEADER_BYTES..];
     for _ in 0..header.record_count {
-        let (length, used) = read_varint(rest).ok_or_else(|| invalid("truncated record length"))?;
+        let (length, used) =
+            super::records::read_varint(rest).ok_or_else(|| invalid("truncated record length"))?;
         let length = usize::try_from(length).map_err(|_| invalid("negative record length"))?;
         let end = used.checked_add(length).filter(|end| *end <= rest.len());
         rest = &rest[end.ok_or_else(|| invalid("record runs past the end of the batch"))?..];
@@ -324,18 +325,6 @@ pub(crate) fn check_producer_counts(header: &BatchHeader, batch: &[u8]) -> Resul
         return Err(invalid("bytes after the last record of the batch"));
     }
     Ok(())
-}
-
-/// A zigzag varint (Kafka's record fields): value and bytes used.
-fn read_varint(bytes: &[u8]) -> Option<(i64, usize)> {
-    let mut raw: u64 = 0;
-    for (i, byte) in bytes.iter().take(10).enumerate() {
-        raw |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Some((((raw >> 1) as i64) ^ -((raw & 1) as i64), i + 1));
-        }
-    }
-    None
 }
 
 /// A batch's header, copied out of the producer's bytes to be patched: the
