@@ -15,10 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::{Acked, Daemon};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{Offset, TopicPartitionList};
 
 const TOPIC: &str = "full";
 /// What `sluiced` exits with after a failed write or fsync.
@@ -174,46 +171,5 @@ fn a_full_disk_stops_the_broker_and_loses_no_acknowledged_write() {
 
     std::fs::remove_file(&ballast).unwrap();
     daemon.spawn();
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", daemon.bootstrap())
-        .set("group.id", "failstop-check")
-        .set("enable.auto.commit", "false")
-        .set("fetch.queue.backoff.ms", "1")
-        .create()
-        .unwrap();
-    let mut assignment = TopicPartitionList::new();
-    for p in 0..2 {
-        assignment
-            .add_partition_offset(TOPIC, p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&assignment).unwrap();
-    let expected: HashMap<(i32, i64), usize> = acked.iter().map(|(i, at)| (*at, *i)).collect();
-    let mut values = std::collections::HashSet::new();
-    let mut matched = 0;
-    let read_deadline = Instant::now() + Duration::from_secs(60);
-    while matched < expected.len() && Instant::now() < read_deadline {
-        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        let message = message.expect("consume");
-        let value = String::from_utf8(message.payload().unwrap().to_vec()).unwrap();
-        assert!(
-            values.insert(value.clone()),
-            "a message stored twice: {value:.20}"
-        );
-        if let Some(i) = expected.get(&(message.partition(), message.offset())) {
-            assert_eq!(
-                value,
-                payload(*i),
-                "an acknowledged offset holds another message"
-            );
-            matched += 1;
-        }
-    }
-    assert_eq!(
-        matched,
-        expected.len(),
-        "every acknowledged message is back at its offset"
-    );
+    common::assert_acknowledged_readable(&daemon.bootstrap(), TOPIC, 2, &acked, payload);
 }

@@ -334,3 +334,99 @@ pub fn active_segment(partition_dir: &Path) -> PathBuf {
     segments.sort();
     segments.pop().expect("at least one segment")
 }
+
+/// Runs named test cases in order for a `harness = false` test binary,
+/// printing libtest's lines (the CI summary counts them); returns the exit
+/// status. A first argument that is not a flag filters by name.
+pub fn run_cases(cases: &[(&str, fn())]) -> i32 {
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let selected: Vec<&(&str, fn())> = cases
+        .iter()
+        .filter(|(name, _)| filter.as_deref().is_none_or(|f| name.contains(f)))
+        .collect();
+    println!("\nrunning {} tests", selected.len());
+    let started = Instant::now();
+    let mut failed = Vec::new();
+    for (name, case) in &selected {
+        println!("test {name} ...");
+        match std::panic::catch_unwind(case) {
+            Ok(()) => println!("test {name} ... ok"),
+            Err(_) => {
+                println!("test {name} ... FAILED");
+                failed.push(*name);
+            }
+        }
+    }
+    let passed = selected.len() - failed.len();
+    let outcome = if failed.is_empty() { "ok" } else { "FAILED" };
+    for name in &failed {
+        println!("    {name}");
+    }
+    println!(
+        "\ntest result: {outcome}. {passed} passed; {} failed; 0 ignored; 0 measured; {} filtered out; finished in {:.2}s\n",
+        failed.len(),
+        cases.len() - selected.len(),
+        started.elapsed().as_secs_f64()
+    );
+    i32::from(!failed.is_empty())
+}
+
+/// Consumes `partitions` partitions of `topic` from the start and checks
+/// that every acknowledged message (index → (partition, offset)) is at its
+/// offset with the value `payload(index)`, and that no value is stored twice.
+pub fn assert_acknowledged_readable(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    acked: &std::collections::HashMap<usize, (i32, i64)>,
+    payload: fn(usize) -> String,
+) {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    use rdkafka::{Offset, TopicPartitionList};
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "acknowledged-check")
+        .set("enable.auto.commit", "false")
+        .set("fetch.queue.backoff.ms", "1")
+        .create()
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..partitions {
+        assignment
+            .add_partition_offset(topic, p, Offset::Beginning)
+            .expect("assignment");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let expected: std::collections::HashMap<(i32, i64), usize> =
+        acked.iter().map(|(i, at)| (*at, *i)).collect();
+    let mut values = std::collections::HashSet::new();
+    let mut matched = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while matched < expected.len() && Instant::now() < deadline {
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let message = message.expect("consume");
+        let value = String::from_utf8(message.payload().expect("a value").to_vec()).expect("utf-8");
+        assert!(
+            values.insert(value.clone()),
+            "a message stored twice: {value:.20}"
+        );
+        if let Some(i) = expected.get(&(message.partition(), message.offset())) {
+            assert_eq!(
+                value,
+                payload(*i),
+                "an acknowledged offset holds another message"
+            );
+            matched += 1;
+        }
+    }
+    assert_eq!(
+        matched,
+        expected.len(),
+        "every acknowledged message is back at its offset"
+    );
+}

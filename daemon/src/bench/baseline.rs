@@ -36,7 +36,8 @@ pub fn disk_write_bytes_per_sec(path: &Path, total_bytes: u64) -> std::io::Resul
 /// Waits until the file system holding `dir` has written back its dirty
 /// data, so a timed write phase does not pay for the one before it.
 pub fn settle_writeback(dir: &Path) -> std::io::Result<()> {
-    crate::log::sync_filesystem(dir).map_err(std::io::Error::other)
+    use crate::log::Storage;
+    crate::log::OsStorage.sync_filesystem(dir)
 }
 
 /// Loopback TCP rate, in bytes per second, of `total_bytes` from one thread

@@ -35,7 +35,7 @@ use thiserror::Error;
 use tokio::sync::Notify;
 
 use crate::config::{BrokerSpec, ClusterSpec};
-use crate::log::LogError;
+use crate::log::{LogError, Storage};
 
 /// How often partitions are checked for age-based rolls and due flushes.
 pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(200);
@@ -108,6 +108,8 @@ pub struct Broker {
     group_coordinator: std::sync::OnceLock<Arc<crate::group::GroupCoordinator>>,
     /// Where request handlers run appends and other storage work.
     io: IoPool,
+    /// Where every partition log writes and syncs (the OS; a test's faults).
+    storage: Arc<dyn Storage>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -126,6 +128,16 @@ impl Broker {
         spec: ClusterSpec,
         node_id: i32,
         data_dir: PathBuf,
+    ) -> Result<Arc<Self>, BrokerError> {
+        Self::open_with_storage(spec, node_id, data_dir, crate::log::os_storage())
+    }
+
+    /// `open` with every log writing and syncing through `storage`.
+    pub fn open_with_storage(
+        spec: ClusterSpec,
+        node_id: i32,
+        data_dir: PathBuf,
+        storage: Arc<dyn Storage>,
     ) -> Result<Arc<Self>, BrokerError> {
         if spec.broker(node_id).is_none() {
             return Err(BrokerError::UnknownNode { node_id });
@@ -155,6 +167,7 @@ impl Broker {
             _dir_lock: dir_lock,
             group_coordinator: std::sync::OnceLock::new(),
             io: IoPool::default(),
+            storage,
         });
         broker.open_all_topics()?;
         Ok(broker)
@@ -214,6 +227,11 @@ impl Broker {
             .lock()
             .expect("producer id lock poisoned")
             .allocate()
+    }
+
+    /// Where partition logs write and sync.
+    pub(crate) fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
     }
 
     /// The bounded storage threads (see `io_pool`).
@@ -325,7 +343,13 @@ impl Broker {
             }
             return Ok(existing);
         }
-        let topic = Arc::new(Topic::open(&self.data_dir, name, &request, now_ms())?);
+        let topic = Arc::new(Topic::open(
+            &self.storage,
+            &self.data_dir,
+            name,
+            &request,
+            now_ms(),
+        )?);
         registry
             .topics
             .insert(name.to_string(), request.registry_entry(&topic));

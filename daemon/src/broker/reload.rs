@@ -87,9 +87,9 @@ impl Broker {
     }
 
     pub(super) fn add_partitions(&self, name: &str, count: i32) -> Result<(), String> {
-        let data_dir = self.data_dir.clone();
+        let (data_dir, storage) = (self.data_dir.clone(), self.storage().clone());
         self.replace_topic(name, |old| {
-            old.with_partitions(&data_dir, count, now_ms())
+            old.with_partitions(&storage, &data_dir, count, now_ms())
                 .map_err(|e| e.to_string())
         })
     }

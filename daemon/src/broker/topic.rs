@@ -11,7 +11,7 @@ use super::parallel::{PARTITION_IO_THREADS, parallel_map};
 use super::partition::Partition;
 use super::registry::{RegistryEntry, RegistryError, TopicOrigin};
 use crate::config::{ClusterSpec, FlushMode, TopicConfig};
-use crate::log::{LogError, PartitionLog, sync_filesystem};
+use crate::log::{LogError, PartitionLog, Storage};
 
 /// Most partitions one topic may have on this broker.
 pub const TOPIC_PARTITIONS_MAX: i32 = 10_000;
@@ -164,6 +164,7 @@ impl Topic {
     /// Opens every partition directory, creating missing ones; existing logs
     /// go through recovery.
     pub fn open(
+        storage: &Arc<dyn Storage>,
         data_dir: &Path,
         name: &str,
         request: &TopicRequest,
@@ -181,6 +182,7 @@ impl Topic {
                 source,
             })?;
             Ok::<_, CreateTopicError>(PartitionLog::open_unsettled(
+                Arc::clone(storage),
                 &dir,
                 log_config.clone(),
                 now_ms,
@@ -191,7 +193,9 @@ impl Topic {
         let recovered = opened.iter().filter(|o| o.needs_sync()).count();
         if recovered > 0 {
             let started = std::time::Instant::now();
-            sync_filesystem(data_dir)?;
+            storage
+                .sync_filesystem(data_dir)
+                .map_err(LogError::io("syncfs", data_dir))?;
             tracing::info!(event = "recovered_partitions_synced", topic = %name, partitions = recovered, millis = started.elapsed().as_millis() as u64);
         }
         let mut partitions = Vec::with_capacity(opened.len());
@@ -223,6 +227,7 @@ impl Topic {
     /// The topic with partitions added up to `count` (never removed).
     pub fn with_partitions(
         &self,
+        storage: &Arc<dyn Storage>,
         data_dir: &Path,
         count: i32,
         now_ms: i64,
@@ -240,7 +245,8 @@ impl Topic {
                 path: dir.clone(),
                 source,
             })?;
-            let (log, _) = PartitionLog::open(&dir, log_config.clone(), now_ms)?;
+            let (log, _) =
+                PartitionLog::open_with(Arc::clone(storage), &dir, log_config.clone(), now_ms)?;
             partitions.push(Arc::new(Partition::new(
                 self.name.clone(),
                 index,

@@ -22,6 +22,7 @@ mod records;
 mod recovery;
 mod retention;
 mod segment;
+mod storage;
 mod time_index;
 
 #[cfg(test)]
@@ -52,9 +53,10 @@ pub use partition_log::{
     AppendInfo, CLEAN_SHUTDOWN_FILE, CLEANER_CHECKPOINT_FILE, CleanJob, CleanStats, CleanedGroup,
     FileSlice, LOG_START_OFFSET_CHECKPOINT_FILE, PartitionLog, PendingSync,
     RECOVERY_POINT_CHECKPOINT_FILE, RECOVERY_POINT_CHECKPOINT_INTERVAL_MS, ReadSlice,
-    RecoveryReport, RetentionOutcome, SwapStep, UnsettledLog, sync_filesystem,
+    RecoveryReport, RetentionOutcome, SwapStep, UnsettledLog,
 };
 pub use producer_state::{
     BATCHES_KEPT, BatchMeta, ProducerBatch, ProducerCheck, ProducerEntry, ProducerError,
     ProducerStateMap,
 };
+pub use storage::{OsStorage, Storage, os_storage, write_all_vectored_at};

@@ -32,6 +32,7 @@ use crate::log::error::LogError;
 use crate::log::records;
 use crate::log::recovery;
 use crate::log::segment::{self, HeaderScanner, RELATIVE_OFFSET_MAX, Scanned, Segment};
+use crate::log::storage::Storage;
 
 /// Where the next pass's dirty part starts, per partition.
 pub const CLEANER_CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
@@ -63,6 +64,7 @@ struct Source {
 #[derive(Debug)]
 pub struct CleanJob {
     dir: PathBuf,
+    storage: Arc<dyn Storage>,
     sources: Vec<Source>,
     plan: CleanPlan,
     /// Last offsets of each producer's last batch: kept whole.
@@ -145,6 +147,7 @@ impl PartitionLog {
             .collect();
         Some(CleanJob {
             dir: self.dir.clone(),
+            storage: Arc::clone(&self.storage),
             sources,
             plan,
             keep_whole,
@@ -206,7 +209,7 @@ impl PartitionLog {
         if stop_after == Some(SwapStep::Finished) {
             return Ok(true);
         }
-        let cleaned = open_cleaned(&self.dir, &self.config, base, job.now_ms)?;
+        let cleaned = open_cleaned(&self.storage, &self.dir, &self.config, base, job.now_ms)?;
         assert_eq!(cleaned.base_offset, base);
         assert_eq!(
             cleaned.next_offset, group.next_offset,
@@ -343,7 +346,13 @@ impl CleanJob {
         fs::create_dir_all(&tmp).map_err(LogError::io("create dir", &tmp))?;
         let base = sources[0].base_offset;
         let config = &self.config;
-        let mut out = Segment::create(&tmp, base, config.segment_index_bytes, self.now_ms)?;
+        let mut out = Segment::create(
+            &self.storage,
+            &tmp,
+            base,
+            config.segment_index_bytes,
+            self.now_ms,
+        )?;
         let rules = RetainRules {
             map,
             map_end,
@@ -388,7 +397,9 @@ impl CleanJob {
         assert_eq!(out.next_offset, last.next_offset, "cleaning keeps offsets");
         out.seal()?;
         for (path, file) in out.sync_targets() {
-            file.sync_all().map_err(LogError::io("fsync", path))?;
+            self.storage
+                .sync_data(&file, &path)
+                .map_err(LogError::io("fdatasync", &path))?;
         }
         checkpoint::sync_dir(&tmp)?;
         Ok(CleanedGroup {
@@ -503,12 +514,14 @@ fn discard(tmp: &Path) -> Result<(), LogError> {
 
 /// Opens a segment just swapped in; its indexes were built as it was written.
 fn open_cleaned(
+    storage: &Arc<dyn Storage>,
     dir: &Path,
     config: &LogConfig,
     base: i64,
     now_ms: i64,
 ) -> Result<Segment, LogError> {
-    let (mut segment, usable) = Segment::open(dir, base, config.segment_index_bytes, now_ms)?;
+    let (mut segment, usable) =
+        Segment::open(storage, dir, base, config.segment_index_bytes, now_ms)?;
     if !(usable && segment.load_tail()?) {
         recovery::recover_segment(
             &mut segment,

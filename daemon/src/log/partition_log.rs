@@ -18,6 +18,7 @@ use super::producer_state::{ProducerCheck, ProducerStateMap};
 use super::recovery::{self, SegmentRecovery};
 use super::retention::{self, SegmentSummary};
 use super::segment::{self, RELATIVE_OFFSET_MAX, Segment};
+use super::storage::{Storage, os_storage};
 
 pub use super::segment::FileSlice;
 
@@ -92,6 +93,7 @@ pub struct RetentionOutcome {
 /// power loss. Built under the partition lock, run without it.
 #[derive(Clone, Debug)]
 pub struct PendingSync {
+    storage: Arc<dyn Storage>,
     targets: Vec<(PathBuf, Arc<File>)>,
     dir: Option<PathBuf>,
     durable_offset: i64,
@@ -104,7 +106,7 @@ impl PendingSync {
     /// created); returns the offset below which data is now durable.
     pub fn sync(&self) -> io::Result<i64> {
         for (path, file) in &self.targets {
-            file.sync_data().map_err(|error| {
+            self.storage.sync_data(file, path).map_err(|error| {
                 io::Error::new(
                     error.kind(),
                     format!("fdatasync {}: {error}", path.display()),
@@ -129,6 +131,8 @@ impl PendingSync {
 pub struct PartitionLog {
     dir: PathBuf,
     config: LogConfig,
+    /// Where segment writes and syncs go (the OS, or a test's faults).
+    storage: Arc<dyn Storage>,
     segments: Vec<Segment>,
     epochs: LeaderEpochCache,
     /// Everything below is on disk (fsynced) and verified.
@@ -268,7 +272,17 @@ impl PartitionLog {
         config: LogConfig,
         now_ms: i64,
     ) -> Result<(PartitionLog, RecoveryReport), LogError> {
-        let opened = Self::open_unsettled(dir, config, now_ms)?;
+        Self::open_with(os_storage(), dir, config, now_ms)
+    }
+
+    /// `open` writing and syncing through `storage`.
+    pub fn open_with(
+        storage: Arc<dyn Storage>,
+        dir: &Path,
+        config: LogConfig,
+        now_ms: i64,
+    ) -> Result<(PartitionLog, RecoveryReport), LogError> {
+        let opened = Self::open_unsettled(storage, dir, config, now_ms)?;
         opened.sync_recovered()?;
         opened.settle()
     }
@@ -278,6 +292,7 @@ impl PartitionLog {
     /// then settles each. Recovery work so far is idempotent: a crash
     /// before `settle` recovers the same way again.
     pub fn open_unsettled(
+        storage: Arc<dyn Storage>,
         dir: &Path,
         config: LogConfig,
         now_ms: i64,
@@ -304,6 +319,7 @@ impl PartitionLog {
             ),
         };
         let mut segments = open_segments(
+            &storage,
             dir,
             &config,
             &listing.bases,
@@ -312,7 +328,13 @@ impl PartitionLog {
             &mut report,
         )?;
         if segments.is_empty() {
-            segments.push(Segment::create(dir, 0, config.segment_index_bytes, now_ms)?);
+            segments.push(Segment::create(
+                &storage,
+                dir,
+                0,
+                config.segment_index_bytes,
+                now_ms,
+            )?);
         }
         let log_end_offset = segments.last().map_or(0, |segment| segment.next_offset);
         report.clean_shutdown =
@@ -328,6 +350,7 @@ impl PartitionLog {
                 .partition_point(|&base| base <= recovery_point)
                 .saturating_sub(1);
             segments = open_segments(
+                &storage,
                 dir,
                 &config,
                 &listing.bases,
@@ -336,7 +359,13 @@ impl PartitionLog {
                 &mut report,
             )?;
             if segments.is_empty() {
-                segments.push(Segment::create(dir, 0, config.segment_index_bytes, now_ms)?);
+                segments.push(Segment::create(
+                    &storage,
+                    dir,
+                    0,
+                    config.segment_index_bytes,
+                    now_ms,
+                )?);
             }
         }
         finish_segments(&mut segments, &config, now_ms)?;
@@ -344,6 +373,7 @@ impl PartitionLog {
             dir: dir.to_path_buf(),
             epochs: LeaderEpochCache::load(dir)?,
             config,
+            storage,
             segments,
             recovery_point: 0,
             last_checkpoint_ms: now_ms,
@@ -426,7 +456,10 @@ impl UnsettledLog {
             .filter(|s| s.next_offset > recovery_point || s.is_empty())
         {
             for (path, file) in segment.sync_targets() {
-                file.sync_data().map_err(LogError::io("fdatasync", path))?;
+                self.log
+                    .storage
+                    .sync_data(&file, &path)
+                    .map_err(LogError::io("fdatasync", &path))?;
             }
         }
         checkpoint::sync_dir(&self.log.dir)
@@ -440,25 +473,12 @@ impl UnsettledLog {
     }
 }
 
-/// Makes everything written to the filesystem holding `path` durable with
-/// one `syncfs`: after recovering many partitions, one call instead of a
-/// few fsyncs each. Reports writeback errors (Linux ≥ 5.8).
-pub fn sync_filesystem(path: &Path) -> Result<(), LogError> {
-    use std::os::fd::AsRawFd;
-    let dir = File::open(path).map_err(LogError::io("open", path))?;
-    // SAFETY: syncfs on a descriptor we own; no memory is involved.
-    let rc = unsafe { libc::syncfs(dir.as_raw_fd()) };
-    if rc != 0 {
-        return Err(LogError::io("syncfs", path)(io::Error::last_os_error()));
-    }
-    Ok(())
-}
-
 /// Opens every listed segment in order, recovering those at index ≥
 /// `recover_from` and any whose indexes are unusable. Stops at the first
 /// segment that is cut short or does not continue its predecessor, and
 /// deletes everything after it: the log is the longest valid prefix.
 fn open_segments(
+    storage: &Arc<dyn Storage>,
     dir: &Path,
     config: &LogConfig,
     bases: &[i64],
@@ -473,7 +493,15 @@ fn open_segments(
             .is_none_or(|previous| previous.next_offset == base);
         let must_recover = recover_from.is_some_and(|from| position >= from);
         let opened = if continues {
-            Some(open_one(dir, config, base, must_recover, now_ms, report)?)
+            Some(open_one(
+                storage,
+                dir,
+                config,
+                base,
+                must_recover,
+                now_ms,
+                report,
+            )?)
         } else {
             None
         };
@@ -509,6 +537,7 @@ fn open_segments(
 /// Opens one segment; recovers it when asked or when its indexes or tail
 /// do not check out.
 fn open_one(
+    storage: &Arc<dyn Storage>,
     dir: &Path,
     config: &LogConfig,
     base: i64,
@@ -517,7 +546,7 @@ fn open_one(
     report: &mut RecoveryReport,
 ) -> Result<OpenedSegment, LogError> {
     let (mut segment, indexes_usable) =
-        Segment::open(dir, base, config.segment_index_bytes, now_ms)?;
+        Segment::open(storage, dir, base, config.segment_index_bytes, now_ms)?;
     let trusted = !must_recover && indexes_usable && segment.load_tail()?;
     if trusted {
         return Ok(OpenedSegment {
@@ -855,6 +884,7 @@ impl PartitionLog {
     fn roll(&mut self, now_ms: i64) -> Result<(), LogError> {
         let base_offset = self.log_end_offset();
         let new_segment = Segment::create(
+            &self.storage,
             &self.dir,
             base_offset,
             self.config.segment_index_bytes,
@@ -1073,6 +1103,7 @@ impl PartitionLog {
             .iter()
             .any(|segment| !segment.dir_entry_synced);
         Some(PendingSync {
+            storage: Arc::clone(&self.storage),
             targets,
             dir: dir_dirty.then(|| self.dir.clone()),
             durable_offset: log_end_offset,
@@ -1274,10 +1305,7 @@ impl PartitionLog {
         let active = self.active_mut();
         active.truncate_to(offset)?;
         active.unseal(index_bytes)?;
-        active
-            .log
-            .sync_all()
-            .map_err(LogError::io("fsync", &active.log_path))?;
+        active.sync_log()?;
         checkpoint::sync_dir(&self.dir)
     }
 
@@ -1294,6 +1322,7 @@ impl PartitionLog {
             .into_iter()
             .partition(|segment| segment.base_offset == base_offset);
         let new_segment = Segment::create(
+            &self.storage,
             &self.dir,
             base_offset,
             self.config.segment_index_bytes,

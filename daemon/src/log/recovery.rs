@@ -141,8 +141,13 @@ pub(crate) fn rewrite_range(segment: &Segment, start: u64, end: u64) -> Result<u
             .read_exact_at(chunk, position)
             .map_err(LogError::io("read", &segment.log_path))?;
         segment
-            .log
-            .write_all_at(chunk, position)
+            .storage
+            .write_at(
+                &segment.log,
+                &segment.log_path,
+                &[std::io::IoSlice::new(chunk)],
+                position,
+            )
             .map_err(LogError::io("rewrite", &segment.log_path))?;
         position += len as u64;
     }

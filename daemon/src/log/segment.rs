@@ -4,7 +4,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,6 +14,7 @@ use kafka_protocol::records::RecordBatchDecoder;
 use super::batch::{self, BATCH_HEADER_BYTES, BatchHeader};
 use super::error::LogError;
 use super::index::{IndexDefect, OffsetIndex};
+use super::storage::Storage;
 use super::time_index::TimeIndex;
 
 pub(crate) const LOG_SUFFIX: &str = ".log";
@@ -149,11 +149,14 @@ pub(crate) struct Segment {
     pub(crate) last_modified_ms: i64,
     /// Whether the directory entry of the new files is known durable.
     pub(crate) dir_entry_synced: bool,
+    /// Where writes, truncations and syncs of the log file go.
+    pub(crate) storage: Arc<dyn Storage>,
 }
 
 impl Segment {
     /// A new, empty segment with preallocated indexes.
     pub(crate) fn create(
+        storage: &Arc<dyn Storage>,
         dir: &Path,
         base_offset: i64,
         index_bytes: u32,
@@ -188,6 +191,7 @@ impl Segment {
             created_ms: now_ms,
             last_modified_ms: now_ms,
             dir_entry_synced: false,
+            storage: Arc::clone(storage),
         })
     }
 
@@ -196,6 +200,7 @@ impl Segment {
     /// (`recovery::recover_segment`). `next_offset` etc. are not yet known:
     /// the caller runs `load_tail` or recovery.
     pub(crate) fn open(
+        storage: &Arc<dyn Storage>,
         dir: &Path,
         base_offset: i64,
         index_bytes: u32,
@@ -238,6 +243,7 @@ impl Segment {
             created_ms: now_ms,
             last_modified_ms,
             dir_entry_synced: true,
+            storage: Arc::clone(storage),
         };
         Ok((segment, usable))
     }
@@ -346,9 +352,12 @@ impl Segment {
         let start = self.size_bytes;
         assert!(start + records_bytes as u64 <= u64::from(u32::MAX));
         assert_eq!(pieces.iter().map(|p| p.len()).sum::<usize>(), records_bytes);
-        if let Err(error) = write_all_vectored_at(&self.log, pieces, start) {
+        if let Err(error) = self
+            .storage
+            .write_at(&self.log, &self.log_path, pieces, start)
+        {
             // Best effort: the error we return is the write's.
-            let _ = self.log.set_len(start);
+            let _ = self.storage.set_len(&self.log, &self.log_path, start);
             return Err(LogError::io("write", &self.log_path)(error));
         }
         self.size_bytes = start + records_bytes as u64;
@@ -556,8 +565,8 @@ impl Segment {
     /// Cuts the log file to `size_bytes`.
     pub(crate) fn set_size(&mut self, size_bytes: u64) -> Result<(), LogError> {
         assert!(size_bytes <= self.size_bytes);
-        self.log
-            .set_len(size_bytes)
+        self.storage
+            .set_len(&self.log, &self.log_path, size_bytes)
             .map_err(LogError::io("truncate", &self.log_path))?;
         self.size_bytes = size_bytes;
         Ok(())
@@ -579,6 +588,13 @@ impl Segment {
     pub(crate) fn unseal(&mut self, index_bytes: u32) -> Result<(), LogError> {
         self.index.resize(index_bytes)?;
         self.time_index.resize(index_bytes)
+    }
+
+    /// fdatasyncs the log file through the storage.
+    pub(crate) fn sync_log(&self) -> Result<(), LogError> {
+        self.storage
+            .sync_data(&self.log, &self.log_path)
+            .map_err(LogError::io("fdatasync", &self.log_path))
     }
 
     /// The files a sync must fsync for this segment's data to be durable.
@@ -629,48 +645,4 @@ fn reuse_or_create<T>(
         Ok(index) => Ok(index),
         Err(_) => create(),
     }
-}
-
-/// Most iovecs one `pwritev` takes (Linux's IOV_MAX).
-const IOVECS_PER_WRITE_MAX: usize = 1024;
-
-/// `pwritev` until every byte of `pieces` is written at `offset` onwards: a
-/// produce's patched headers and untouched records in one system call per
-/// [`IOVECS_PER_WRITE_MAX`] pieces (fewer calls on a short write's resume).
-fn write_all_vectored_at(file: &File, pieces: &[IoSlice<'_>], offset: u64) -> io::Result<()> {
-    // Empty pieces are dropped so that a return of 0 can only mean no progress.
-    let mut remaining: Vec<IoSlice<'_>> =
-        pieces.iter().filter(|p| !p.is_empty()).copied().collect();
-    let mut slices: &mut [IoSlice<'_>] = &mut remaining;
-    let mut offset = offset;
-    while !slices.is_empty() {
-        let count = slices.len().min(IOVECS_PER_WRITE_MAX);
-        let position = libc::off_t::try_from(offset)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file offset too large"))?;
-        // SAFETY: `IoSlice` is ABI-compatible with `iovec`; the first `count`
-        // slices borrow live buffers for the duration of the call, and the
-        // descriptor belongs to `file`, open while we hold it.
-        let written = unsafe {
-            libc::pwritev(
-                file.as_raw_fd(),
-                slices.as_ptr().cast::<libc::iovec>(),
-                count as libc::c_int,
-                position,
-            )
-        };
-        match written {
-            n if n < 0 => {
-                let error = io::Error::last_os_error();
-                if error.kind() != io::ErrorKind::Interrupted {
-                    return Err(error);
-                }
-            }
-            0 => return Err(io::Error::from(io::ErrorKind::WriteZero)),
-            n => {
-                offset += n as u64;
-                IoSlice::advance_slices(&mut slices, n as usize);
-            }
-        }
-    }
-    Ok(())
 }
