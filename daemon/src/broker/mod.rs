@@ -35,7 +35,7 @@ use thiserror::Error;
 use tokio::sync::Notify;
 
 use crate::config::{BrokerSpec, ClusterSpec};
-use crate::log::{LogError, Storage};
+use crate::log::{DirCheckpoints, LogError, Storage};
 
 /// How often partitions are checked for age-based rolls and due flushes.
 pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(200);
@@ -64,6 +64,8 @@ pub enum BrokerError {
     Registry(#[from] RegistryError),
     #[error(transparent)]
     ProducerIds(#[from] ProducerIdError),
+    #[error("data directory checkpoints: {0}")]
+    Checkpoints(#[from] LogError),
     #[error("opening topic {topic}: {source}")]
     OpenTopic {
         topic: String,
@@ -110,6 +112,8 @@ pub struct Broker {
     io: IoPool,
     /// Where every partition log writes and syncs (the OS; a test's faults).
     storage: Arc<dyn Storage>,
+    /// The data directory's recovery point, log start and cleaner offsets.
+    checkpoints: Arc<DirCheckpoints>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -155,6 +159,7 @@ impl Broker {
         let dir_lock = lock_data_dir(&data_dir)?;
         let registry = TopicRegistry::load(&data_dir)?;
         let producer_ids = ProducerIdAllocator::open(&data_dir.join("meta"))?;
+        let checkpoints = Arc::new(DirCheckpoints::open(&data_dir)?);
         let broker = Arc::new(Self {
             node_id,
             spec: RwLock::new(Arc::new(spec)),
@@ -168,8 +173,11 @@ impl Broker {
             group_coordinator: std::sync::OnceLock::new(),
             io: IoPool::default(),
             storage,
+            checkpoints,
         });
         broker.open_all_topics()?;
+        // Every partition's offsets, in three files, before anything is served.
+        broker.checkpoints.write(now_ms(), false)?;
         Ok(broker)
     }
 
@@ -232,6 +240,11 @@ impl Broker {
     /// Where partition logs write and sync.
     pub(crate) fn storage(&self) -> &Arc<dyn Storage> {
         &self.storage
+    }
+
+    /// Where partition logs report their checkpointed offsets.
+    pub(crate) fn checkpoints(&self) -> &Arc<DirCheckpoints> {
+        &self.checkpoints
     }
 
     /// The bounded storage threads (see `io_pool`).
@@ -345,6 +358,7 @@ impl Broker {
         }
         let topic = Arc::new(Topic::open(
             &self.storage,
+            &self.checkpoints,
             &self.data_dir,
             name,
             &request,
@@ -442,6 +456,11 @@ impl Broker {
                 }
             }
         }
+        if self.checkpoints.write_due(now_ms)
+            && let Err(error) = self.checkpoints.write(now_ms, false)
+        {
+            crate::failstop::storage_failure("writing the data directory's checkpoints", &error);
+        }
     }
 
     /// Flushes and closes every log; called once no request can touch them.
@@ -455,6 +474,9 @@ impl Broker {
                     first_error.get_or_insert(e);
                 }
             }
+        }
+        if first_error.is_none() {
+            self.checkpoints.write(now_ms(), false)?;
         }
         first_error.map_or(Ok(()), Err)
     }
@@ -480,6 +502,10 @@ fn lock_data_dir(data_dir: &Path) -> Result<File, BrokerError> {
     }
     Ok(file)
 }
+
+#[cfg(test)]
+#[path = "checkpoint_tests.rs"]
+mod checkpoint_tests;
 
 #[cfg(test)]
 mod tests {

@@ -87,9 +87,10 @@ impl Broker {
     }
 
     pub(super) fn add_partitions(&self, name: &str, count: i32) -> Result<(), String> {
-        let (data_dir, storage) = (self.data_dir.clone(), self.storage().clone());
+        let data_dir = self.data_dir.clone();
+        let (storage, checkpoints) = (self.storage().clone(), self.checkpoints().clone());
         self.replace_topic(name, |old| {
-            old.with_partitions(&storage, &data_dir, count, now_ms())
+            old.with_partitions(&storage, &checkpoints, &data_dir, count, now_ms())
                 .map_err(|e| e.to_string())
         })
     }
@@ -156,6 +157,15 @@ impl Broker {
         for result in topic.close_partitions() {
             result.map_err(|e| e.to_string())?;
         }
+        // Gone from the directory's checkpoints, durably, before the files
+        // go: a topic created later under this name starts from nothing.
+        for index in 0..count {
+            let dir = super::topic::partition_dir(&self.data_dir, name, index);
+            self.checkpoints().forget(&dir);
+        }
+        self.checkpoints()
+            .write(now_ms(), true)
+            .map_err(|e| e.to_string())?;
         for index in 0..count {
             let dir = super::topic::partition_dir(&self.data_dir, name, index);
             std::fs::remove_dir_all(&dir)

@@ -11,7 +11,7 @@ use super::parallel::{PARTITION_IO_THREADS, parallel_map};
 use super::partition::Partition;
 use super::registry::{RegistryEntry, RegistryError, TopicOrigin};
 use crate::config::{ClusterSpec, FlushMode, TopicConfig};
-use crate::log::{LogError, PartitionLog, Storage};
+use crate::log::{DirCheckpoints, LogError, PartitionLog, Storage};
 
 /// Most partitions one topic may have on this broker.
 pub const TOPIC_PARTITIONS_MAX: i32 = 10_000;
@@ -165,6 +165,7 @@ impl Topic {
     /// go through recovery.
     pub fn open(
         storage: &Arc<dyn Storage>,
+        checkpoints: &Arc<DirCheckpoints>,
         data_dir: &Path,
         name: &str,
         request: &TopicRequest,
@@ -183,6 +184,7 @@ impl Topic {
             })?;
             Ok::<_, CreateTopicError>(PartitionLog::open_unsettled(
                 Arc::clone(storage),
+                Arc::clone(checkpoints),
                 &dir,
                 log_config.clone(),
                 now_ms,
@@ -228,6 +230,7 @@ impl Topic {
     pub fn with_partitions(
         &self,
         storage: &Arc<dyn Storage>,
+        checkpoints: &Arc<DirCheckpoints>,
         data_dir: &Path,
         count: i32,
         now_ms: i64,
@@ -245,8 +248,15 @@ impl Topic {
                 path: dir.clone(),
                 source,
             })?;
-            let (log, _) =
-                PartitionLog::open_with(Arc::clone(storage), &dir, log_config.clone(), now_ms)?;
+            let opened = PartitionLog::open_unsettled(
+                Arc::clone(storage),
+                Arc::clone(checkpoints),
+                &dir,
+                log_config.clone(),
+                now_ms,
+            )?;
+            opened.sync_recovered()?;
+            let (log, _) = opened.settle()?;
             partitions.push(Arc::new(Partition::new(
                 self.name.clone(),
                 index,

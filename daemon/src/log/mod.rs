@@ -11,6 +11,7 @@ mod checkpoint;
 mod cleaner;
 mod compressed;
 mod config;
+mod dir_checkpoints;
 mod error;
 mod flush;
 mod index;
@@ -25,6 +26,8 @@ mod segment;
 mod storage;
 mod time_index;
 
+#[cfg(test)]
+pub(crate) use batch::test_support;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -47,13 +50,15 @@ pub use config::{
     RETENTION_MS_DEFAULT, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_INDEX_BYTES_DEFAULT,
     SEGMENT_MS_DEFAULT, TimestampType,
 };
+pub use dir_checkpoints::{
+    CLEANER_CHECKPOINT_FILE, DirCheckpoints, LOG_START_OFFSET_CHECKPOINT_FILE, PartitionOffsets,
+    RECOVERY_POINT_CHECKPOINT_FILE, RECOVERY_POINT_CHECKPOINT_INTERVAL_MS, StartingOffsets,
+};
 pub use error::LogError;
 pub use leader_epoch::{EpochEntry, LEADER_EPOCH_CHECKPOINT_FILE, LeaderEpochCache};
 pub use partition_log::{
-    AppendInfo, CLEAN_SHUTDOWN_FILE, CLEANER_CHECKPOINT_FILE, CleanJob, CleanStats, CleanedGroup,
-    FileSlice, LOG_START_OFFSET_CHECKPOINT_FILE, PartitionLog, PendingSync,
-    RECOVERY_POINT_CHECKPOINT_FILE, RECOVERY_POINT_CHECKPOINT_INTERVAL_MS, ReadSlice,
-    RecoveryReport, RetentionOutcome, SwapStep, UnsettledLog,
+    AppendInfo, CLEAN_SHUTDOWN_FILE, CleanJob, CleanStats, CleanedGroup, FileSlice, PartitionLog,
+    PendingSync, ReadSlice, RecoveryReport, RetentionOutcome, SwapStep, UnsettledLog,
 };
 pub use producer_state::{
     BATCHES_KEPT, BatchMeta, ProducerBatch, ProducerCheck, ProducerEntry, ProducerError,

@@ -21,7 +21,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{PartitionLog, read_offset_file_or_none, write_offset_file};
+use super::{CheckpointWrite, PartitionLog};
 use crate::log::batch::{BATCH_HEADER_BYTES, BatchHeader, parse_header};
 use crate::log::checkpoint;
 use crate::log::cleaner::{
@@ -34,8 +34,6 @@ use crate::log::recovery;
 use crate::log::segment::{self, HeaderScanner, RELATIVE_OFFSET_MAX, Scanned, Segment};
 use crate::log::storage::Storage;
 
-/// Where the next pass's dirty part starts, per partition.
-pub const CLEANER_CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
 const TMP_DIR: &str = "cleaner.tmp";
 const SWAP_SUFFIX: &str = ".log.swap";
 
@@ -227,7 +225,7 @@ impl PartitionLog {
     pub fn finish_clean(&mut self, cleaned_up_to: i64) -> Result<(), LogError> {
         if cleaned_up_to > self.cleaner_checkpoint {
             self.cleaner_checkpoint = cleaned_up_to;
-            write_offset_file(&self.dir.join(CLEANER_CHECKPOINT_FILE), cleaned_up_to)?;
+            self.checkpoint(self.last_flush_ms, CheckpointWrite::Soon)?;
         }
         Ok(())
     }
@@ -253,11 +251,6 @@ impl PartitionLog {
         self.finish_clean(map_end)?;
         stats.cleaned_up_to = map_end;
         Ok(Some(stats))
-    }
-
-    /// The first dirty offset recorded by the last finished pass.
-    pub(super) fn load_cleaner_checkpoint(dir: &Path) -> Result<i64, LogError> {
-        Ok(read_offset_file_or_none(&dir.join(CLEANER_CHECKPOINT_FILE))?.unwrap_or(0))
     }
 }
 

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use super::batch::{self, BATCH_HEADER_BYTES, BatchHead, BatchHeader};
 use super::checkpoint;
 use super::config::{LogConfig, TimestampType};
+use super::dir_checkpoints::{DirCheckpoints, PartitionOffsets};
 use super::error::LogError;
 use super::flush::{self, FlushState};
 use super::leader_epoch::{EpochEntry, LeaderEpochCache};
@@ -27,17 +28,22 @@ mod cleaning;
 #[path = "partition_producers.rs"]
 mod producers;
 
-pub use cleaning::{CLEANER_CHECKPOINT_FILE, CleanJob, CleanStats, CleanedGroup, SwapStep};
+pub use cleaning::{CleanJob, CleanStats, CleanedGroup, SwapStep};
 
-/// Per-partition recovery point (Kafka keeps one such file per log dir).
-pub const RECOVERY_POINT_CHECKPOINT_FILE: &str = "recovery-point-offset-checkpoint";
-/// The log start offset when DeleteRecords moved it inside a segment.
-pub const LOG_START_OFFSET_CHECKPOINT_FILE: &str = "log-start-offset-checkpoint";
 /// Written last by `close`; its presence at open means nothing to recover.
 pub const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
-/// Minimum spacing of recovery-point checkpoint writes after a sync: a
-/// stale (lower) recovery point is always safe, it only means more to verify.
-pub const RECOVERY_POINT_CHECKPOINT_INTERVAL_MS: i64 = 1_000;
+
+/// How soon `checkpoint` writes the directory's files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CheckpointWrite {
+    /// With the periodic write (a log on its own: when due).
+    Periodic,
+    /// With the next write (a log on its own: now).
+    Soon,
+    /// Now and synced, before anything else happens to the log: a lower
+    /// recovery point or a higher log start must not be forgotten.
+    Durable,
+}
 
 /// Where an append landed; what Produce answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,11 +139,12 @@ pub struct PartitionLog {
     config: LogConfig,
     /// Where segment writes and syncs go (the OS, or a test's faults).
     storage: Arc<dyn Storage>,
+    /// The data directory's checkpoints, where this log reports its offsets.
+    checkpoints: Arc<DirCheckpoints>,
     segments: Vec<Segment>,
     epochs: LeaderEpochCache,
     /// Everything below is on disk (fsynced) and verified.
     recovery_point: i64,
-    last_checkpoint_ms: i64,
     last_flush_ms: i64,
     /// Bumped by every `truncate_to`: a sync captured before a truncation
     /// says nothing about bytes appended after it.
@@ -215,20 +222,11 @@ fn read_offset_file(path: &Path) -> Result<Option<i64>, LogError> {
     }
 }
 
-/// A checkpoint that may be lost in a crash without harm (it is written
-/// after what it vouches for is durable, and an old or missing one only
-/// means more recovery): replaced atomically, not synced.
+/// A file that may be lost in a crash without harm: replaced atomically,
+/// not synced.
 fn write_offset_hint(path: &Path, offset: i64) -> Result<(), LogError> {
     assert!(offset >= 0);
     checkpoint::write_atomic_unsynced(
-        path,
-        checkpoint::format_lines(&[offset.to_string()]).as_bytes(),
-    )
-}
-
-fn write_offset_file(path: &Path, offset: i64) -> Result<(), LogError> {
-    assert!(offset >= 0);
-    checkpoint::write_atomic(
         path,
         checkpoint::format_lines(&[offset.to_string()]).as_bytes(),
     )
@@ -282,7 +280,8 @@ impl PartitionLog {
         config: LogConfig,
         now_ms: i64,
     ) -> Result<(PartitionLog, RecoveryReport), LogError> {
-        let opened = Self::open_unsettled(storage, dir, config, now_ms)?;
+        let checkpoints = Arc::new(DirCheckpoints::standalone(dir)?);
+        let opened = Self::open_unsettled(storage, checkpoints, dir, config, now_ms)?;
         opened.sync_recovered()?;
         opened.settle()
     }
@@ -293,6 +292,7 @@ impl PartitionLog {
     /// before `settle` recovers the same way again.
     pub fn open_unsettled(
         storage: Arc<dyn Storage>,
+        checkpoints: Arc<DirCheckpoints>,
         dir: &Path,
         config: LogConfig,
         now_ms: i64,
@@ -302,8 +302,8 @@ impl PartitionLog {
         let listing = list_dir(dir)?;
         let fresh = listing.bases.is_empty();
         let clean_offset = read_offset_file_or_none(&dir.join(CLEAN_SHUTDOWN_FILE))?;
-        let recovery_point =
-            read_offset_file_or_none(&dir.join(RECOVERY_POINT_CHECKPOINT_FILE))?.unwrap_or(0);
+        let starting = checkpoints.starting_offsets(dir)?;
+        let recovery_point = starting.recovery_point.unwrap_or(0);
         let mut report = RecoveryReport {
             recovery_point,
             ..RecoveryReport::default()
@@ -374,19 +374,19 @@ impl PartitionLog {
             epochs: LeaderEpochCache::load(dir)?,
             config,
             storage,
+            checkpoints,
             segments,
             recovery_point: 0,
-            last_checkpoint_ms: now_ms,
             last_flush_ms: now_ms,
             truncations: 0,
             log_start_offset: 0,
-            cleaner_checkpoint: Self::load_cleaner_checkpoint(dir)?,
+            cleaner_checkpoint: starting.cleaner_offset.unwrap_or(0),
             producers: ProducerStateMap::new(),
             snapshots: listing.snapshots,
         };
-        let checkpointed_start =
-            read_offset_file_or_none(&dir.join(LOG_START_OFFSET_CHECKPOINT_FILE))?.unwrap_or(0);
-        log.log_start_offset = checkpointed_start
+        log.log_start_offset = starting
+            .log_start_offset
+            .unwrap_or(0)
             .max(log.first_segment_base())
             .min(log.log_end_offset());
         if !report.clean_shutdown {
@@ -410,10 +410,7 @@ impl PartitionLog {
         self.epochs.truncate_from_end(log_end_offset)?;
         self.epochs.truncate_from_start(self.log_start_offset())?;
         self.recovery_point = log_end_offset;
-        write_offset_hint(
-            &self.dir.join(RECOVERY_POINT_CHECKPOINT_FILE),
-            log_end_offset,
-        )?;
+        self.checkpoint(self.last_flush_ms, CheckpointWrite::Soon)?;
         // Not made durable: a marker that survives a crash no longer matches
         // the log (or matches exactly the data it vouched for).
         checkpoint::remove_if_exists(&self.dir.join(CLEAN_SHUTDOWN_FILE))?;
@@ -1117,7 +1114,7 @@ impl PartitionLog {
     /// between capture and completion (followers), use
     /// `complete_pending_sync`, which can tell.
     pub fn complete_sync(&mut self, durable_offset: i64, now_ms: i64) -> Result<(), LogError> {
-        self.record_sync(durable_offset, now_ms, false)
+        self.record_sync(durable_offset, now_ms)
     }
 
     /// `complete_sync` for a specific capture: ignored if the log was
@@ -1131,15 +1128,10 @@ impl PartitionLog {
         if pending.truncations != self.truncations {
             return Ok(());
         }
-        self.record_sync(pending.durable_offset, now_ms, false)
+        self.record_sync(pending.durable_offset, now_ms)
     }
 
-    fn record_sync(
-        &mut self,
-        durable_offset: i64,
-        now_ms: i64,
-        force_checkpoint: bool,
-    ) -> Result<(), LogError> {
+    fn record_sync(&mut self, durable_offset: i64, now_ms: i64) -> Result<(), LogError> {
         let durable_offset = durable_offset.min(self.log_end_offset());
         assert!(durable_offset >= 0);
         self.recovery_point = self.recovery_point.max(durable_offset);
@@ -1149,19 +1141,34 @@ impl PartitionLog {
             }
         }
         self.last_flush_ms = now_ms;
-        if force_checkpoint
-            || now_ms.saturating_sub(self.last_checkpoint_ms)
-                >= RECOVERY_POINT_CHECKPOINT_INTERVAL_MS
-        {
-            // After the sync it vouches for; a lost or stale checkpoint only
-            // means more to recover, so it is not synced itself.
-            write_offset_hint(
-                &self.dir.join(RECOVERY_POINT_CHECKPOINT_FILE),
-                self.recovery_point,
-            )?;
-            self.last_checkpoint_ms = now_ms;
+        // After the sync it vouches for; a lost or stale checkpoint only
+        // means more to recover.
+        self.checkpoint(now_ms, CheckpointWrite::Periodic)
+    }
+
+    /// This log's offsets as the directory's checkpoints keep them.
+    fn checkpoint_offsets(&self) -> PartitionOffsets {
+        PartitionOffsets {
+            recovery_point: self.recovery_point,
+            log_start_offset: self.log_start_offset,
+            cleaner_offset: self.cleaner_checkpoint,
         }
-        Ok(())
+    }
+
+    /// Reports this log's offsets to the directory's checkpoints, and
+    /// writes them as `write` asks.
+    fn checkpoint(&self, now_ms: i64, write: CheckpointWrite) -> Result<(), LogError> {
+        let checkpoints = &self.checkpoints;
+        checkpoints.report(&self.dir, self.checkpoint_offsets());
+        let standalone = checkpoints.is_standalone();
+        match write {
+            CheckpointWrite::Durable => checkpoints.write(now_ms, true),
+            CheckpointWrite::Soon if standalone => checkpoints.write(now_ms, false),
+            CheckpointWrite::Periodic if standalone && checkpoints.write_due(now_ms) => {
+                checkpoints.write(now_ms, false)
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Whether the flush policy wants a sync now.
@@ -1181,7 +1188,8 @@ impl PartitionLog {
             let durable_offset = pending
                 .sync()
                 .map_err(LogError::io("fdatasync", &self.dir))?;
-            self.record_sync(durable_offset, now_ms, true)?;
+            self.record_sync(durable_offset, now_ms)?;
+            self.checkpoint(now_ms, CheckpointWrite::Soon)?;
         }
         Ok(())
     }
@@ -1280,17 +1288,11 @@ impl PartitionLog {
         // A batch truncated away must never be taken for a duplicate.
         self.rebuild_producer_state()?;
         // Batches appended from here on are dirty for the cleaner.
-        if self.cleaner_checkpoint > log_end_offset {
-            self.cleaner_checkpoint = log_end_offset;
-            write_offset_hint(&self.dir.join(CLEANER_CHECKPOINT_FILE), log_end_offset)?;
-        }
+        self.cleaner_checkpoint = self.cleaner_checkpoint.min(log_end_offset);
         // The recovery point must never stay above data that is no longer
-        // the data it vouched for.
+        // the data it vouched for, not even in a checkpoint a crash brings back.
         self.recovery_point = self.recovery_point.min(log_end_offset);
-        write_offset_file(
-            &self.dir.join(RECOVERY_POINT_CHECKPOINT_FILE),
-            self.recovery_point,
-        )?;
+        self.checkpoint(self.last_flush_ms, CheckpointWrite::Durable)?;
         tracing::info!(partition_dir = %self.dir.display(), offset, log_end_offset, "truncated log");
         Ok(())
     }
@@ -1333,11 +1335,8 @@ impl PartitionLog {
             segment.delete_files()?;
         }
         checkpoint::sync_dir(&self.dir)?;
+        // Checkpointed (durably) by `truncate_to`.
         self.log_start_offset = base_offset;
-        write_offset_file(
-            &self.dir.join(LOG_START_OFFSET_CHECKPOINT_FILE),
-            base_offset,
-        )?;
         self.epochs.truncate_from_start(base_offset)?;
         Ok(())
     }
@@ -1357,11 +1356,9 @@ impl PartitionLog {
         active.time_index.sync()?;
         // Everything the marker vouches for is synced above; the marker and
         // the checkpoints themselves need not be: without them the next
-        // open only recovers more.
-        write_offset_hint(
-            &self.dir.join(RECOVERY_POINT_CHECKPOINT_FILE),
-            log_end_offset,
-        )?;
+        // open only recovers more. The broker writes the directory's files
+        // once every log is closed.
+        self.checkpoint(now_ms, CheckpointWrite::Soon)?;
         self.write_producer_snapshot()?;
         write_offset_hint(&self.dir.join(CLEAN_SHUTDOWN_FILE), log_end_offset)?;
         Ok(())
@@ -1392,8 +1389,8 @@ impl PartitionLog {
         if offset <= self.log_start_offset {
             return Ok(self.log_start_offset);
         }
-        write_offset_file(&self.dir.join(LOG_START_OFFSET_CHECKPOINT_FILE), offset)?;
         self.log_start_offset = offset;
+        self.checkpoint(self.last_flush_ms, CheckpointWrite::Durable)?;
         self.epochs.truncate_from_start(offset)?;
         self.delete_segments_below(offset)?;
         tracing::info!(partition_dir = %self.dir.display(), log_start_offset = offset, "log start offset advanced");

@@ -1,0 +1,122 @@
+//! The data directory's checkpoints with a real broker: three files for
+//! every partition, none inside the partitions, DeleteRecords kept across
+//! a restart, and a data directory from before (offsets in each partition's
+//! own files) adopted without losing a log start offset.
+
+use std::path::Path;
+
+use kafka_protocol::records::Compression;
+
+use super::*;
+use crate::log::test_support::encode_batch;
+use crate::log::{
+    CLEANER_CHECKPOINT_FILE, LOG_START_OFFSET_CHECKPOINT_FILE, RECOVERY_POINT_CHECKPOINT_FILE,
+};
+
+const FILES: [&str; 3] = [
+    RECOVERY_POINT_CHECKPOINT_FILE,
+    LOG_START_OFFSET_CHECKPOINT_FILE,
+    CLEANER_CHECKPOINT_FILE,
+];
+
+fn open(data_dir: &Path) -> Arc<Broker> {
+    Broker::open(crate::config::default_spec(), 1, data_dir.to_path_buf()).expect("open")
+}
+
+/// A topic `t` of 3 partitions, 10 records each, and records below 3
+/// deleted from partition 1.
+fn populate(broker: &Broker) {
+    let topic = broker
+        .create_topic("t", Some(3), &[], false)
+        .expect("topic");
+    for partition in &topic.partitions {
+        for i in 0..5 {
+            let batch = encode_batch(2, 10, 1_000 + i, Compression::None);
+            let info = partition.append(&batch, now_ms()).expect("append");
+            partition.advance_high_watermark(info.last_offset + 1);
+        }
+    }
+    assert_eq!(topic.partitions[1].delete_records_before(3).unwrap(), 3);
+}
+
+fn file(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+#[test]
+fn a_data_directory_keeps_every_partitions_offsets_in_three_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open(dir.path());
+    populate(&broker);
+    // DeleteRecords is durable before it answers.
+    assert!(file(dir.path(), LOG_START_OFFSET_CHECKPOINT_FILE).contains("t 1 3\n"));
+    broker.close().unwrap();
+    drop(broker);
+    let recovery_points = file(dir.path(), RECOVERY_POINT_CHECKPOINT_FILE);
+    for line in ["t 0 10\n", "t 1 10\n", "t 2 10\n"] {
+        assert!(recovery_points.contains(line), "{recovery_points}");
+    }
+    for partition in 0..3 {
+        for name in FILES {
+            let own = dir.path().join(format!("t-{partition}")).join(name);
+            assert!(!own.exists(), "{} exists", own.display());
+        }
+    }
+    let broker = open(dir.path());
+    let offsets = broker.topic("t").unwrap().partitions[1].offsets();
+    assert_eq!(
+        offsets.log_start_offset, 3,
+        "DeleteRecords survives a restart"
+    );
+}
+
+#[test]
+fn a_data_directory_from_before_is_adopted_with_its_log_start_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open(dir.path());
+    populate(&broker);
+    broker.close().unwrap();
+    drop(broker);
+    // The layout before: each partition's offsets in its own files.
+    for name in FILES {
+        std::fs::remove_file(dir.path().join(name)).unwrap();
+    }
+    for partition in 0..3 {
+        let own = dir.path().join(format!("t-{partition}"));
+        let log_start = if partition == 1 { 3 } else { 0 };
+        std::fs::write(own.join(RECOVERY_POINT_CHECKPOINT_FILE), "0\n1\n10\n").unwrap();
+        std::fs::write(
+            own.join(LOG_START_OFFSET_CHECKPOINT_FILE),
+            format!("0\n1\n{log_start}\n"),
+        )
+        .unwrap();
+    }
+
+    let broker = open(dir.path());
+    let offsets = broker.topic("t").unwrap().partitions[1].offsets();
+    assert_eq!(
+        offsets.log_start_offset, 3,
+        "the old log start offset is kept"
+    );
+    assert!(file(dir.path(), LOG_START_OFFSET_CHECKPOINT_FILE).contains("t 1 3\n"));
+    for partition in 0..3 {
+        let own = dir.path().join(format!("t-{partition}"));
+        assert!(!own.join(RECOVERY_POINT_CHECKPOINT_FILE).exists());
+        assert!(!own.join(LOG_START_OFFSET_CHECKPOINT_FILE).exists());
+    }
+}
+
+#[test]
+fn a_deleted_topic_leaves_the_checkpoints_before_its_files_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open(dir.path());
+    populate(&broker);
+    broker.delete_topic("t").unwrap();
+    for name in FILES {
+        let text = file(dir.path(), name);
+        assert!(!text.contains("t "), "{name}: {text}");
+    }
+    // Recreated under the same name, it starts from nothing.
+    let topic = broker.create_topic("t", Some(3), &[], false).unwrap();
+    assert_eq!(topic.partitions[1].offsets().log_start_offset, 0);
+}
