@@ -16,8 +16,7 @@ pub use admin::AdminError;
 pub use io_pool::{IoPool, IoPoolError, JobCost};
 pub use log_config::log_config_for;
 pub use partition::{
-    PRODUCER_ID_EXPIRATION_MS, Partition, PartitionOffsets, PartitionRead, PartitionStats,
-    SINGLE_NODE_LEADER_EPOCH,
+    Partition, PartitionOffsets, PartitionRead, PartitionStats, SINGLE_NODE_LEADER_EPOCH,
 };
 pub use producer_ids::{PRODUCER_ID_BLOCK, ProducerIdAllocator, ProducerIdError};
 pub use registry::{RegistryEntry, RegistryError, TopicOrigin, TopicRegistry};
@@ -449,9 +448,12 @@ impl Broker {
     }
 
     fn housekeeping(&self, now_ms: i64, retention_due: bool) {
+        let producer_expiry_ms =
+            i64::try_from(self.spec().cluster.producer_id_expiration_ms).unwrap_or(i64::MAX);
+        let retention = retention_due.then_some(producer_expiry_ms);
         for topic in self.topics() {
             for partition in &topic.partitions {
-                if let Err(e) = partition.housekeeping(now_ms, retention_due) {
+                if let Err(e) = partition.housekeeping(now_ms, retention) {
                     tracing::error!(event = "housekeeping_failed", partition = ?partition, error = %e);
                 }
             }
@@ -504,8 +506,8 @@ fn lock_data_dir(data_dir: &Path) -> Result<File, BrokerError> {
 }
 
 #[cfg(test)]
-#[path = "checkpoint_tests.rs"]
-mod checkpoint_tests;
+#[path = "housekeeping_tests.rs"]
+mod housekeeping_tests;
 
 #[cfg(test)]
 mod tests {

@@ -16,10 +16,6 @@ use crate::log::{
 /// never another leader, so the epoch never moves.
 pub const SINGLE_NODE_LEADER_EPOCH: i32 = 0;
 
-/// Kafka's `producer.id.expiration.ms` default (1 day): a producer id with
-/// no batch for this long is forgotten (checked with retention).
-pub const PRODUCER_ID_EXPIRATION_MS: i64 = 86_400_000;
-
 /// A read, with the offsets the fetch response reports beside it.
 #[derive(Debug)]
 pub struct PartitionRead {
@@ -274,16 +270,18 @@ impl Partition {
         Ok(())
     }
 
-    /// Periodic housekeeping: age-based roll, policy flush, retention.
-    pub fn housekeeping(&self, now_ms: i64, retention_due: bool) -> Result<(), LogError> {
+    /// Periodic housekeeping: age-based roll, policy flush, and with
+    /// `retention` (the producer id expiration, from the spec) retention and
+    /// the expiry of idempotent producers.
+    pub fn housekeeping(&self, now_ms: i64, retention: Option<i64>) -> Result<(), LogError> {
         let flush_due = {
             let mut log = self.lock_log();
             self.stop_on_storage_failure("roll", log.roll_if_due(now_ms))?;
-            if retention_due {
+            if let Some(producer_expiry_ms) = retention {
                 // Never delete what consumers cannot see yet.
                 let retained = log.apply_retention_below(now_ms, self.high_watermark());
                 self.stop_on_storage_failure("retention", retained)?;
-                let expired = log.expire_producers(now_ms, PRODUCER_ID_EXPIRATION_MS);
+                let expired = log.expire_producers(now_ms, producer_expiry_ms);
                 if expired > 0 {
                     tracing::debug!(event = "producers_expired", partition = ?self, expired);
                 }

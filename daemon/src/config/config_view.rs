@@ -355,6 +355,12 @@ pub fn describe_broker(spec: &ClusterSpec, node_id: i32) -> Vec<ConfigEntry> {
             "cluster.auto_create_topics",
         ),
         (
+            "producer.id.expiration.ms",
+            spec.cluster.producer_id_expiration_ms.to_string(),
+            ConfigType::Int,
+            "cluster.producer_id_expiration_ms",
+        ),
+        (
             "broker.id",
             node_id.to_string(),
             ConfigType::Int,

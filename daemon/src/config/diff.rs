@@ -49,6 +49,7 @@ pub enum ReloadAction {
     UpdateClusterSettings {
         auto_create_topics: bool,
         allow_api_topic_creation: bool,
+        producer_id_expiration_ms: u64,
     },
     /// Takes effect only after `systemctl restart`; nothing of it is applied.
     NeedsRestart {
@@ -94,9 +95,10 @@ impl fmt::Display for ReloadAction {
             Self::UpdateClusterSettings {
                 auto_create_topics,
                 allow_api_topic_creation,
+                producer_id_expiration_ms,
             } => write!(
                 f,
-                "update cluster settings: auto_create_topics = {auto_create_topics}, allow_api_topic_creation = {allow_api_topic_creation}"
+                "update cluster settings: auto_create_topics = {auto_create_topics}, allow_api_topic_creation = {allow_api_topic_creation}, producer_id_expiration_ms = {producer_id_expiration_ms}"
             ),
             Self::NeedsRestart { key, from, to } => {
                 write!(f, "needs restart: {key}: {from} -> {to}")
@@ -127,12 +129,15 @@ fn setting_changes(old: &TopicConfig, new: &TopicConfig) -> Vec<SettingChange> {
 /// first, then cluster settings, defaults, and topics by name.
 pub fn diff_specs(old: &ClusterSpec, new: &ClusterSpec, node_id: i32) -> Vec<ReloadAction> {
     let mut actions = restart_only_changes(old, new, node_id);
-    if old.cluster.auto_create_topics != new.cluster.auto_create_topics
-        || old.cluster.allow_api_topic_creation != new.cluster.allow_api_topic_creation
+    let cluster = &new.cluster;
+    if old.cluster.auto_create_topics != cluster.auto_create_topics
+        || old.cluster.allow_api_topic_creation != cluster.allow_api_topic_creation
+        || old.cluster.producer_id_expiration_ms != cluster.producer_id_expiration_ms
     {
         actions.push(ReloadAction::UpdateClusterSettings {
-            auto_create_topics: new.cluster.auto_create_topics,
-            allow_api_topic_creation: new.cluster.allow_api_topic_creation,
+            auto_create_topics: cluster.auto_create_topics,
+            allow_api_topic_creation: cluster.allow_api_topic_creation,
+            producer_id_expiration_ms: cluster.producer_id_expiration_ms,
         });
     }
     let defaults = setting_changes(&old.default_topic_config(), &new.default_topic_config());

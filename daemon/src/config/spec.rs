@@ -54,10 +54,24 @@ pub struct ClusterSection {
     /// Whether admin clients may create topics with CreateTopics.
     #[serde(default = "yes")]
     pub allow_api_topic_creation: bool,
+    /// Kafka's `producer.id.expiration.ms`: a partition forgets an
+    /// idempotent producer this long after its last batch there.
+    #[serde(
+        default = "producer_id_expiration_ms",
+        deserialize_with = "units::de_millis"
+    )]
+    pub producer_id_expiration_ms: u64,
 }
 
 fn yes() -> bool {
     true
+}
+
+/// Kafka's default: one day.
+pub const DEFAULT_PRODUCER_ID_EXPIRATION_MS: u64 = units::DAY_MS;
+
+fn producer_id_expiration_ms() -> u64 {
+    DEFAULT_PRODUCER_ID_EXPIRATION_MS
 }
 
 /// `[controller]`

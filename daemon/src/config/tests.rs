@@ -808,3 +808,17 @@ fn compaction_settings_parse_from_the_spec_and_from_kafka_names() {
         .to_string();
     assert!(error.contains("min_cleanable_dirty_ratio"), "{error}");
 }
+
+#[test]
+fn producer_id_expiration_is_a_positive_duration() {
+    let spec = parse_spec(ONE, "cluster.toml").unwrap();
+    assert_eq!(spec.cluster.producer_id_expiration_ms, 86_400_000);
+    let text = ONE.replace(
+        "name = \"test\"\n",
+        "name = \"test\"\nproducer_id_expiration_ms = 0\n",
+    );
+    assert_eq!(
+        errors(&text),
+        "cluster.toml:3:29: cluster.producer_id_expiration_ms: must be at least 1 ms, got 0 ms"
+    );
+}

@@ -110,6 +110,14 @@ fn validate_cluster(spec: &ClusterSpec, issues: &mut Vec<Issue>) {
             ),
         ));
     }
+    check(
+        issues,
+        "cluster.producer_id_expiration_ms",
+        i128::from(spec.cluster.producer_id_expiration_ms),
+        1,
+        i128::from(i32::MAX),
+        Unit::Millis,
+    );
 }
 
 fn declared_ids(spec: &ClusterSpec) -> String {

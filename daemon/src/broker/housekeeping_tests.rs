@@ -1,7 +1,8 @@
-//! The data directory's checkpoints with a real broker: three files for
-//! every partition, none inside the partitions, DeleteRecords kept across
-//! a restart, and a data directory from before (offsets in each partition's
-//! own files) adopted without losing a log start offset.
+//! What the broker keeps in order with a real data directory: its
+//! checkpoints (three files for every partition, none inside the
+//! partitions, DeleteRecords kept across a restart, a data directory from
+//! before adopted without losing a log start offset) and the expiry of
+//! idempotent producers at the spec's `producer_id_expiration_ms`.
 
 use std::path::Path;
 
@@ -119,4 +120,31 @@ fn a_deleted_topic_leaves_the_checkpoints_before_its_files_go() {
     // Recreated under the same name, it starts from nothing.
     let topic = broker.create_topic("t", Some(3), &[], false).unwrap();
     assert_eq!(topic.partitions[1].offsets().log_start_offset, 0);
+}
+
+#[test]
+fn idempotent_producers_expire_after_the_specs_producer_id_expiration() {
+    use crate::log::test_support::encode_idempotent_batch;
+    let text = crate::config::DEFAULT_SPEC_TOML.replace(
+        "producer_id_expiration_ms = \"1d\"",
+        "producer_id_expiration_ms = \"1h\"",
+    );
+    let spec = crate::config::parse_spec(&text, "test").unwrap();
+    assert_eq!(spec.cluster.producer_id_expiration_ms, 3_600_000);
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open(spec, 1, dir.path().to_path_buf()).unwrap();
+    let topic = broker.create_topic("t", Some(1), &[], false).unwrap();
+    let partition = &topic.partitions[0];
+    let now = now_ms();
+    partition
+        .append(&encode_idempotent_batch(7, 0, 0, 3, now), now)
+        .unwrap();
+    let producers = || partition.lock_log().producer_state().len();
+    assert_eq!(producers(), 1);
+    broker.housekeeping(now + 3_599_000, true);
+    assert_eq!(producers(), 1, "kept within the hour");
+    broker.housekeeping(now + 3_601_000, false);
+    assert_eq!(producers(), 1, "expiry runs with retention");
+    broker.housekeeping(now + 3_601_000, true);
+    assert_eq!(producers(), 0, "forgotten after the hour");
 }
