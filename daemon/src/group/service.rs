@@ -74,6 +74,12 @@ impl Inner {
 pub struct GroupCoordinator {
     inner: Mutex<Inner>,
     offsets: Vec<Arc<Partition>>,
+    /// One per offsets partition, taken before `inner`: the commits of the
+    /// groups on one partition are checked, appended and applied in one
+    /// order, and `inner` (every group's state) is never held across the
+    /// write, so a stalled disk under one offsets partition stalls no
+    /// other group's heartbeats, joins or commits.
+    append_order: Vec<Mutex<()>>,
     wakeup: Notify,
 }
 
@@ -149,6 +155,7 @@ impl GroupCoordinator {
                 syncs: HashMap::new(),
             }),
             offsets: topic.partitions.clone(),
+            append_order: topic.partitions.iter().map(|_| Mutex::new(())).collect(),
             wakeup: Notify::new(),
         }))
     }
@@ -225,6 +232,14 @@ impl GroupCoordinator {
         &self.offsets[index as usize]
     }
 
+    /// Orders the appends to `group_id`'s offsets partition (see `append_order`).
+    fn order_appends(&self, group_id: &str) -> MutexGuard<'_, ()> {
+        let index = offsets_log::partition_for(group_id, OFFSETS_TOPIC_PARTITIONS);
+        self.append_order[index as usize]
+            .lock()
+            .expect("offsets append lock poisoned")
+    }
+
     /// OffsetCommit: checks fencing, appends the commits to the offsets log
     /// and applies them. The caller waits on the returned high watermark
     /// before acknowledging when the topic syncs before acks.
@@ -236,8 +251,8 @@ impl GroupCoordinator {
     ) -> Result<CommitWait, GroupError> {
         let (group_id, member_id, instance_id, generation) = member;
         let keys: Vec<OffsetKey> = entries.iter().map(|(k, _)| k.clone()).collect();
-        let mut inner = self.lock();
-        inner.core.check_commit(
+        let _order = self.order_appends(group_id);
+        self.lock().core.check_commit(
             Instant::now(),
             group_id,
             member_id,
@@ -250,7 +265,7 @@ impl GroupCoordinator {
             .map(|(key, value)| (group_id.to_string(), key, Some(value)))
             .collect();
         let wait = self.append(broker, group_id, &changes)?;
-        inner.core.apply_offsets(changes);
+        self.lock().core.apply_offsets(changes);
         Ok(wait)
     }
 
@@ -285,15 +300,20 @@ impl GroupCoordinator {
 
     /// DeleteGroups for one group: tombstones its offsets, then drops it.
     pub fn delete_group(&self, broker: &Broker, group_id: &str) -> Result<CommitWait, GroupError> {
-        let mut inner = self.lock();
-        let keys = inner.core.check_delete_group(group_id)?;
+        let _order = self.order_appends(group_id);
+        let keys = self.lock().core.check_delete_group(group_id)?;
         let changes: Vec<OffsetChange> = keys
             .into_iter()
             .map(|k| (group_id.to_string(), k, None))
             .collect();
         let wait = self.append(broker, group_id, &changes)?;
+        let mut inner = self.lock();
         inner.core.apply_offsets(changes);
-        inner.core.remove_group(group_id);
+        // A member may have joined while the tombstones were written: the
+        // offsets are gone either way, the group only if still deletable.
+        if inner.core.check_delete_group(group_id).is_ok() {
+            inner.core.remove_group(group_id);
+        }
         Ok(wait)
     }
 
@@ -305,16 +325,20 @@ impl GroupCoordinator {
         group_id: &str,
         keys: &[OffsetKey],
     ) -> Result<(Vec<String>, CommitWait), GroupError> {
-        let mut inner = self.lock();
-        let subscribed = inner.core.check_offset_delete(group_id)?;
-        let changes: Vec<OffsetChange> = keys
-            .iter()
-            .filter(|(topic, _)| !subscribed.contains(topic))
-            .filter(|k| inner.core.committed(group_id, k).is_some())
-            .map(|k| (group_id.to_string(), k.clone(), None))
-            .collect();
+        let _order = self.order_appends(group_id);
+        let (subscribed, changes) = {
+            let inner = self.lock();
+            let subscribed = inner.core.check_offset_delete(group_id)?;
+            let changes: Vec<OffsetChange> = keys
+                .iter()
+                .filter(|(topic, _)| !subscribed.contains(topic))
+                .filter(|k| inner.core.committed(group_id, k).is_some())
+                .map(|k| (group_id.to_string(), k.clone(), None))
+                .collect();
+            (subscribed, changes)
+        };
         let wait = self.append(broker, group_id, &changes)?;
-        inner.core.apply_offsets(changes);
+        self.lock().core.apply_offsets(changes);
         Ok((subscribed, wait))
     }
 

@@ -166,3 +166,138 @@ fn the_offsets_topic_is_created_with_its_fixed_partition_count() {
         OFFSETS_TOPIC_PARTITIONS as usize
     );
 }
+
+/// Holds writes under one directory until opened: a disk that stalls.
+#[derive(Debug, Default)]
+struct StallingDisk {
+    /// The stalled directory, and whether a write is waiting on it.
+    state: std::sync::Mutex<(Option<std::path::PathBuf>, bool)>,
+    changed: std::sync::Condvar,
+}
+
+impl StallingDisk {
+    fn stall(&self, dir: &std::path::Path) {
+        self.state.lock().unwrap().0 = Some(dir.to_path_buf());
+    }
+
+    fn resume(&self) {
+        self.state.lock().unwrap().0 = None;
+        self.changed.notify_all();
+    }
+
+    fn wait_for_a_stalled_write(&self, timeout: std::time::Duration) -> bool {
+        let state = self.state.lock().unwrap();
+        let (state, _) = self
+            .changed
+            .wait_timeout_while(state, timeout, |s| !s.1)
+            .unwrap();
+        state.1
+    }
+}
+
+impl crate::log::Storage for StallingDisk {
+    fn write_at(
+        &self,
+        file: &std::fs::File,
+        path: &std::path::Path,
+        pieces: &[std::io::IoSlice<'_>],
+        offset: u64,
+    ) -> std::io::Result<()> {
+        let mut state = self.state.lock().unwrap();
+        while state.0.as_ref().is_some_and(|dir| path.starts_with(dir)) {
+            state.1 = true;
+            self.changed.notify_all();
+            state = self.changed.wait(state).unwrap();
+        }
+        drop(state);
+        crate::log::OsStorage.write_at(file, path, pieces, offset)
+    }
+
+    fn set_len(
+        &self,
+        file: &std::fs::File,
+        path: &std::path::Path,
+        len: u64,
+    ) -> std::io::Result<()> {
+        crate::log::OsStorage.set_len(file, path, len)
+    }
+
+    fn sync_data(&self, file: &std::fs::File, path: &std::path::Path) -> std::io::Result<()> {
+        crate::log::OsStorage.sync_data(file, path)
+    }
+
+    fn sync_filesystem(&self, path: &std::path::Path) -> std::io::Result<()> {
+        crate::log::OsStorage.sync_filesystem(path)
+    }
+}
+
+/// Opens the stall again however the test ends, so no thread stays stuck.
+struct ResumeOnDrop(Arc<StallingDisk>);
+
+impl Drop for ResumeOnDrop {
+    fn drop(&mut self) {
+        self.0.resume();
+    }
+}
+
+/// No lock that every group needs is held across a write: while one
+/// group's commit is stuck in a stalled write to its offsets partition,
+/// a group on another offsets partition commits and the coordinator
+/// answers reads.
+#[test]
+fn a_commit_stuck_on_a_stalled_disk_holds_up_no_other_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Arc::new(StallingDisk::default());
+    let _resume = ResumeOnDrop(disk.clone());
+    let broker = Broker::open_with_storage(
+        crate::config::default_spec(),
+        1,
+        dir.path().to_path_buf(),
+        disk.clone(),
+    )
+    .unwrap();
+    broker.create_topic("t", Some(2), &[], false).unwrap();
+    let c = broker.start_group_coordinator().unwrap();
+    let stuck_group = "stuck";
+    let stuck_partition = c.partition_for(stuck_group).index;
+    let other_group = (0..)
+        .map(|i| format!("other-{i}"))
+        .find(|g| c.partition_for(g).index != stuck_partition)
+        .unwrap();
+    disk.stall(
+        &dir.path()
+            .join(format!("{OFFSETS_TOPIC}-{stuck_partition}")),
+    );
+
+    let stuck = {
+        let (broker, c) = (broker.clone(), c.clone());
+        std::thread::spawn(move || commit(&broker, &c, stuck_group, 0, 1))
+    };
+    assert!(
+        disk.wait_for_a_stalled_write(std::time::Duration::from_secs(10)),
+        "the commit reached the stalled write"
+    );
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    {
+        let (broker, c) = (broker.clone(), c.clone());
+        std::thread::spawn(move || {
+            commit(&broker, &c, &other_group, 0, 2);
+            let groups = c.read(|core| core.groups().count());
+            let _ = done_tx.send(groups);
+        });
+    }
+    let groups = done_rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("another group's commit and a read finish while one write is stalled");
+    assert!(groups >= 1);
+    assert!(!stuck.is_finished(), "the stalled commit is still waiting");
+    disk.resume();
+    stuck.join().unwrap();
+    c.read(|core| {
+        assert_eq!(
+            core.committed(stuck_group, &("t".into(), 0))
+                .map(|v| v.offset),
+            Some(1)
+        );
+    });
+}
