@@ -327,15 +327,6 @@ impl PartitionLog {
             now_ms,
             &mut report,
         )?;
-        if segments.is_empty() {
-            segments.push(Segment::create(
-                &storage,
-                dir,
-                0,
-                config.segment_index_bytes,
-                now_ms,
-            )?);
-        }
         let log_end_offset = segments.last().map_or(0, |segment| segment.next_offset);
         report.clean_shutdown =
             clean_offset == Some(log_end_offset) && report.segments_recovered == 0;
@@ -358,15 +349,6 @@ impl PartitionLog {
                 now_ms,
                 &mut report,
             )?;
-            if segments.is_empty() {
-                segments.push(Segment::create(
-                    &storage,
-                    dir,
-                    0,
-                    config.segment_index_bytes,
-                    now_ms,
-                )?);
-            }
         }
         finish_segments(&mut segments, &config, now_ms)?;
         let mut log = PartitionLog {
@@ -473,7 +455,8 @@ impl UnsettledLog {
 /// Opens every listed segment in order, recovering those at index ≥
 /// `recover_from` and any whose indexes are unusable. Stops at the first
 /// segment that is cut short or does not continue its predecessor, and
-/// deletes everything after it: the log is the longest valid prefix.
+/// deletes everything after it: the log is the longest valid prefix. With
+/// no segment at all, creates an empty one at offset 0.
 fn open_segments(
     storage: &Arc<dyn Storage>,
     dir: &Path,
@@ -527,6 +510,15 @@ fn open_segments(
             report.segments_deleted += rest.len() as u32;
             break;
         }
+    }
+    if segments.is_empty() {
+        segments.push(Segment::create(
+            storage,
+            dir,
+            0,
+            config.segment_index_bytes,
+            now_ms,
+        )?);
     }
     Ok(segments)
 }
