@@ -148,3 +148,39 @@ fn idempotent_producers_expire_after_the_specs_producer_id_expiration() {
     broker.housekeeping(now + 3_601_000, true);
     assert_eq!(producers(), 0, "forgotten after the hour");
 }
+
+/// Every log closes cleanly at shutdown, also those the group coordinator
+/// (or a request) still holds: each has its clean-shutdown marker and
+/// trimmed indexes, and a change after the close is refused.
+#[test]
+fn close_closes_every_log_even_those_still_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open(dir.path());
+    populate(&broker);
+    let _groups = broker.start_group_coordinator().unwrap();
+    let held = broker.topic("t").unwrap().partitions[0].clone();
+    broker.close().unwrap();
+    let mut closed = 0;
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let partition_dir = entry.unwrap().path();
+        if !partition_dir.join("00000000000000000000.log").exists() {
+            continue;
+        }
+        assert!(
+            partition_dir.join(crate::log::CLEAN_SHUTDOWN_FILE).exists(),
+            "{} was not closed cleanly",
+            partition_dir.display()
+        );
+        let index = partition_dir.join("00000000000000000000.index");
+        assert!(
+            std::fs::metadata(&index).unwrap().len() < 4096,
+            "{}",
+            index.display()
+        );
+        closed += 1;
+    }
+    assert_eq!(closed, 3 + crate::group::OFFSETS_TOPIC_PARTITIONS as usize);
+    let batch = encode_batch(1, 10, 1_000, Compression::None);
+    let refused = held.append(&batch, now_ms()).unwrap_err();
+    assert!(matches!(refused, LogError::Closed { .. }), "{refused}");
+}

@@ -327,8 +327,12 @@ impl Partition {
         result
     }
 
-    /// Gives the log back for a clean close once nothing else holds it.
-    pub fn into_log(self) -> PartitionLog {
-        self.log.into_inner().expect("partition log lock poisoned")
+    /// Closes the log cleanly (shutdown, topic deletion) even while a
+    /// request, the cleaner or the group coordinator still holds the
+    /// partition: later changes are refused, reads go on.
+    pub fn close(&self, now_ms: i64) -> Result<(), LogError> {
+        let mut log = self.lock_log();
+        let closed = log.close_in_place(now_ms);
+        self.stop_on_storage_failure("close", closed)
     }
 }

@@ -1,7 +1,7 @@
 //! A topic on this broker: its id, resolved settings and partitions.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use thiserror::Error;
 use uuid::Uuid;
@@ -276,34 +276,10 @@ impl Topic {
             .and_then(|i| self.partitions.get(i))
     }
 
-    /// Closes each partition's log cleanly, or just flushes it if something
-    /// still holds a reference.
-    pub fn close_partitions(self: Arc<Self>) -> Vec<Result<(), LogError>> {
-        let topic = match Arc::try_unwrap(self) {
-            Ok(topic) => topic,
-            Err(shared) => {
-                return shared
-                    .partitions
-                    .iter()
-                    .map(|p| p.sync(super::now_ms()))
-                    .collect();
-            }
-        };
-        let partitions: Vec<Mutex<Option<Arc<Partition>>>> = topic
-            .partitions
-            .into_iter()
-            .map(|p| Mutex::new(Some(p)))
-            .collect();
-        parallel_map(&partitions, PARTITION_IO_THREADS, |slot| {
-            let partition = slot
-                .lock()
-                .expect("partition slot lock poisoned")
-                .take()
-                .expect("each partition is closed once");
-            match Arc::try_unwrap(partition) {
-                Ok(partition) => partition.into_log().close(super::now_ms()),
-                Err(shared) => shared.sync(super::now_ms()),
-            }
+    /// Closes each partition's log cleanly, on the partition I/O threads.
+    pub fn close_partitions(&self) -> Vec<Result<(), LogError>> {
+        parallel_map(&self.partitions, PARTITION_IO_THREADS, |partition| {
+            partition.close(super::now_ms())
         })
     }
 }

@@ -28,6 +28,8 @@ pub fn log_error_code(error: &LogError) -> i16 {
         LogError::CorruptCheckpoint { .. } | LogError::Io { .. } => {
             ResponseError::KafkaStorageError
         }
+        // Shutting down: the client retries elsewhere (or here, later).
+        LogError::Closed { .. } => ResponseError::NotLeaderOrFollower,
     };
     kind.code()
 }

@@ -42,6 +42,9 @@ pub enum LogError {
     /// An idempotent producer's batch out of sequence or of a fenced epoch.
     #[error(transparent)]
     Producer(#[from] super::producer_state::ProducerError),
+    /// A change to a log closed for shutdown.
+    #[error("the log in {dir} is closed")]
+    Closed { dir: PathBuf },
     /// A checkpoint file that cannot be parsed.
     #[error("corrupt checkpoint {path}: {reason}")]
     CorruptCheckpoint { path: PathBuf, reason: String },

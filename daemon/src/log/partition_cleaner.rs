@@ -105,7 +105,7 @@ impl PartitionLog {
     /// A pass to run now, if the log is compacted and due (`cleaner::plan`),
     /// never touching the active segment nor anything at or past `high_watermark`.
     pub fn prepare_clean(&self, now_ms: i64, high_watermark: i64) -> Option<CleanJob> {
-        if !self.config.cleanup.compact {
+        if !self.config.cleanup.compact || self.closed {
             return None;
         }
         let sealed = &self.segments[..self.segments.len() - 1];
@@ -170,6 +170,7 @@ impl PartitionLog {
             .segments
             .iter()
             .position(|s| s.base_offset == group.base_offset)
+            .filter(|_| !self.closed)
         else {
             return discard(&tmp).map(|()| false);
         };

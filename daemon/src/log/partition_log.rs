@@ -158,6 +158,8 @@ pub struct PartitionLog {
     producers: ProducerStateMap,
     /// Offsets of the producer snapshots on disk.
     snapshots: BTreeSet<i64>,
+    /// `close_in_place` ran: nothing changes the log any more.
+    closed: bool,
 }
 
 /// What the directory listing found.
@@ -365,6 +367,7 @@ impl PartitionLog {
             cleaner_checkpoint: starting.cleaner_offset.unwrap_or(0),
             producers: ProducerStateMap::new(),
             snapshots: listing.snapshots,
+            closed: false,
         };
         log.log_start_offset = starting
             .log_start_offset
@@ -658,6 +661,7 @@ impl PartitionLog {
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendInfo, LogError> {
+        self.check_open()?;
         let mut headers = batch::validate_batches(records, self.config.max_message_bytes)?;
         for header in &headers {
             let start = header.position as usize;
@@ -771,6 +775,7 @@ impl PartitionLog {
         records: &[u8],
         now_ms: i64,
     ) -> Result<AppendInfo, LogError> {
+        self.check_open()?;
         let headers = batch::validate_batches(records, batch::BATCH_BYTES_MAX as u32)?;
         self.check_record_set_size(records.len())?;
         let mut expected = self.log_end_offset();
@@ -889,6 +894,9 @@ impl PartitionLog {
 
     /// Age-based roll, for the broker's periodic tick.
     pub fn roll_if_due(&mut self, now_ms: i64) -> Result<bool, LogError> {
+        if self.closed {
+            return Ok(false);
+        }
         let active = self.active();
         let segment_ms = i64::try_from(self.config.segment_ms).unwrap_or(i64::MAX);
         if active.is_empty() || now_ms.saturating_sub(active.created_ms) <= segment_ms {
@@ -1200,6 +1208,7 @@ impl PartitionLog {
         now_ms: i64,
         max_offset_exclusive: i64,
     ) -> Result<RetentionOutcome, LogError> {
+        self.check_open()?;
         let summaries: Vec<SegmentSummary> = self
             .segments
             .iter()
@@ -1265,6 +1274,7 @@ impl PartitionLog {
     /// returning, so a crash cannot resurrect the dropped suffix.
     pub fn truncate_to(&mut self, offset: i64) -> Result<(), LogError> {
         assert!(offset >= 0);
+        self.check_open()?;
         if offset >= self.log_end_offset() {
             return Ok(());
         }
@@ -1336,6 +1346,15 @@ impl PartitionLog {
     /// Flushes, trims the active segment's indexes and writes the
     /// clean-shutdown marker (last, so its presence vouches for the rest).
     pub fn close(mut self, now_ms: i64) -> Result<(), LogError> {
+        self.close_in_place(now_ms)
+    }
+
+    /// `close` for a log others still hold (the broker's partitions): from
+    /// here on every change is refused with `LogError::Closed`; reads go on.
+    pub fn close_in_place(&mut self, now_ms: i64) -> Result<(), LogError> {
+        if self.closed {
+            return Ok(());
+        }
         self.flush(now_ms)?;
         let log_end_offset = self.log_end_offset();
         assert_eq!(
@@ -1353,6 +1372,16 @@ impl PartitionLog {
         self.checkpoint(now_ms, CheckpointWrite::Soon)?;
         self.write_producer_snapshot()?;
         write_offset_hint(&self.dir.join(CLEAN_SHUTDOWN_FILE), log_end_offset)?;
+        self.closed = true;
+        Ok(())
+    }
+
+    fn check_open(&self) -> Result<(), LogError> {
+        if self.closed {
+            return Err(LogError::Closed {
+                dir: self.dir.clone(),
+            });
+        }
         Ok(())
     }
 }
@@ -1378,6 +1407,7 @@ impl PartitionLog {
     /// new log start offset (never moved back).
     pub fn advance_log_start_offset(&mut self, offset: i64) -> Result<i64, LogError> {
         assert!(offset <= self.log_end_offset());
+        self.check_open()?;
         if offset <= self.log_start_offset {
             return Ok(self.log_start_offset);
         }
