@@ -189,3 +189,60 @@ fn the_packaged_spec_is_the_default_with_the_system_data_dir() {
     assert_eq!(packaged, expected);
     sluice::config::parse_spec(&packaged, "packaging/cluster.toml").unwrap();
 }
+
+/// `sluiced certs` makes a CA and one certificate per broker of the spec,
+/// keeps them on a second run, and refuses what it cannot do with a reason.
+#[test]
+fn certs_makes_a_ca_and_a_certificate_per_broker_and_keeps_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("../etc/cluster-3.toml");
+    let out = dir.path().join("tls");
+    let certs = |extra: &[&str]| {
+        Command::new(sluiced_bin())
+            .arg("certs")
+            .arg("--spec")
+            .arg(&spec)
+            .arg("--out")
+            .arg(&out)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let first = certs(&[]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    for id in 1..=3 {
+        assert!(
+            stdout.contains(&format!("issued node-{id}.pem for node-{id}.sluice")),
+            "{stdout}"
+        );
+        assert!(out.join(format!("node-{id}.key")).exists());
+    }
+    assert!(out.join("ca-bundle.pem").exists() && out.join("ca/ca.key").exists());
+    let node_one = std::fs::read(out.join("node-1.pem")).unwrap();
+
+    let second = certs(&[]);
+    assert!(second.status.success());
+    assert!(String::from_utf8_lossy(&second.stdout).contains("kept node-1.pem"));
+    assert_eq!(std::fs::read(out.join("node-1.pem")).unwrap(), node_one);
+
+    for (args, reason) in [
+        (&["--renew", "7"][..], "broker 7 is not declared"),
+        (&["--renew", "x"][..], "expected a broker id or `all`"),
+        (
+            &["--rotate-ca", "later"][..],
+            "expected start, reissue or finish",
+        ),
+        (&["--rotate-ca", "finish"][..], "no rotation under way"),
+        (&["--days", "0"][..], "--days must be between 1 and 3650"),
+    ] {
+        let refused = certs(args);
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert_eq!(refused.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(reason), "{args:?}: {stderr}");
+    }
+}

@@ -13,6 +13,7 @@ pub mod kafka;
 pub mod log;
 pub mod metrics;
 pub mod service;
+pub mod transport;
 
 /// Unit tests run under the same allocator as the daemon (see alloc_guard).
 #[cfg(test)]

@@ -48,6 +48,26 @@ enum Command {
     CheckConfig { file: PathBuf },
     /// Print the embedded default spec (a valid, commented TOML file).
     DefaultConfig,
+    /// Make the cluster's CA and a certificate for every broker of the spec
+    /// in DIR (kept if present: a second run issues only what is missing),
+    /// or take one step of a CA rotation (docs/OPERATIONS.md).
+    Certs {
+        /// The cluster spec naming the brokers.
+        #[arg(long, value_name = "FILE")]
+        spec: PathBuf,
+        /// Where the CA and the node certificates go.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Issue again: one broker's certificate (its id), or `all`.
+        #[arg(long, value_name = "ID|all")]
+        renew: Option<String>,
+        /// Days a node certificate is valid.
+        #[arg(long, default_value_t = sluice::transport::certs::NODE_CERT_DAYS_DEFAULT)]
+        days: u32,
+        /// One step of a CA rotation: start, reissue, finish (in that order).
+        #[arg(long, value_name = "STEP")]
+        rotate_ca: Option<String>,
+    },
     /// List consumer groups of a running broker: members, assignments, and
     /// per-partition lag (high watermark − committed offset).
     Groups {
@@ -156,6 +176,24 @@ fn main() -> ExitCode {
             }
         }
         Some(Command::Groups { ref bootstrap }) => groups(bootstrap),
+        Some(Command::Certs {
+            ref spec,
+            ref out,
+            ref renew,
+            days,
+            ref rotate_ca,
+        }) => match certs(spec, out, renew.as_deref(), days, rotate_ca.as_deref()) {
+            Ok(lines) => {
+                for line in lines {
+                    println!("{}: {line}", out.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("sluiced certs: {e:#}");
+                ExitCode::from(1)
+            }
+        },
         Some(Command::BenchRecovery {
             partitions,
             rounds,
@@ -262,6 +300,48 @@ fn load(cli: &Cli) -> anyhow::Result<(ClusterSpec, i32, PathBuf)> {
         .clone()
         .unwrap_or_else(|| broker.data_dir.clone());
     Ok((spec, node_id, data_dir))
+}
+
+/// `sluiced certs`: see `sluice::transport::certs`.
+fn certs(
+    spec: &std::path::Path,
+    out: &std::path::Path,
+    renew: Option<&str>,
+    days: u32,
+    rotate_ca: Option<&str>,
+) -> anyhow::Result<Vec<String>> {
+    use sluice::transport::certs::{self, CertsRun, Renew, RotateStep};
+    let spec = config::load_spec(spec).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let node_ids = spec.broker_ids();
+    let run = CertsRun {
+        out,
+        cluster: &spec.cluster.name,
+        node_ids: &node_ids,
+        days,
+    };
+    let now = time::OffsetDateTime::now_utc();
+    if let Some(step) = rotate_ca {
+        anyhow::ensure!(
+            renew.is_none(),
+            "--renew and --rotate-ca go in separate runs"
+        );
+        let step = match step {
+            "start" => RotateStep::Start,
+            "reissue" => RotateStep::Reissue,
+            "finish" => RotateStep::Finish,
+            other => anyhow::bail!("--rotate-ca {other:?}: expected start, reissue or finish"),
+        };
+        return Ok(certs::rotate(run, step, now)?);
+    }
+    let renew = match renew {
+        None => Renew::Missing,
+        Some("all") => Renew::All,
+        Some(id) => Renew::Node(
+            id.parse()
+                .map_err(|_| anyhow::anyhow!("--renew {id:?}: expected a broker id or `all`"))?,
+        ),
+    };
+    Ok(certs::make(run, renew, now)?)
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
