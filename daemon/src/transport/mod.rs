@@ -2,13 +2,19 @@
 //! TLS against the cluster's own CA (DESIGN §3–4).
 //!
 //! Built so far: the certificates (`certs`, behind `sluiced certs`), what a
-//! node's certificate says about who it is (`identity`), and the TLS
-//! configurations both ends of a connection use (`tls`). The QUIC endpoint
-//! comes with the controller quorum; the single-node default needs none of it.
+//! node's certificate says about who it is (`identity`), the TLS
+//! configurations both ends of a connection use (`tls`), frames (`frame`)
+//! and one QUIC endpoint per node that admits only nodes of its cluster
+//! (`quic`). The controller quorum will be its first user; the single-node
+//! default needs none of it.
 
 pub mod certs;
+pub mod frame;
 pub mod identity;
+pub mod quic;
 pub mod tls;
 
+#[cfg(test)]
+mod quic_tests;
 #[cfg(test)]
 mod tests;

@@ -108,6 +108,22 @@ fn another_clusters_certificates_are_refused_both_ways() {
         matches!(refused, rustls::Error::InvalidCertificate(_)),
         "{refused}"
     );
+    // A client that trusts our CA but shows another's certificate: the
+    // server's own check refuses it.
+    let mixed = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        ours.path().join("ca-bundle.pem"),
+        mixed.path().join("ca-bundle.pem"),
+    )
+    .unwrap();
+    for file in ["node-2.pem", "node-2.key"] {
+        std::fs::copy(theirs.path().join(file), mixed.path().join(file)).unwrap();
+    }
+    let refused = dial(&material(mixed.path(), 2), &our_three).expect_err("a foreign client");
+    assert!(
+        matches!(refused, rustls::Error::InvalidCertificate(_)),
+        "refused by the server: {refused}"
+    );
 }
 
 #[test]

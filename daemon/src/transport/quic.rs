@@ -1,0 +1,258 @@
+//! One QUIC endpoint per node, bound to exactly the address the spec gives
+//! it (never a wildcard), dialling from that same address. A connection is
+//! accepted only from a node of this cluster: its certificate must come from
+//! a trusted CA and name a declared node, and the Hello it sends first must
+//! claim that same node and this cluster. Anything else is closed with a
+//! code that says why and logged once.
+//!
+//! quinn spawns its endpoint and connection drivers on the tokio runtime
+//! current when `bind` and `connect` run: the caller runs them on a runtime
+//! that never does file I/O, so that a stalled disk cannot delay a heartbeat.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use rustls::pki_types::CertificateDer;
+
+use super::frame::{self, FrameError, FrameKind, Hello};
+use super::identity::{IdentityError, node_dns_name, peer_node_id};
+use super::tls::{TlsError, TlsMaterial, client_config, server_config};
+
+/// No packet from a peer for this long closes the connection: a dead or
+/// cut-off node is noticed within about a second.
+pub const IDLE_TIMEOUT: Duration = Duration::from_millis(1_000);
+/// Keep-alives keep a quiet but live connection open (five per idle timeout).
+pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_millis(200);
+/// How long an accepted connection has to send its Hello.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
+/// Incoming connections being handshaken at once.
+const INCOMING_MAX: u32 = 64;
+/// Streams a peer may open at once, each way.
+const STREAMS_MAX: u32 = 64;
+
+/// Why a connection was closed by the accepting node (the QUIC close code).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseCode {
+    /// The certificate names no declared node.
+    Identity = 1,
+    /// No Hello, a bad one, or one claiming another node or cluster.
+    Hello = 2,
+    /// The node is shutting down.
+    Shutdown = 3,
+}
+
+impl CloseCode {
+    fn var_int(self) -> quinn::VarInt {
+        quinn::VarInt::from_u32(self as u32)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("QUIC configuration: {0}")]
+    Config(String),
+    #[error("binding the QUIC endpoint on {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("connecting to node {node_id} at {address}: {reason}")]
+    Connect {
+        node_id: i32,
+        address: SocketAddr,
+        reason: String,
+    },
+    #[error("from {remote}: {reason}")]
+    Refused { remote: SocketAddr, reason: String },
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+}
+
+/// A connection to another node of the cluster, whoever dialled.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    pub node_id: i32,
+    pub connection: quinn::Connection,
+}
+
+/// This node's endpoint.
+#[derive(Debug)]
+pub struct NodeEndpoint {
+    endpoint: quinn::Endpoint,
+    hello: Hello,
+    declared: Vec<i32>,
+    client: quinn::ClientConfig,
+}
+
+fn transport_config() -> Arc<quinn::TransportConfig> {
+    let mut config = quinn::TransportConfig::default();
+    config
+        .max_idle_timeout(Some(
+            quinn::IdleTimeout::try_from(IDLE_TIMEOUT).expect("a second fits a VarInt"),
+        ))
+        .keep_alive_interval(Some(KEEP_ALIVE_INTERVAL))
+        .initial_rtt(Duration::from_millis(50))
+        .max_concurrent_uni_streams(quinn::VarInt::from_u32(STREAMS_MAX))
+        .max_concurrent_bidi_streams(quinn::VarInt::from_u32(STREAMS_MAX))
+        .datagram_receive_buffer_size(None);
+    Arc::new(config)
+}
+
+impl NodeEndpoint {
+    /// Binds `address` on the current tokio runtime. `declared`: the node
+    /// ids of the spec, the only peers accepted.
+    pub fn bind(
+        material: &TlsMaterial,
+        cluster: &str,
+        address: SocketAddr,
+        declared: Vec<i32>,
+    ) -> Result<NodeEndpoint, TransportError> {
+        let config_error = |e: &dyn std::fmt::Display| TransportError::Config(e.to_string());
+        let crypto =
+            QuicServerConfig::try_from(server_config(material)?).map_err(|e| config_error(&e))?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        server
+            .transport_config(transport_config())
+            .migration(false)
+            .max_incoming(INCOMING_MAX as usize);
+        let crypto =
+            QuicClientConfig::try_from(client_config(material)?).map_err(|e| config_error(&e))?;
+        let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+        client.transport_config(transport_config());
+        let endpoint = quinn::Endpoint::server(server, address)
+            .map_err(|source| TransportError::Bind { address, source })?;
+        Ok(NodeEndpoint {
+            endpoint,
+            hello: Hello {
+                cluster: cluster.to_string(),
+                node_id: material.node_id,
+            },
+            declared,
+            client,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    /// Dials node `node_id` at `address` and says hello.
+    pub async fn connect(&self, node_id: i32, address: SocketAddr) -> Result<Peer, TransportError> {
+        self.connect_claiming(node_id, address, &self.hello).await
+    }
+
+    /// `connect` with a chosen Hello (tests: a node claiming to be another).
+    pub(crate) async fn connect_claiming(
+        &self,
+        node_id: i32,
+        address: SocketAddr,
+        hello: &Hello,
+    ) -> Result<Peer, TransportError> {
+        let failed = |reason: String| TransportError::Connect {
+            node_id,
+            address,
+            reason,
+        };
+        let connection = self
+            .endpoint
+            .connect_with(self.client.clone(), address, &node_dns_name(node_id))
+            .map_err(|e| failed(e.to_string()))?
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let mut stream = connection
+            .open_uni()
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        frame::write_frame(&mut stream, FrameKind::Hello, &hello.encode()).await?;
+        stream.finish().map_err(|e| failed(e.to_string()))?;
+        Ok(Peer {
+            node_id,
+            connection,
+        })
+    }
+
+    /// The next connection from a node of this cluster; strangers are
+    /// refused, logged and skipped. `None` once the endpoint is closed.
+    pub async fn accept(&self) -> Option<Peer> {
+        loop {
+            let incoming = self.endpoint.accept().await?;
+            let remote = incoming.remote_address();
+            match self.admit(incoming).await {
+                Ok(peer) => return Some(peer),
+                Err(error) => {
+                    tracing::warn!(event = "peer_refused", remote = %remote, %error);
+                }
+            }
+        }
+    }
+
+    /// Handshake, certificate identity, then the Hello.
+    async fn admit(&self, incoming: quinn::Incoming) -> Result<Peer, TransportError> {
+        let remote = incoming.remote_address();
+        let refused = |reason: String| TransportError::Refused { remote, reason };
+        let connection = incoming
+            .await
+            .map_err(|e| refused(format!("TLS handshake: {e}")))?;
+        let node_id = match certificate_identity(&connection, &self.declared) {
+            Ok(id) => id,
+            Err(error) => {
+                connection.close(CloseCode::Identity.var_int(), b"not a node of this cluster");
+                return Err(refused(error.to_string()));
+            }
+        };
+        let hello = tokio::time::timeout(HELLO_TIMEOUT, async {
+            let mut stream = connection
+                .accept_uni()
+                .await
+                .map_err(|e| FrameError::Read(e.to_string()))?;
+            match frame::read_frame(&mut stream).await? {
+                Some((FrameKind::Hello, payload)) => Hello::decode(&payload),
+                _ => Err(FrameError::BadHello("the first frame is not a Hello")),
+            }
+        })
+        .await
+        .unwrap_or(Err(FrameError::BadHello("none within the time allowed")));
+        let problem = match &hello {
+            Err(error) => Some(error.to_string()),
+            Ok(hello) if hello.node_id != node_id => Some(format!(
+                "certificate of node {node_id}, hello claims node {}",
+                hello.node_id
+            )),
+            Ok(hello) if hello.cluster != self.hello.cluster => Some(format!(
+                "hello from cluster {:?}, this is {:?}",
+                hello.cluster, self.hello.cluster
+            )),
+            Ok(_) => None,
+        };
+        if let Some(reason) = problem {
+            connection.close(CloseCode::Hello.var_int(), b"bad hello");
+            return Err(refused(reason));
+        }
+        Ok(Peer {
+            node_id,
+            connection,
+        })
+    }
+
+    /// Closes every connection and stops accepting.
+    pub fn close(&self) {
+        self.endpoint
+            .close(CloseCode::Shutdown.var_int(), b"shutting down");
+    }
+}
+
+/// The declared node a connection's verified client certificate names.
+fn certificate_identity(
+    connection: &quinn::Connection,
+    declared: &[i32],
+) -> Result<i32, IdentityError> {
+    let chain = connection
+        .peer_identity()
+        .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .ok_or(IdentityError::NoCertificate)?;
+    peer_node_id(&chain, declared)
+}

@@ -1,0 +1,204 @@
+//! QUIC between nodes on real loopback sockets (127.0.0.2, 127.0.0.3):
+//! who is admitted, what strangers get, and how soon a silent peer is noticed.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use time::OffsetDateTime;
+
+use super::certs::{self, CertsRun, NODE_CERT_DAYS_DEFAULT, Renew};
+use super::frame::{self, FrameKind, Hello};
+use super::quic::{CloseCode, NodeEndpoint, Peer};
+use super::tls::TlsMaterial;
+
+const NODES: [i32; 3] = [1, 2, 3];
+
+fn certs(out: &Path, cluster: &str) {
+    let run = CertsRun {
+        out,
+        cluster,
+        node_ids: &NODES,
+        days: NODE_CERT_DAYS_DEFAULT,
+    };
+    certs::make(run, Renew::Missing, OffsetDateTime::now_utc()).unwrap();
+}
+
+fn endpoint(dir: &Path, cluster: &str, id: i32) -> NodeEndpoint {
+    let material = TlsMaterial::load(dir, id).unwrap();
+    let address: SocketAddr = format!("127.0.0.{id}:0").parse().unwrap();
+    NodeEndpoint::bind(&material, cluster, address, NODES.to_vec()).unwrap()
+}
+
+async fn accept_within(endpoint: &NodeEndpoint, limit: Duration) -> Option<Peer> {
+    tokio::time::timeout(limit, endpoint.accept())
+        .await
+        .ok()
+        .flatten()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_connect_from_their_own_address_and_know_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    certs(dir.path(), "test");
+    let (two, three) = (
+        endpoint(dir.path(), "test", 2),
+        endpoint(dir.path(), "test", 3),
+    );
+    let three_at = three.local_addr().unwrap();
+    let (dialled, accepted) = tokio::join!(
+        two.connect(3, three_at),
+        accept_within(&three, Duration::from_secs(5))
+    );
+    let dialled = dialled.unwrap();
+    let accepted = accepted.expect("node 3 admits node 2");
+    assert_eq!(dialled.node_id, 3);
+    assert_eq!(accepted.node_id, 2);
+    assert_eq!(
+        accepted.connection.remote_address(),
+        two.local_addr().unwrap(),
+        "node 2 dials from its own bound address"
+    );
+    // A request and its answer on a stream of their own.
+    let (mut send, mut recv) = dialled.connection.open_bi().await.unwrap();
+    frame::write_frame(&mut send, FrameKind::Message, b"ping")
+        .await
+        .unwrap();
+    send.finish().unwrap();
+    let (mut their_send, mut their_recv) = accepted.connection.accept_bi().await.unwrap();
+    let (kind, payload) = frame::read_frame(&mut their_recv).await.unwrap().unwrap();
+    assert_eq!((kind, &payload[..]), (FrameKind::Message, &b"ping"[..]));
+    frame::write_frame(&mut their_send, FrameKind::Message, b"pong")
+        .await
+        .unwrap();
+    their_send.finish().unwrap();
+    let (_, answer) = frame::read_frame(&mut recv).await.unwrap().unwrap();
+    assert_eq!(&answer[..], b"pong");
+    assert_eq!(
+        frame::read_frame(&mut recv).await.unwrap(),
+        None,
+        "clean end"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_are_refused_and_the_node_goes_on() {
+    let (ours, theirs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    certs(ours.path(), "test");
+    certs(theirs.path(), "other");
+    let three = endpoint(ours.path(), "test", 3);
+    let three_at = three.local_addr().unwrap();
+
+    // A node that trusts our CA but shows another cluster's certificate:
+    // node 3 refuses it in the handshake.
+    let mixed = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        ours.path().join("ca-bundle.pem"),
+        mixed.path().join("ca-bundle.pem"),
+    )
+    .unwrap();
+    for file in ["node-2.pem", "node-2.key"] {
+        std::fs::copy(theirs.path().join(file), mixed.path().join(file)).unwrap();
+    }
+    let stranger = endpoint(mixed.path(), "test", 2);
+    let (dialled, admitted) = tokio::join!(
+        stranger.connect(3, three_at),
+        accept_within(&three, Duration::from_millis(1_500))
+    );
+    assert!(admitted.is_none(), "a foreign certificate is refused");
+    if let Ok(peer) = dialled {
+        tokio::time::timeout(Duration::from_secs(5), peer.connection.closed())
+            .await
+            .expect("the stranger's connection is closed");
+    }
+
+    // Node 2's certificate, claiming to be node 1: closed for its hello.
+    let two = endpoint(ours.path(), "test", 2);
+    let liar = Hello {
+        cluster: "test".into(),
+        node_id: 1,
+    };
+    let (dialled, admitted) = tokio::join!(
+        two.connect_claiming(3, three_at, &liar),
+        accept_within(&three, Duration::from_millis(1_500))
+    );
+    assert!(
+        admitted.is_none(),
+        "a node claiming another's id is refused"
+    );
+    let closed = tokio::time::timeout(Duration::from_secs(5), dialled.unwrap().connection.closed())
+        .await
+        .expect("closed by node 3");
+    assert!(
+        matches!(&closed, quinn::ConnectionError::ApplicationClosed(close)
+            if close.error_code == quinn::VarInt::from_u32(CloseCode::Hello as u32)),
+        "{closed}"
+    );
+
+    // Garbage datagrams change nothing; a real node still gets in.
+    let junk = std::net::UdpSocket::bind("127.0.0.2:0").unwrap();
+    for size in [1, 20, 1200] {
+        junk.send_to(&vec![0xab; size], three_at).unwrap();
+    }
+    let (dialled, admitted) = tokio::join!(
+        two.connect(3, three_at),
+        accept_within(&three, Duration::from_secs(5))
+    );
+    dialled.unwrap();
+    assert_eq!(admitted.expect("node 2 admitted").node_id, 2);
+}
+
+#[test]
+fn a_silent_peer_is_noticed_within_the_idle_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    certs(dir.path(), "test");
+    // Node 3 lives on a runtime of its own, so that it can vanish without
+    // a word: no close frame, as when its host dies or is cut off.
+    let three_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let three = {
+        let _inside = three_runtime.enter();
+        std::sync::Arc::new(endpoint(dir.path(), "test", 3))
+    };
+    let three_at = three.local_addr().unwrap();
+    let accepting = three.clone();
+    three_runtime.spawn(async move {
+        while let Some(peer) = accepting.accept().await {
+            // Hold the connection; answer nothing.
+            std::mem::forget(peer);
+        }
+    });
+    let two_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    two_runtime.block_on(async {
+        let two = endpoint(dir.path(), "test", 2);
+        let peer = two.connect(3, three_at).await.unwrap();
+        // Alive and quiet: keep-alives hold the connection open.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        assert!(
+            peer.connection.close_reason().is_none(),
+            "a quiet live peer stays connected"
+        );
+        three_runtime.shutdown_background();
+        let vanished = Instant::now();
+        let reason = tokio::time::timeout(Duration::from_secs(5), peer.connection.closed())
+            .await
+            .expect("noticed");
+        let noticed = vanished.elapsed();
+        eprintln!("a silent peer was noticed after {noticed:?}");
+        assert!(
+            matches!(reason, quinn::ConnectionError::TimedOut),
+            "{reason}"
+        );
+        assert!(
+            noticed < Duration::from_millis(2_500),
+            "noticed after {noticed:?}"
+        );
+    });
+}
