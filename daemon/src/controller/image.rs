@@ -68,6 +68,29 @@ struct Touched {
     stepped_down: BTreeMap<BrokerId, usize>,
 }
 
+impl Touched {
+    fn note(&mut self, position: usize, record: &Record) {
+        match record {
+            Record::RegisterBroker(BrokerRegistration { broker_id, .. })
+            | Record::FenceBroker { broker_id, .. }
+            | Record::UnregisterBroker { broker_id, .. } => {
+                self.stepped_down.insert(*broker_id, position);
+            }
+            Record::CreatePartition {
+                topic_id,
+                partition,
+                ..
+            }
+            | Record::PartitionChange {
+                topic_id,
+                partition,
+                ..
+            } => self.partitions.push((position, *topic_id, *partition)),
+            _ => {}
+        }
+    }
+}
+
 impl MetadataImage {
     pub fn applied_index(&self) -> u64 {
         self.applied_index
@@ -140,8 +163,9 @@ impl MetadataImage {
         let mut next = self.clone();
         let mut touched = Touched::default();
         for (position, record) in batch.records.iter().enumerate() {
-            next.apply_record(epoch, position, record, &mut touched)
+            next.apply_record(epoch, record)
                 .map_err(|reason| refuse(position, reason))?;
+            touched.note(position, record);
         }
         next.check_batch(&touched)
             .map_err(|(position, reason)| refuse(position, reason))?;
@@ -152,76 +176,52 @@ impl MetadataImage {
         Ok(())
     }
 
-    fn apply_record(
-        &mut self,
-        epoch: i64,
-        position: usize,
-        record: &Record,
-        touched: &mut Touched,
-    ) -> Result<(), ApplyReason> {
+    fn apply_record(&mut self, epoch: i64, record: &Record) -> Result<(), ApplyReason> {
         match record {
-            Record::RegisterBroker(registration) => {
-                self.register(epoch, registration)?;
-                touched
-                    .stepped_down
-                    .insert(registration.broker_id, position);
-            }
+            Record::RegisterBroker(registration) => self.register(epoch, registration),
             Record::FenceBroker {
                 broker_id,
                 broker_epoch,
-                reason: _,
-            } => {
-                self.set_fenced(*broker_id, *broker_epoch, true)?;
-                touched.stepped_down.insert(*broker_id, position);
-            }
+                ..
+            } => self.set_fenced(*broker_id, *broker_epoch, true),
             Record::UnfenceBroker {
                 broker_id,
                 broker_epoch,
-            } => self.set_fenced(*broker_id, *broker_epoch, false)?,
+            } => self.set_fenced(*broker_id, *broker_epoch, false),
             Record::UnregisterBroker {
                 broker_id,
                 broker_epoch,
-            } => {
-                self.unregister(*broker_id, *broker_epoch)?;
-                touched.stepped_down.insert(*broker_id, position);
-            }
+            } => self.unregister(*broker_id, *broker_epoch),
             Record::CreateTopic {
                 topic_id,
                 name,
                 declared,
                 settings,
-            } => self.create_topic(*topic_id, name, *declared, settings)?,
+            } => self.create_topic(*topic_id, name, *declared, settings),
             Record::CreatePartition {
                 topic_id,
                 partition,
                 state,
-            } => {
-                self.create_partition(topic_id, *partition, state)?;
-                touched.partitions.push((position, *topic_id, *partition));
-            }
+            } => self.create_partition(topic_id, *partition, state),
             Record::PartitionChange {
                 topic_id,
                 partition,
                 state,
-            } => {
-                self.change_partition(topic_id, *partition, state)?;
-                touched.partitions.push((position, *topic_id, *partition));
-            }
+            } => self.change_partition(topic_id, *partition, state),
             Record::TopicConfig {
                 topic_id,
                 key,
                 value,
-            } => self.set_config(topic_id, key, value.as_deref())?,
-            Record::DeleteTopic { topic_id } => self.delete_topic(topic_id)?,
+            } => self.set_config(topic_id, key, value.as_deref()),
+            Record::DeleteTopic { topic_id } => self.delete_topic(topic_id),
             Record::ProducerIdBlock {
                 broker_id,
                 broker_epoch,
                 first_id,
                 size,
-            } => self.producer_ids(*broker_id, *broker_epoch, *first_id, *size)?,
-            Record::AppliedSpec { hash, text } => self.set_spec(hash, text)?,
+            } => self.producer_ids(*broker_id, *broker_epoch, *first_id, *size),
+            Record::AppliedSpec { hash, text } => self.set_spec(hash, text),
         }
-        Ok(())
     }
 
     /// A new registration is fenced until the broker has caught up.

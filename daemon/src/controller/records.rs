@@ -341,6 +341,29 @@ fn encode_body(out: &mut Writer, record: &Record) -> Result<(), CodecError> {
             out.i32(*broker_id);
             out.i64(*broker_epoch);
         }
+        Record::ProducerIdBlock {
+            broker_id,
+            broker_epoch,
+            first_id,
+            size,
+        } => {
+            out.i32(*broker_id);
+            out.i64(*broker_epoch);
+            out.i64(*first_id);
+            out.i32(*size);
+        }
+        Record::AppliedSpec { hash, text } => {
+            out.string("spec hash", hash, SPEC_HASH_BYTES_MAX)?;
+            out.string("spec text", text, SPEC_TEXT_BYTES_MAX)?;
+        }
+        topic_record => encode_topic_body(out, topic_record)?,
+    }
+    Ok(())
+}
+
+/// Bodies of the records about topics and partitions.
+fn encode_topic_body(out: &mut Writer, record: &Record) -> Result<(), CodecError> {
+    match record {
         Record::CreateTopic {
             topic_id,
             name,
@@ -376,21 +399,7 @@ fn encode_body(out: &mut Writer, record: &Record) -> Result<(), CodecError> {
             out.opt_string("config value", value.as_deref(), CONFIG_VALUE_BYTES_MAX)?;
         }
         Record::DeleteTopic { topic_id } => out.uuid(topic_id),
-        Record::ProducerIdBlock {
-            broker_id,
-            broker_epoch,
-            first_id,
-            size,
-        } => {
-            out.i32(*broker_id);
-            out.i64(*broker_epoch);
-            out.i64(*first_id);
-            out.i32(*size);
-        }
-        Record::AppliedSpec { hash, text } => {
-            out.string("spec hash", hash, SPEC_HASH_BYTES_MAX)?;
-            out.string("spec text", text, SPEC_TEXT_BYTES_MAX)?;
-        }
+        other => unreachable!("{} is not a topic record", kind_of(other).1),
     }
     Ok(())
 }
