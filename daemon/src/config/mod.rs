@@ -41,7 +41,9 @@ pub use spec::{
     ControllerSection, DirtyRatio, FlushMode, HostPort, Limits, ReplicationSection, TimestampKind,
     TopicSettings, TopicSpec,
 };
-pub use topic_config::{PARTITIONS_MAX, RECOMPRESSION_NOT_BUILT, SEGMENT_BYTES_MIN, TopicConfig};
+pub use topic_config::{
+    PARTITIONS_MAX, RECOMPRESSION_NOT_BUILT, SEGMENT_BYTES_MIN, TopicConfig, is_topic_config_name,
+};
 pub use units::Limit;
 pub use validate::validate_topic_name;
 

@@ -822,3 +822,14 @@ fn producer_id_expiration_is_a_positive_duration() {
         "cluster.toml:3:29: cluster.producer_id_expiration_ms: must be at least 1 ms, got 0 ms"
     );
 }
+
+/// The metadata log refuses topic config keys `is_topic_config_name` does
+/// not know: every key DescribeConfigs shows must be one of them.
+#[test]
+fn every_described_topic_config_is_a_known_key() {
+    for (name, _) in TopicConfig::kafka_defaults().to_kafka_configs() {
+        assert!(super::is_topic_config_name(name), "{name}");
+    }
+    assert!(!super::is_topic_config_name("retention"));
+    assert!(!super::is_topic_config_name(""));
+}

@@ -550,6 +550,12 @@ const KAFKA_CONFIG_NAMES: &str = "cleanup.policy, compression.type, delete.reten
     min.insync.replicas, retention.bytes, retention.ms, segment.bytes, segment.index.bytes, \
     segment.ms, sluice.flush.mode, unclean.leader.election.enable";
 
+/// Whether `name` is a Kafka topic config key that topics here may set
+/// (the metadata log refuses any other).
+pub fn is_topic_config_name(name: &str) -> bool {
+    KAFKA_CONFIG_NAMES.split(", ").any(|known| known == name)
+}
+
 fn apply_kafka_config(config: &mut TopicConfig, name: &str, value: &str) -> Result<(), String> {
     let is_config = |s: &Setting| !matches!(s, Setting::Partitions | Setting::ReplicationFactor);
     let numeric = Setting::NUMERIC

@@ -1,0 +1,217 @@
+//! What can go wrong in the metadata core, split by who is at fault (as
+//! rustls splits its errors): `CodecError` for bytes that are not a metadata
+//! batch, `ApplyError` for a well-formed batch that the image refuses (a bug
+//! in whoever wrote it, or a diverged log), `DecideError` for a broker's
+//! request that the active controller turns down. Each `DecideError` variant
+//! names the Kafka error code the service shell will answer with.
+
+use thiserror::Error;
+use uuid::Uuid;
+
+/// Bytes that do not decode as a metadata batch, or a batch too big to encode.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum CodecError {
+    #[error("metadata batch of {len} bytes exceeds the limit of {max} bytes")]
+    BatchTooLarge { len: usize, max: usize },
+    #[error("not a metadata batch: magic bytes {found:02x?}")]
+    BadMagic { found: Vec<u8> },
+    #[error(
+        "metadata batch format version {found} is not supported (this build reads {supported})"
+    )]
+    UnsupportedFormat { found: u8, supported: u8 },
+    #[error("metadata batch CRC-32C {stored:#010x} does not match its bytes ({computed:#010x})")]
+    CrcMismatch { stored: u32, computed: u32 },
+    #[error("a metadata batch holds {count} records; it must hold 1 to {max}")]
+    RecordCount { count: usize, max: usize },
+    #[error("{what} is cut short: needs {needed} bytes, {left} left")]
+    Truncated {
+        what: &'static str,
+        needed: usize,
+        left: usize,
+    },
+    #[error("{what} is {len} long; the limit is {max}")]
+    TooLong {
+        what: &'static str,
+        len: usize,
+        max: usize,
+    },
+    #[error("unknown metadata record kind {0}")]
+    UnknownKind(u8),
+    #[error("{kind} record version {found} is not supported (this build reads {supported})")]
+    UnsupportedRecordVersion {
+        kind: &'static str,
+        found: u8,
+        supported: u8,
+    },
+    #[error("{what}: {count} bytes left over after it")]
+    TrailingBytes { what: &'static str, count: usize },
+    #[error("{what} is not UTF-8")]
+    InvalidUtf8 { what: &'static str },
+    #[error("{what} has the invalid value {value}")]
+    InvalidValue { what: &'static str, value: i64 },
+    #[error("{what} names {key:?} twice")]
+    DuplicateKey { what: &'static str, key: String },
+}
+
+/// Why the image refused record `position` of the batch at log `index`.
+/// Nothing of the batch is applied.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("metadata entry {index}, record {position}: {reason}")]
+pub struct ApplyError {
+    pub index: u64,
+    pub position: usize,
+    pub reason: ApplyReason,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum ApplyReason {
+    #[error("entry index {index} does not follow the applied index {applied}")]
+    IndexNotIncreasing { index: u64, applied: u64 },
+    #[error("entry index {0} does not fit a broker epoch (i64)")]
+    IndexTooLarge(u64),
+    #[error("the batch holds no records")]
+    EmptyBatch,
+    #[error("broker {0} is not registered")]
+    BrokerNotRegistered(i32),
+    #[error("broker {broker_id}: the record carries epoch {record}, the image {image}")]
+    BrokerEpochMismatch {
+        broker_id: i32,
+        record: i64,
+        image: i64,
+    },
+    #[error("broker {0} is registered and unfenced; it must be fenced before it registers again")]
+    RegisterUnfenced(i32),
+    #[error("broker {0} is already fenced")]
+    AlreadyFenced(i32),
+    #[error("broker {0} is not fenced")]
+    NotFenced(i32),
+    #[error("broker id {0} is negative")]
+    InvalidBrokerId(i32),
+    #[error("broker {broker_id} is fenced or gone but still leads {topic}-{partition}")]
+    FencedLeader {
+        broker_id: i32,
+        topic: String,
+        partition: i32,
+    },
+    #[error("topic name {name:?}: {why}")]
+    InvalidTopicName { name: String, why: &'static str },
+    #[error("a topic named {0:?} exists already")]
+    DuplicateTopicName(String),
+    #[error("topic id {0} exists already")]
+    DuplicateTopicId(Uuid),
+    #[error("no topic with id {0}")]
+    UnknownTopic(Uuid),
+    #[error("topic {topic}: partition {partition} is not the next one ({expected})")]
+    PartitionOutOfOrder {
+        topic: String,
+        partition: i32,
+        expected: i32,
+    },
+    #[error("topic {topic} has no partition {partition}")]
+    UnknownPartition { topic: String, partition: i32 },
+    #[error("{topic}-{partition}: {why}")]
+    InvalidPartition {
+        topic: String,
+        partition: i32,
+        why: &'static str,
+    },
+    #[error("{topic}-{partition}: {what} is {got}, expected {expected}")]
+    EpochRule {
+        topic: String,
+        partition: i32,
+        what: &'static str,
+        got: i32,
+        expected: i32,
+    },
+    #[error("{topic}-{partition}: the change changes nothing")]
+    NoChange { topic: String, partition: i32 },
+    #[error("{topic}-{partition}: leader {leader} is not a registered unfenced broker")]
+    LeaderNotEligible {
+        topic: String,
+        partition: i32,
+        leader: i32,
+    },
+    #[error("{0:?} is not a topic config key")]
+    UnknownConfigKey(String),
+    #[error("producer id block [{first_id}, +{size}) is invalid: {why}")]
+    InvalidProducerIdBlock {
+        first_id: i64,
+        size: i32,
+        why: &'static str,
+    },
+    #[error("spec hash {0:?} is not 16 lowercase hex digits")]
+    InvalidSpecHash(String),
+}
+
+/// A broker request the controller refuses; nothing is written.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum DecideError {
+    /// DUPLICATE_BROKER_REGISTRATION (101).
+    #[error(
+        "broker {broker_id} is registered as incarnation {existing} whose session is alive; \
+         incarnation {requested} must wait for it to expire"
+    )]
+    DuplicateBrokerRegistration {
+        broker_id: i32,
+        existing: Uuid,
+        requested: Uuid,
+    },
+    /// STALE_BROKER_EPOCH (77).
+    #[error("broker {broker_id} sent epoch {got}; its current epoch is {current}")]
+    StaleBrokerEpoch {
+        broker_id: i32,
+        got: i64,
+        current: i64,
+    },
+    /// BROKER_ID_NOT_REGISTERED (102).
+    #[error("broker {0} is not registered")]
+    BrokerNotRegistered(i32),
+    /// TOPIC_ALREADY_EXISTS (36).
+    #[error("topic {0:?} exists already")]
+    TopicExists(String),
+    /// UNKNOWN_TOPIC_ID (100).
+    #[error("no topic with id {0}")]
+    UnknownTopic(Uuid),
+    /// INVALID_TOPIC_EXCEPTION (17).
+    #[error("topic name {name:?}: {why}")]
+    InvalidTopicName { name: String, why: &'static str },
+    /// INVALID_CONFIG (40).
+    #[error("topic config {key:?}: {why}")]
+    InvalidConfig { key: String, why: &'static str },
+    /// INVALID_REQUEST (42).
+    #[error("registration of broker {broker_id}: {why}")]
+    InvalidRegistration { broker_id: i32, why: &'static str },
+    /// INVALID_REQUEST (42): ids are drawn at random; draw again.
+    #[error("topic id {0} is taken")]
+    TopicIdInUse(Uuid),
+    /// INVALID_PARTITIONS (37) / INVALID_REPLICATION_FACTOR (38) /
+    /// INVALID_REPLICA_ASSIGNMENT (39), by the placement error's kind.
+    #[error("placement: {0}")]
+    Placement(#[from] PlacementError),
+    /// POLICY_VIOLATION (44): the records would not fit one batch.
+    #[error("the change needs {records} records; one batch holds at most {max}")]
+    TooManyRecords { records: usize, max: usize },
+    /// UNKNOWN_SERVER_ERROR (-1): the 64-bit producer id space is used up.
+    #[error("producer ids are exhausted")]
+    ProducerIdsExhausted,
+}
+
+/// Why partitions cannot be placed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum PlacementError {
+    #[error("partition count {0} is invalid")]
+    InvalidPartitions(i64),
+    #[error("replication factor {replication_factor} is invalid with {brokers} declared brokers")]
+    InvalidReplicationFactor {
+        replication_factor: i16,
+        brokers: usize,
+    },
+    #[error("explicit replicas list {lists} partitions, not {partitions}")]
+    ReplicaListCount { lists: usize, partitions: usize },
+    #[error("partition {partition}: {why}")]
+    InvalidReplicaList { partition: i32, why: String },
+}

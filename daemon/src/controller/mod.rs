@@ -1,0 +1,32 @@
+//! The controller's metadata core, sans-IO: the records of the metadata log
+//! and their codec, the image they build, the pure decisions the active
+//! controller writes, and broker session deadlines. No Raft, no sockets,
+//! no clock: time comes in as `Instant`s and ids as arguments. Raft
+//! (`quorum`), the transport and the service shell that drives this come in
+//! later increments (plan issue 13 §5.3); nothing else uses it yet.
+
+mod codec;
+pub mod decide;
+mod error;
+pub mod image;
+pub mod placement;
+pub mod records;
+pub mod sessions;
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_props;
+
+pub use decide::{
+    Heartbeat, HeartbeatDecision, NewTopic, PRODUCER_ID_BLOCK_SIZE, add_partitions,
+    allocate_producer_ids, change_partition, create_topic, elect_leader, on_heartbeat, on_register,
+    on_session_expired,
+};
+pub use error::{ApplyError, ApplyReason, CodecError, DecideError, PlacementError};
+pub use image::{AppliedSpec, BrokerEntry, MetadataImage, TopicEntry};
+pub use placement::{PlacementBroker, explicit_placement, place_partitions};
+pub use records::{
+    BrokerId, BrokerRegistration, FenceReason, NO_LEADER, PartitionState, Record, RecordBatch,
+};
+pub use sessions::SessionTable;
