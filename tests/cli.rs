@@ -67,6 +67,27 @@ fn check_config_accepts_the_three_broker_target_and_says_it_cannot_be_served_yet
     }
 }
 
+/// etc/local-3.toml, three brokers on 127.0.0.1/2/3, is valid; until the
+/// controller quorum serves it, this build says it cannot serve it.
+#[test]
+fn check_config_accepts_the_local_three_broker_spec() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../etc/local-3.toml");
+    let check = Command::new(sluiced_bin())
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{stdout}");
+    let file = path.display();
+    for expected in [
+        format!("{file}: ok (3 broker(s), 1 topic(s))"),
+        format!("{file}: brokers = [1, 2, 3]: {NOT_BUILT}"),
+    ] {
+        assert!(stdout.contains(&expected), "no {expected:?} in:\n{stdout}");
+    }
+}
+
 /// With its own node id given, as on a real host, the daemon still refuses
 /// the three-broker spec: before binding a port or creating its data dir.
 #[test]
