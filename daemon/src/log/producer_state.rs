@@ -11,6 +11,12 @@ use std::collections::{BTreeMap, VecDeque};
 pub const BATCHES_KEPT: usize = 5;
 /// `producerId` of a batch written without idempotence.
 pub const NO_PRODUCER_ID: i64 = -1;
+/// Most producers one partition keeps state for (about 250 bytes each).
+/// Applications that start a new producer per message would otherwise grow
+/// it for a whole `producer.id.expiration.ms`. A new producer beyond it
+/// evicts the one idle longest, which loses only that producer's duplicate
+/// detection: its next batch is accepted at any sequence (KIP-360).
+pub const PRODUCERS_PER_PARTITION_MAX: usize = 20_000;
 
 /// The producer fields of one batch whose offsets are known.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -183,14 +189,31 @@ impl ProducerStateMap {
     }
 
     /// Records an appended batch (leader after its check, follower, or
-    /// replay): no validation, the log is the truth.
+    /// replay): no validation, the log is the truth. A new producer beyond
+    /// `PRODUCERS_PER_PARTITION_MAX` evicts the one idle longest (oldest
+    /// last timestamp, then lowest id), the same choice on every replica.
     pub fn apply(&mut self, batch: &ProducerBatch) {
         debug_assert!(batch.producer_id != NO_PRODUCER_ID);
         match self.producers.get_mut(&batch.producer_id) {
             Some(entry) => entry.add(batch),
             None => {
+                if self.producers.len() >= PRODUCERS_PER_PARTITION_MAX {
+                    self.evict_idlest();
+                }
                 self.producers.insert(batch.producer_id, entry_for(batch));
             }
+        }
+        debug_assert!(self.producers.len() <= PRODUCERS_PER_PARTITION_MAX);
+    }
+
+    fn evict_idlest(&mut self) {
+        let idlest = self
+            .producers
+            .iter()
+            .min_by_key(|(id, entry)| (entry.last_timestamp, **id))
+            .map(|(id, _)| *id);
+        if let Some(id) = idlest {
+            self.producers.remove(&id);
         }
     }
 
@@ -279,6 +302,32 @@ mod tests {
             last_offset: first_offset + i64::from(records) - 1,
             max_timestamp: 1_000 + first_offset,
         }
+    }
+
+    #[test]
+    fn a_partition_keeps_at_most_its_limit_of_producers_evicting_the_idlest() {
+        let mut state = ProducerStateMap::new();
+        let limit = PRODUCERS_PER_PARTITION_MAX as i64;
+        for pid in 0..limit {
+            // Producer 0 is the idlest: the others write later.
+            state.apply(&batch(pid, 0, 0, 1, pid));
+        }
+        assert_eq!(state.len(), PRODUCERS_PER_PARTITION_MAX);
+        let newcomer = batch(limit, 0, 0, 1, limit);
+        state.apply(&newcomer);
+        assert_eq!(state.len(), PRODUCERS_PER_PARTITION_MAX);
+        assert!(state.get(0).is_none(), "the idlest producer went");
+        assert!(state.get(1).is_some());
+        // The newcomer's retry is still recognised.
+        assert!(matches!(
+            state.check(&[newcomer]).unwrap(),
+            ProducerCheck::Duplicate(meta) if meta.first_offset == limit
+        ));
+        // The evicted producer is accepted at any sequence, as an unknown one.
+        assert_eq!(
+            state.check(&[batch(0, 0, 57, 1, limit + 1)]).unwrap(),
+            ProducerCheck::Append
+        );
     }
 
     /// Checks then applies, as the leader does.
