@@ -86,10 +86,14 @@ impl Partition {
     /// Validates and appends a produce's records; with the page-cache policy
     /// the data is acknowledged (and visible) at once.
     pub fn append(&self, records: &[u8], now_ms: i64) -> Result<AppendInfo, LogError> {
+        // CRCs and decompression without the lock: fetches and other
+        // produces to this partition go on meanwhile.
+        let rules = self.lock_log().produce_rules();
+        let validated = crate::log::validate_produce(records, rules)?;
         let mut log = self.lock_log();
         let info = self.stop_on_storage_failure(
             "append",
-            log.append_as_leader(records, SINGLE_NODE_LEADER_EPOCH, now_ms),
+            log.append_validated_as_leader(records, validated, SINGLE_NODE_LEADER_EPOCH, now_ms),
         )?;
         if info.duplicate {
             // A retry: its original is in the log; the caller waits for

@@ -58,7 +58,8 @@ pub use error::LogError;
 pub use leader_epoch::{EpochEntry, LEADER_EPOCH_CHECKPOINT_FILE, LeaderEpochCache};
 pub use partition_log::{
     AppendInfo, CLEAN_SHUTDOWN_FILE, CleanJob, CleanStats, CleanedGroup, FileSlice, PartitionLog,
-    PendingSync, ReadSlice, RecoveryReport, RetentionOutcome, SwapStep, UnsettledLog,
+    PendingSync, ProduceRules, ReadSlice, RecoveryReport, RetentionOutcome, SwapStep, UnsettledLog,
+    ValidatedProduce, validate_produce,
 };
 pub use producer_state::{
     BATCHES_KEPT, BatchMeta, ProducerBatch, ProducerCheck, ProducerEntry, ProducerError,

@@ -33,6 +33,58 @@ pub use cleaning::{CleanJob, CleanStats, CleanedGroup, SwapStep};
 /// Written last by `close`; its presence at open means nothing to recover.
 pub const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
 
+/// What validating a leader's append depends on: the topic's settings when
+/// it was validated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProduceRules {
+    max_message_bytes: u32,
+    compact: bool,
+}
+
+/// A produce's batches checked against `rules` without the partition lock
+/// (`validate_produce`): what the append then writes needs no decompression.
+#[derive(Debug)]
+pub struct ValidatedProduce {
+    rules: ProduceRules,
+    records_len: usize,
+    headers: Vec<BatchHeader>,
+}
+
+/// Everything about a produce that needs no log state: framing and CRCs,
+/// record counts (decompressing compressed batches, bounded), no control or
+/// transactional batch, and on a compacted topic a key on every record.
+/// Runs before the partition lock is taken, so a large compressed batch
+/// holds up no other request on the partition.
+pub fn validate_produce(records: &[u8], rules: ProduceRules) -> Result<ValidatedProduce, LogError> {
+    let headers = batch::validate_batches(records, rules.max_message_bytes)?;
+    for header in &headers {
+        let start = header.position as usize;
+        let bytes = &records[start..start + header.batch_bytes as usize];
+        batch::check_producer_counts(header, bytes)?;
+        let refused = if header.is_control() {
+            Some("control batches are written by the broker, not by producers")
+        } else if header.is_transactional() {
+            Some("transactions are not supported by this build of Sluice yet")
+        } else {
+            None
+        };
+        if let Some(reason) = refused {
+            return Err(LogError::InvalidBatch {
+                position: header.position,
+                reason,
+            });
+        }
+        if rules.compact {
+            check_keys(header, bytes)?;
+        }
+    }
+    Ok(ValidatedProduce {
+        rules,
+        records_len: records.len(),
+        headers,
+    })
+}
+
 /// How soon `checkpoint` writes the directory's files.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum CheckpointWrite {
@@ -661,15 +713,39 @@ impl PartitionLog {
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendInfo, LogError> {
-        self.check_open()?;
-        let mut headers = batch::validate_batches(records, self.config.max_message_bytes)?;
-        for header in &headers {
-            let start = header.position as usize;
-            batch::check_producer_counts(
-                header,
-                &records[start..start + header.batch_bytes as usize],
-            )?;
+        let validated = validate_produce(records, self.produce_rules())?;
+        self.append_validated_as_leader(records, validated, leader_epoch, now_ms)
+    }
+
+    /// The settings `validate_produce` checks against, now.
+    pub fn produce_rules(&self) -> ProduceRules {
+        ProduceRules {
+            max_message_bytes: self.config.max_message_bytes,
+            compact: self.config.cleanup.compact,
         }
+    }
+
+    /// `append_as_leader` of records `validate_produce` checked (the same
+    /// bytes); validated again here if the topic's settings changed since.
+    pub fn append_validated_as_leader(
+        &mut self,
+        records: &[u8],
+        validated: ValidatedProduce,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        self.check_open()?;
+        assert_eq!(
+            validated.records_len,
+            records.len(),
+            "validated these records"
+        );
+        let validated = if validated.rules == self.produce_rules() {
+            validated
+        } else {
+            validate_produce(records, self.produce_rules())?
+        };
+        let mut headers = validated.headers;
         self.check_record_set_size(records.len())?;
         if let Some(latest_epoch) = self.epochs.latest_epoch()
             && leader_epoch < latest_epoch
@@ -679,7 +755,7 @@ impl PartitionLog {
                 latest_epoch,
             });
         }
-        if let Some(original) = self.check_producers(&headers, records)? {
+        if let Some(original) = self.check_producers(&headers)? {
             return Ok(original);
         }
         let log_append_time =
@@ -719,35 +795,9 @@ impl PartitionLog {
         Ok(info)
     }
 
-    /// Refuses what a producer may not write (control batches; transactions,
-    /// not built yet) and checks idempotent producers' epochs and sequences.
-    /// A retry of a batch already in the log returns that batch's offsets.
-    fn check_producers(
-        &self,
-        headers: &[BatchHeader],
-        records: &[u8],
-    ) -> Result<Option<AppendInfo>, LogError> {
-        for header in headers {
-            let refused = if header.is_control() {
-                Some("control batches are written by the broker, not by producers")
-            } else if header.is_transactional() {
-                Some("transactions are not supported by this build of Sluice yet")
-            } else {
-                None
-            };
-            if let Some(reason) = refused {
-                return Err(LogError::InvalidBatch {
-                    position: header.position,
-                    reason,
-                });
-            }
-        }
-        if self.config.cleanup.compact {
-            for header in headers {
-                let start = header.position as usize;
-                check_keys(header, &records[start..start + header.batch_bytes as usize])?;
-            }
-        }
+    /// Checks idempotent producers' epochs and sequences. A retry of a
+    /// batch already in the log returns that batch's offsets.
+    fn check_producers(&self, headers: &[BatchHeader]) -> Result<Option<AppendInfo>, LogError> {
         let batches: Vec<_> = headers
             .iter()
             .filter_map(BatchHeader::producer_batch)

@@ -1,5 +1,5 @@
-//! `roll_now` and `delete_segments_below`: the two steps copy-forward
-//! compaction of the offsets log needs.
+//! `roll_now` and `delete_segments_below`, and what validation before the
+//! partition lock must not let through on a compacted topic.
 
 use kafka_protocol::records::Compression;
 
@@ -40,4 +40,25 @@ fn delete_segments_below_drops_only_whole_older_segments_and_survives_reopen() {
     let (log, _) = open(dir.path(), small_config());
     assert_eq!(log.log_start_offset(), snapshot_base);
     assert_eq!(log.log_end_offset(), end);
+}
+
+/// Validation runs before the partition lock, against the settings of that
+/// moment; an append after the topic turned compacted validates again, so
+/// a keyless record cannot slip in through the gap.
+#[test]
+fn an_append_validated_under_old_settings_is_validated_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(dir.path(), small_config());
+    let keyless = encode_batch(2, 10, 10_000, Compression::None);
+    let validated = super::validate_produce(&keyless, log.produce_rules()).unwrap();
+    let mut compacted = small_config();
+    compacted.cleanup.compact = true;
+    log.set_config(compacted);
+    let refused = log
+        .append_validated_as_leader(&keyless, validated, 1, 2_000)
+        .unwrap_err();
+    assert!(refused.to_string().contains("without a key"), "{refused}");
+    assert_eq!(log.log_end_offset(), 0, "nothing appended");
+    let validated = super::validate_produce(&keyless, log.produce_rules());
+    assert!(validated.is_err(), "refused before any lock, too");
 }
