@@ -464,8 +464,8 @@ impl Cluster {
     }
 
     fn propose_until_committed(&mut self) {
-        let before = self.committed.len();
         self.run_until(Duration::from_secs(5), |cluster| cluster.active().is_some());
+        let before = self.committed.len();
         self.propose();
         self.run_until(Duration::from_secs(2), |cluster| {
             cluster.committed.len() > before
@@ -535,6 +535,42 @@ fn scenario(seed: u64, size: usize, faults: Faults) -> Figures {
     cluster.propose_until_committed();
     cluster.converge();
     figures
+}
+
+/// How long the random phase of `chaos` runs, and how often it acts.
+const CHAOS_SPAN: Duration = Duration::from_secs(10);
+const CHAOS_ACTION_INTERVAL: Duration = Duration::from_millis(250);
+
+/// VOPR-style: under a lossy network, crash, restart, cut off and heal
+/// random nodes at random moments (a majority may be lost for a while);
+/// safety is checked after every step, then everything heals and the
+/// cluster must converge on one log and one image.
+fn chaos(seed: u64, size: usize) -> (usize, u64, usize) {
+    let mut cluster = Cluster::new(seed, size);
+    cluster.faults = LOSSY;
+    let until = cluster.now + CHAOS_SPAN;
+    let mut crashes = 0;
+    while cluster.now < until {
+        let node = cluster.rng.below(size as u64) as usize;
+        match cluster.rng.below(4) {
+            0 if cluster.nodes[node].quorum.is_some() => {
+                crashes += 1;
+                cluster.crash(node)
+            }
+            1 if cluster.nodes[node].quorum.is_none() => cluster.restart(node),
+            2 => cluster.isolated[node] = true,
+            _ => cluster.isolated[node] = false,
+        }
+        cluster.run_with_load(CHAOS_ACTION_INTERVAL);
+    }
+    cluster.converge();
+    let batches = cluster
+        .committed
+        .iter()
+        .filter(|(_, data)| !data.is_empty())
+        .count();
+    assert!(batches >= 1, "seed {seed}: a batch committed");
+    (batches, cluster.term_of(0), crashes)
 }
 
 /// Heals `node` and checks the leader keeps its place and term.
@@ -625,6 +661,25 @@ fn five_voters_stay_safe_and_fail_over_within_budget() {
         over <= 10,
         "5 voters, lossy network: {over} of 200 failovers over budget"
     );
+}
+
+#[test]
+fn random_crashes_and_partitions_keep_the_logs_and_images_equal() {
+    for (size, seeds) in [(3, 0..100), (5, 500..550)] {
+        let runs = seeds.end - seeds.start;
+        let (mut batches, mut terms, mut crashes) = (0, 0, 0);
+        for seed in seeds {
+            let (b, t, c) =
+                std::panic::catch_unwind(|| chaos(seed, size)).unwrap_or_else(|cause| {
+                    eprintln!("failing chaos seed: {seed} ({size} voters)");
+                    std::panic::resume_unwind(cause)
+                });
+            (batches, terms, crashes) = (batches + b, terms + t, crashes + c);
+        }
+        eprintln!(
+            "chaos, {size} voters, {runs} seeds: {batches} batches committed, {crashes} crashes, final terms summing to {terms}"
+        );
+    }
 }
 
 #[test]
