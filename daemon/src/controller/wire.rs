@@ -11,7 +11,9 @@
 //! entries][u8 has_snapshot, snapshot]`. An entry is `[u8 type][u64 term]
 //! [u64 index][u32 len, data][u16 len, context]`; a snapshot is `[u64 index]
 //! [u64 term][conf state: four u8-counted u64 lists, u8 auto_leave][u32 len,
-//! data]`.
+//! data]`. Left out on purpose: `deprecated_priority` (raft reads it only
+//! when `priority` is 0, and we set no priorities) and `Entry.sync_log`
+//! (deprecated, unread).
 
 use raft::eraftpb::{ConfState, Entry, EntryType, Message, MessageType, Snapshot};
 use thiserror::Error;
