@@ -1,17 +1,24 @@
 //! The controller's metadata core, sans-IO: the records of the metadata log
 //! and their codec, the image they build, the pure decisions the active
-//! controller writes, and broker session deadlines. No Raft, no sockets,
-//! no clock: time comes in as `Instant`s and ids as arguments. Raft
-//! (`quorum`), the transport and the service shell that drives this come in
-//! later increments (plan issue 13 §5.3); nothing else uses it yet.
+//! controller writes, and broker session deadlines. No sockets, no clock:
+//! time comes in as `Instant`s and ids as arguments. `quorum`
+//! wraps raft-rs's sans-IO `RawNode` (static voters, pre-vote, check-quorum)
+//! and `wire` is our codec for its messages; `sim` runs 3 or 5 of them on a
+//! seeded virtual clock. The durable log store, the transport wiring and the
+//! service shell come in later increments (plan issue 13 §5.3); nothing else
+//! uses this yet.
 
 mod codec;
 pub mod decide;
 mod error;
 pub mod image;
 pub mod placement;
+pub mod quorum;
 pub mod records;
 pub mod sessions;
+#[cfg(test)]
+mod sim;
+pub mod wire;
 
 #[cfg(test)]
 mod tests;
@@ -26,7 +33,9 @@ pub use decide::{
 pub use error::{ApplyError, ApplyReason, CodecError, DecideError, PlacementError};
 pub use image::{AppliedSpec, BrokerEntry, MetadataImage, TopicEntry};
 pub use placement::{PlacementBroker, explicit_placement, place_partitions};
+pub use quorum::{Committed, Effects, Quorum, QuorumError, QuorumSpec, Role};
 pub use records::{
     BrokerId, BrokerRegistration, FenceReason, NO_LEADER, PartitionState, Record, RecordBatch,
 };
 pub use sessions::SessionTable;
+pub use wire::WireError;
