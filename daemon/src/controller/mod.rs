@@ -5,8 +5,8 @@
 //! wraps raft-rs's sans-IO `RawNode` (static voters, pre-vote, check-quorum)
 //! and `wire` is our codec for its messages; `sim` runs 3 or 5 of them on a
 //! seeded virtual clock. The durable log store, the transport wiring and the
-//! service shell come in later increments (plan issue 13 §5.3); nothing else
-//! uses this yet.
+//! service shell come in later increments (plan §5.3); nothing else uses
+//! this yet. "plan §N" in this folder is docs/plans/issue-13-cluster.md.
 
 mod codec;
 pub mod decide;

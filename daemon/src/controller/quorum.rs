@@ -2,7 +2,7 @@
 //! sans-IO wrapper. Time comes in as `now` and becomes ticks, messages come in
 //! already decoded, and `ready()` hands back what to send and which committed
 //! entries to apply; the caller owns sockets, clocks and the metadata image
-//! (plan issue 13 §1.3–1.4). Voters are static and come from the spec; raft
+//! (plan §1.3–1.4). Voters are static and come from the spec; raft
 //! id = broker id + 1 because broker ids may be 0 and raft ids may not.
 
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 //! (RUSTSEC-2024-0437), so bytes from the network never reach protobuf: this
 //! codec reads only the fields raft-rs uses, checks every length against its
 //! limit and against the bytes left before it allocates, and refuses trailing
-//! bytes (plan issue 13 §1.1).
+//! bytes (plan §1.1).
 //!
 //! Layout (big-endian): `[u8 version][u8 msg_type][u64 to][u64 from][u64 term]
 //! [u64 log_term][u64 index][u64 commit][u64 commit_term][u64 request_snapshot]
