@@ -32,7 +32,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
-use sluice::bench::client;
+use sluice::client;
 
 const PARTITIONS: i32 = 12;
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);

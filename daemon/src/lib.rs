@@ -6,6 +6,7 @@
 pub mod alloc_guard;
 pub mod bench;
 pub mod broker;
+pub mod client;
 pub mod config;
 pub mod controller;
 pub mod failstop;

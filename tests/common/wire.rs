@@ -27,8 +27,7 @@ pub fn request_frame<R: Encodable>(
     correlation_id: i32,
     body: &R,
 ) -> Vec<u8> {
-    sluice::bench::client::encode_frame(key, version, correlation_id, body)
-        .expect("encoding a request")
+    sluice::client::encode_frame(key, version, correlation_id, body).expect("encoding a request")
 }
 
 /// One whole response frame's body (after the size prefix).

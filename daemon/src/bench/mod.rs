@@ -3,7 +3,6 @@
 //! in the same run on the same machine.
 
 mod baseline;
-pub mod client;
 pub mod recovery;
 
 use std::path::PathBuf;
@@ -18,6 +17,8 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions};
 use tokio::sync::watch;
+
+use crate::client;
 
 use crate::broker::Broker;
 use crate::kafka::{self, ListenerLimits};

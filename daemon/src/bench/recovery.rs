@@ -18,7 +18,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{Compression, RecordBatchEncoder, RecordEncodeOptions};
 
-use super::client;
+use crate::client;
 
 const TOPIC: &str = "recovery-bench";
 /// Bound on each start of the daemon.

@@ -17,7 +17,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use super::describe::assigned_partitions;
 use super::lag::{LagRow, partition_lag};
-use crate::bench::client::{self, RequestWriter, ResponseReader};
+use crate::client::{self, RequestWriter, ResponseReader};
 
 /// ListOffsets "latest": the high watermark.
 const LATEST_TIMESTAMP: i64 = -1;

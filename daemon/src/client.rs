@@ -1,6 +1,7 @@
-//! A lean pipelined Kafka client for the benchmark: it pre-encodes batches
-//! and keeps several requests in flight, so the numbers measure the broker
-//! rather than a client library.
+//! A lean pipelined Kafka client for the daemon's own tools (`sluiced
+//! groups`, the benchmarks): it pre-encodes requests and keeps several in
+//! flight, so a benchmark measures the broker rather than a client library.
+//! It depends on nothing else in the crate, so any subsystem may use it.
 
 use bytes::{Buf, BufMut, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
