@@ -11,9 +11,12 @@
 pub mod certs;
 pub mod frame;
 pub mod identity;
+pub mod link;
 pub mod quic;
 pub mod tls;
 
+#[cfg(test)]
+mod link_tests;
 #[cfg(test)]
 mod quic_tests;
 #[cfg(test)]

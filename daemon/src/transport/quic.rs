@@ -41,10 +41,12 @@ pub enum CloseCode {
     Hello = 2,
     /// The node is shutting down.
     Shutdown = 3,
+    /// A frame of the wrong kind or beyond its limit.
+    BadFrame = 4,
 }
 
 impl CloseCode {
-    fn var_int(self) -> quinn::VarInt {
+    pub(crate) fn var_int(self) -> quinn::VarInt {
         quinn::VarInt::from_u32(self as u32)
     }
 }
