@@ -1,5 +1,5 @@
-//! Bounded big-endian primitives for the metadata codecs (records now, image
-//! snapshots later). Every length is checked against its limit when written,
+//! Bounded big-endian primitives for the metadata codecs (records and image
+//! snapshots). Every length is checked against its limit when written,
 //! so we never write what we would refuse to read, and against the bytes left
 //! when read, before anything is allocated.
 
@@ -32,6 +32,9 @@ impl Writer {
     pub(crate) fn i32(&mut self, value: i32) {
         self.bytes.extend_from_slice(&value.to_be_bytes());
     }
+    pub(crate) fn u64(&mut self, value: u64) {
+        self.bytes.extend_from_slice(&value.to_be_bytes());
+    }
     pub(crate) fn i64(&mut self, value: i64) {
         self.bytes.extend_from_slice(&value.to_be_bytes());
     }
@@ -42,7 +45,12 @@ impl Writer {
     /// A length prefix: u16 when `max` fits one, else u32. The width follows
     /// from the limit, so moving a limit across 65 535 changes the layout and
     /// needs a new record version.
-    fn length(&mut self, what: &'static str, len: usize, max: usize) -> Result<(), CodecError> {
+    pub(crate) fn length(
+        &mut self,
+        what: &'static str,
+        len: usize,
+        max: usize,
+    ) -> Result<(), CodecError> {
         if len > max {
             return Err(CodecError::TooLong { what, len, max });
         }
@@ -178,6 +186,9 @@ impl<'a> Reader<'a> {
     pub(crate) fn i32(&mut self, what: &'static str) -> Result<i32, CodecError> {
         self.array(what).map(i32::from_be_bytes)
     }
+    pub(crate) fn u64(&mut self, what: &'static str) -> Result<u64, CodecError> {
+        self.array(what).map(u64::from_be_bytes)
+    }
     pub(crate) fn i64(&mut self, what: &'static str) -> Result<i64, CodecError> {
         self.array(what).map(i64::from_be_bytes)
     }
@@ -187,7 +198,7 @@ impl<'a> Reader<'a> {
 
     /// A length prefix as `Writer::length` writes it, checked against `max`
     /// and against the bytes left (at `unit_bytes` each) before use.
-    fn length(
+    pub(crate) fn length(
         &mut self,
         what: &'static str,
         max: usize,

@@ -1,6 +1,7 @@
 //! What can go wrong in the metadata core, split by who is at fault (as
 //! rustls splits its errors): `CodecError` for bytes that are not a metadata
-//! batch, `ApplyError` for a well-formed batch that the image refuses (a bug
+//! batch, `SnapshotError` for bytes that are not a metadata snapshot (or
+//! hold an image that breaks an `InvariantError` rule), `ApplyError` for a well-formed batch that the image refuses (a bug
 //! in whoever wrote it, or a diverged log), `DecideError` for a broker's
 //! request that the active controller turns down. Each `DecideError` variant
 //! names the Kafka error code the service shell will answer with.
@@ -52,6 +53,79 @@ pub enum CodecError {
     InvalidValue { what: &'static str, value: i64 },
     #[error("{what} names {key:?} twice")]
     DuplicateKey { what: &'static str, key: String },
+    #[error("metadata snapshot of {len} bytes exceeds the limit of {max} bytes")]
+    SnapshotTooLarge { len: usize, max: usize },
+}
+
+/// Bytes that are not a metadata snapshot, or one whose image breaks a rule.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum SnapshotError {
+    #[error("metadata snapshot of {len} bytes exceeds the limit of {max} bytes")]
+    TooLarge { len: usize, max: usize },
+    #[error("not a metadata snapshot: magic bytes {found:02x?}")]
+    BadMagic { found: Vec<u8> },
+    #[error(
+        "metadata snapshot format version {found} is not supported (this build reads {supported})"
+    )]
+    UnsupportedFormat { found: u8, supported: u8 },
+    #[error("metadata snapshot CRC-32C {stored:#010x} does not match its bytes ({computed:#010x})")]
+    CrcMismatch { stored: u32, computed: u32 },
+    #[error("metadata snapshot: {0}")]
+    Codec(#[from] CodecError),
+    #[error("metadata snapshot holds an image that breaks a rule: {0}")]
+    Invariant(#[from] InvariantError),
+}
+
+/// A rule of a whole `MetadataImage` that does not hold. `apply` keeps them
+/// all; only a snapshot from a bug or a corrupt disk can break one.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum InvariantError {
+    #[error("applied index {0} does not fit a broker epoch (i64)")]
+    AppliedIndexTooLarge(u64),
+    #[error("the image holds {topics} topics but {names} topic names")]
+    TopicCount { topics: usize, names: usize },
+    #[error("topic name {name:?} maps to topic id {topic_id}, which is missing or named otherwise")]
+    TopicNameIndex { name: String, topic_id: Uuid },
+    #[error("a topic named {0:?} appears twice")]
+    DuplicateTopicName(String),
+    #[error("topic id {0} appears twice")]
+    DuplicateTopicId(Uuid),
+    #[error("topic {0:?} has the nil topic id")]
+    NilTopicId(String),
+    #[error("topic name {name:?}: {why}")]
+    InvalidTopicName { name: String, why: &'static str },
+    #[error("topic {topic}: {key:?} is not a topic config key")]
+    UnknownConfigKey { topic: String, key: String },
+    #[error("{topic}-{partition}: {why}")]
+    InvalidPartition {
+        topic: String,
+        partition: usize,
+        why: &'static str,
+    },
+    #[error("{topic}-{partition}: leader {leader} is not a registered unfenced broker")]
+    LeaderNotEligible {
+        topic: String,
+        partition: usize,
+        leader: i32,
+    },
+    #[error("broker {0} appears twice")]
+    DuplicateBroker(i32),
+    #[error("broker {key} is filed under a registration for broker {registered}")]
+    BrokerIdMismatch { key: i32, registered: i32 },
+    #[error("broker id {0} is negative")]
+    InvalidBrokerId(i32),
+    #[error("broker {broker_id}: epoch {broker_epoch} is not in 1..={applied_index}")]
+    BrokerEpochOutOfRange {
+        broker_id: i32,
+        broker_epoch: i64,
+        applied_index: u64,
+    },
+    #[error("the next producer id {0} is negative")]
+    NegativeProducerId(i64),
+    #[error("applied spec hash {0:?} is not 16 lowercase hex digits")]
+    InvalidSpecHash(String),
 }
 
 /// Why the image refused record `position` of the batch at log `index`.

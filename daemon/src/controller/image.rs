@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::error::{ApplyError, ApplyReason};
+use super::error::{ApplyError, ApplyReason, InvariantError};
 use super::records::{
     BrokerId, BrokerRegistration, NO_LEADER, PartitionState, REPLICAS_MAX, Record, RecordBatch,
     SETTINGS_PER_TOPIC_MAX, check_topic_name, is_spec_hash,
@@ -534,29 +534,134 @@ impl MetadataImage {
         Ok(())
     }
 
-    /// Asserts every invariant over the whole image (tests, and after
-    /// loading a snapshot): O(partitions).
-    pub fn check_invariants(&self) {
-        assert_eq!(self.topics.len(), self.topic_ids.len());
-        for (name, topic_id) in &self.topic_ids {
-            let topic = &self.topics[topic_id];
-            assert_eq!(&topic.name, name);
-            assert_eq!(&topic.topic_id, topic_id);
-            assert!(check_topic_name(name).is_ok(), "{name}");
-            assert!(topic.settings.keys().all(|key| is_topic_config_name(key)));
-            for state in &topic.partitions {
-                assert_eq!(check_partition_state(state), Ok(()), "{name}: {state:?}");
-                assert!(
-                    state.leader == NO_LEADER || self.is_unfenced(state.leader),
-                    "{name}: {state:?}"
-                );
+    /// The image a snapshot holds, from its parts, refused unless every
+    /// rule of `validate` holds: a snapshot comes from disk or the network,
+    /// so nothing in it is trusted.
+    pub(super) fn from_parts(
+        applied_index: u64,
+        next_producer_id: i64,
+        brokers: Vec<BrokerEntry>,
+        topics: Vec<TopicEntry>,
+        applied_spec: Option<AppliedSpec>,
+    ) -> Result<Self, InvariantError> {
+        let mut image = MetadataImage {
+            applied_index,
+            next_producer_id,
+            applied_spec: applied_spec.map(Arc::new),
+            ..MetadataImage::default()
+        };
+        for entry in brokers {
+            let broker_id = entry.registration.broker_id;
+            if image.brokers.insert(broker_id, entry).is_some() {
+                return Err(InvariantError::DuplicateBroker(broker_id));
             }
         }
-        for (broker_id, entry) in &self.brokers {
-            assert_eq!(*broker_id, entry.registration.broker_id);
-            assert!(entry.broker_epoch >= 1 && entry.broker_epoch as u64 <= self.applied_index);
+        for topic in topics {
+            if image.topic_ids.contains_key(&topic.name) {
+                return Err(InvariantError::DuplicateTopicName(topic.name));
+            }
+            if image.topics.contains_key(&topic.topic_id) {
+                return Err(InvariantError::DuplicateTopicId(topic.topic_id));
+            }
+            image.topic_ids.insert(topic.name.clone(), topic.topic_id);
+            image.topics.insert(topic.topic_id, Arc::new(topic));
         }
-        assert!(self.next_producer_id >= 0);
+        image.validate()?;
+        Ok(image)
+    }
+
+    /// Every rule of the whole image, the broken one named: the image's
+    /// name and id indexes agree, topic names, ids and settings are ones
+    /// `apply` accepts, partitions are well-shaped and led by a registered
+    /// unfenced broker or none, and broker epochs are past entries. O(partitions).
+    pub fn validate(&self) -> Result<(), InvariantError> {
+        if i64::try_from(self.applied_index).is_err() {
+            return Err(InvariantError::AppliedIndexTooLarge(self.applied_index));
+        }
+        if self.topics.len() != self.topic_ids.len() {
+            return Err(InvariantError::TopicCount {
+                topics: self.topics.len(),
+                names: self.topic_ids.len(),
+            });
+        }
+        for (name, topic_id) in &self.topic_ids {
+            let topic = self
+                .topics
+                .get(topic_id)
+                .filter(|topic| &topic.name == name && &topic.topic_id == topic_id)
+                .ok_or_else(|| InvariantError::TopicNameIndex {
+                    name: name.clone(),
+                    topic_id: *topic_id,
+                })?;
+            self.validate_topic(topic)?;
+        }
+        for (broker_id, entry) in &self.brokers {
+            let registered = entry.registration.broker_id;
+            if *broker_id != registered {
+                return Err(InvariantError::BrokerIdMismatch {
+                    key: *broker_id,
+                    registered,
+                });
+            }
+            if registered < 0 {
+                return Err(InvariantError::InvalidBrokerId(registered));
+            }
+            if entry.broker_epoch < 1 || entry.broker_epoch as u64 > self.applied_index {
+                return Err(InvariantError::BrokerEpochOutOfRange {
+                    broker_id: registered,
+                    broker_epoch: entry.broker_epoch,
+                    applied_index: self.applied_index,
+                });
+            }
+        }
+        if self.next_producer_id < 0 {
+            return Err(InvariantError::NegativeProducerId(self.next_producer_id));
+        }
+        if let Some(spec) = &self.applied_spec
+            && !is_spec_hash(&spec.hash)
+        {
+            return Err(InvariantError::InvalidSpecHash(spec.hash.clone()));
+        }
+        Ok(())
+    }
+
+    fn validate_topic(&self, topic: &TopicEntry) -> Result<(), InvariantError> {
+        let name = &topic.name;
+        check_topic_name(name).map_err(|why| InvariantError::InvalidTopicName {
+            name: name.clone(),
+            why,
+        })?;
+        if topic.topic_id.is_nil() {
+            return Err(InvariantError::NilTopicId(name.clone()));
+        }
+        if let Some(key) = topic.settings.keys().find(|key| !is_topic_config_name(key)) {
+            return Err(InvariantError::UnknownConfigKey {
+                topic: name.clone(),
+                key: key.clone(),
+            });
+        }
+        for (partition, state) in topic.partitions.iter().enumerate() {
+            check_partition_state(state).map_err(|why| InvariantError::InvalidPartition {
+                topic: name.clone(),
+                partition,
+                why,
+            })?;
+            if state.leader != NO_LEADER && !self.is_unfenced(state.leader) {
+                return Err(InvariantError::LeaderNotEligible {
+                    topic: name.clone(),
+                    partition,
+                    leader: state.leader,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Asserts every rule of `validate` (tests): `apply` keeps them all, so
+    /// a broken one is a bug here.
+    pub fn check_invariants(&self) {
+        self.validate()
+            .expect("apply keeps every rule of the metadata image");
     }
 }
 

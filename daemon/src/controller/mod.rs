@@ -1,6 +1,7 @@
 //! The controller's metadata core, sans-IO: the records of the metadata log
 //! and their codec, the image they build, the pure decisions the active
-//! controller writes, and broker session deadlines. No sockets, no clock:
+//! controller writes, broker session deadlines, and the image as a snapshot
+//! (`snapshot`). No sockets, no clock:
 //! time comes in as `Instant`s and ids as arguments. `quorum`
 //! wraps raft-rs's sans-IO `RawNode` (static voters, pre-vote, check-quorum)
 //! and `wire` is our codec for its messages; `sim` runs 3 or 5 of them on a
@@ -18,8 +19,11 @@ pub mod records;
 pub mod sessions;
 #[cfg(test)]
 mod sim;
+pub mod snapshot;
 pub mod wire;
 
+#[cfg(test)]
+mod snapshot_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -30,7 +34,9 @@ pub use decide::{
     allocate_producer_ids, change_partition, create_topic, elect_leader, on_heartbeat, on_register,
     on_session_expired,
 };
-pub use error::{ApplyError, ApplyReason, CodecError, DecideError, PlacementError};
+pub use error::{
+    ApplyError, ApplyReason, CodecError, DecideError, InvariantError, PlacementError, SnapshotError,
+};
 pub use image::{AppliedSpec, BrokerEntry, MetadataImage, TopicEntry};
 pub use placement::{PlacementBroker, explicit_placement, place_partitions};
 pub use quorum::{Committed, Effects, Quorum, QuorumError, QuorumSpec, Role};
@@ -38,4 +44,5 @@ pub use records::{
     BrokerId, BrokerRegistration, FenceReason, NO_LEADER, PartitionState, Record, RecordBatch,
 };
 pub use sessions::SessionTable;
+pub use snapshot::{decode_image, encode_image};
 pub use wire::WireError;

@@ -296,7 +296,8 @@ const KIND_NAMES: [&str; 11] = [
     "AppliedSpec",
 ];
 
-const SETTINGS_LIMITS: (usize, usize, usize) = (
+/// A topic's settings: (entries, key bytes, value bytes); snapshots share them.
+pub(super) const SETTINGS_LIMITS: (usize, usize, usize) = (
     SETTINGS_PER_TOPIC_MAX,
     CONFIG_KEY_BYTES_MAX,
     CONFIG_VALUE_BYTES_MAX,
@@ -404,7 +405,7 @@ fn encode_topic_body(out: &mut Writer, record: &Record) -> Result<(), CodecError
     Ok(())
 }
 
-fn encode_registration(
+pub(super) fn encode_registration(
     out: &mut Writer,
     registration: &BrokerRegistration,
 ) -> Result<(), CodecError> {
@@ -416,7 +417,10 @@ fn encode_registration(
     out.opt_string("rack", registration.rack.as_deref(), RACK_BYTES_MAX)
 }
 
-fn encode_partition_state(out: &mut Writer, state: &PartitionState) -> Result<(), CodecError> {
+pub(super) fn encode_partition_state(
+    out: &mut Writer,
+    state: &PartitionState,
+) -> Result<(), CodecError> {
     out.i32_list("replicas", &state.replicas, REPLICAS_MAX)?;
     out.i32_list("isr", &state.isr, REPLICAS_MAX)?;
     out.i32(state.leader);
@@ -502,7 +506,7 @@ fn decode_body(body: &mut Reader<'_>, kind: u8) -> Result<Record, CodecError> {
     })
 }
 
-fn decode_registration(body: &mut Reader<'_>) -> Result<BrokerRegistration, CodecError> {
+pub(super) fn decode_registration(body: &mut Reader<'_>) -> Result<BrokerRegistration, CodecError> {
     Ok(BrokerRegistration {
         broker_id: body.i32("broker id")?,
         incarnation_id: body.uuid("incarnation id")?,
@@ -515,7 +519,7 @@ fn decode_registration(body: &mut Reader<'_>) -> Result<BrokerRegistration, Code
     })
 }
 
-fn decode_partition_state(body: &mut Reader<'_>) -> Result<PartitionState, CodecError> {
+pub(super) fn decode_partition_state(body: &mut Reader<'_>) -> Result<PartitionState, CodecError> {
     Ok(PartitionState {
         replicas: body.i32_list("replicas", REPLICAS_MAX)?,
         isr: body.i32_list("isr", REPLICAS_MAX)?,

@@ -62,7 +62,7 @@ fn arb_settings() -> impl Strategy<Value = BTreeMap<String, String>> {
 }
 
 /// Records with small ids, so that many of them hit what the image holds.
-fn arb_record() -> impl Strategy<Value = Record> {
+pub(super) fn arb_record() -> impl Strategy<Value = Record> {
     let broker = -1i32..BROKERS + 1;
     let epoch = 0i64..12;
     let topic = (0u128..TOPIC_IDS).prop_map(Uuid::from_u128);
@@ -149,7 +149,7 @@ fn arb_record() -> impl Strategy<Value = Record> {
 
 /// What the active controller may be asked to do.
 #[derive(Debug, Clone)]
-enum Action {
+pub(super) enum Action {
     Register {
         broker: BrokerId,
         incarnation: u128,
@@ -176,7 +176,7 @@ enum Action {
     },
 }
 
-fn arb_action() -> impl Strategy<Value = Action> {
+pub(super) fn arb_action() -> impl Strategy<Value = Action> {
     let broker = 0..BROKERS;
     prop_oneof![
         3 => (broker.clone(), 0u128..3).prop_map(|(broker, incarnation)| Action::Register { broker, incarnation }),
@@ -191,8 +191,10 @@ fn arb_action() -> impl Strategy<Value = Action> {
 
 // ------------------------------------------------------------------- model
 
-struct Run {
-    image: MetadataImage,
+pub(super) struct Run {
+    pub(super) image: MetadataImage,
+    /// Every batch committed, in order: the log the image was built from.
+    pub(super) log: Vec<RecordBatch>,
     sessions: SessionTable,
     now: Instant,
     brokers: Vec<PlacementBroker>,
@@ -200,9 +202,10 @@ struct Run {
 }
 
 impl Run {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Run {
             image: MetadataImage::default(),
+            log: Vec::new(),
             sessions: SessionTable::new(SESSION),
             now: Instant::now(),
             brokers: declared(&[(0, Some("a")), (1, Some("a")), (2, Some("b")), (3, None)]),
@@ -211,7 +214,7 @@ impl Run {
     }
 
     /// The batch the action leads to, if any (expiries are committed here).
-    fn decide(&mut self, action: &Action) -> Vec<RecordBatch> {
+    pub(super) fn decide(&mut self, action: &Action) -> Vec<RecordBatch> {
         match *action {
             Action::Register {
                 broker,
@@ -321,7 +324,7 @@ impl Run {
     }
 
     /// Commits through the codec and checks the rules across the change.
-    fn commit(&mut self, batch: RecordBatch) {
+    pub(super) fn commit(&mut self, batch: RecordBatch) {
         let bytes = batch.encode().expect("decide writes encodable batches");
         assert_eq!(RecordBatch::decode(&bytes).as_ref(), Ok(&batch));
         let before = self.image.clone();
@@ -331,6 +334,7 @@ impl Run {
         }
         self.image.check_invariants();
         check_transition(&before, &self.image);
+        self.log.push(batch.clone());
         for record in &batch.records {
             if let Record::RegisterBroker(registration) = record {
                 self.sessions.touch(registration.broker_id, self.now);
