@@ -263,6 +263,9 @@ impl Partition {
         // pages clean, so a second fsync would "succeed" over lost data.
         let durable = match synced {
             Ok(durable) => durable,
+            // Closed (shutdown, deletion) meanwhile: the close synced
+            // everything, and a deleted partition's directory may be gone.
+            Err(_) if self.lock_log().is_closed() => return Ok(()),
             Err(error) => failstop::storage_failure(&format!("fdatasync of {self:?}"), &error),
         };
         // A truncation between capture and completion makes the sync moot.

@@ -151,8 +151,8 @@ struct State {
 pub struct DirCheckpoints {
     root: PathBuf,
     standalone: bool,
-    /// What the files held at open.
-    loaded: Files,
+    /// What the files held at open, less the partitions forgotten since.
+    loaded: Mutex<Files>,
     state: Mutex<State>,
     /// Held across file I/O (reports only take `state`): one writer at a
     /// time, so an older snapshot never replaces a newer one.
@@ -177,7 +177,7 @@ impl DirCheckpoints {
             root: root.to_path_buf(),
             standalone,
             writer: Mutex::new(loaded.clone()),
-            loaded,
+            loaded: Mutex::new(loaded),
             state: Mutex::new(State::default()),
         })
     }
@@ -202,7 +202,11 @@ impl DirCheckpoints {
     /// its own files (the layout before checkpoints moved up a level).
     pub fn starting_offsets(&self, dir: &Path) -> Result<StartingOffsets, LogError> {
         let key = self.key_of(dir);
-        let found = self.loaded.starting_offsets(&key);
+        let found = self
+            .loaded
+            .lock()
+            .expect("checkpoint files lock poisoned")
+            .starting_offsets(&key);
         if self.standalone || found != StartingOffsets::default() {
             return Ok(found);
         }
@@ -226,6 +230,13 @@ impl DirCheckpoints {
     /// Forgets a deleted partition (written with the next `write`).
     pub fn forget(&self, dir: &Path) {
         let key = self.key_of(dir);
+        {
+            // A partition created later under this name starts from nothing.
+            let mut loaded = self.loaded.lock().expect("checkpoint files lock poisoned");
+            loaded.recovery_points.remove(&key);
+            loaded.log_start_offsets.remove(&key);
+            loaded.cleaner_offsets.remove(&key);
+        }
         let mut state = self.lock_state();
         if state.partitions.remove(&key).is_some() {
             state.changed = true;
@@ -383,6 +394,26 @@ mod tests {
         assert_eq!(
             reopened.starting_offsets(&a).unwrap(),
             StartingOffsets::default()
+        );
+    }
+
+    #[test]
+    fn a_forgotten_partition_starts_from_nothing_when_created_again() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("gone-0");
+        let checkpoints = DirCheckpoints::open(root.path()).unwrap();
+        checkpoints.report(&dir, offsets(70, 5, 60));
+        checkpoints.write(0, false).unwrap();
+        let reopened = DirCheckpoints::open(root.path()).unwrap();
+        assert_eq!(
+            reopened.starting_offsets(&dir).unwrap().cleaner_offset,
+            Some(60)
+        );
+        reopened.forget(&dir);
+        assert_eq!(
+            reopened.starting_offsets(&dir).unwrap(),
+            StartingOffsets::default(),
+            "not what the files said at open"
         );
     }
 

@@ -421,6 +421,9 @@ impl PartitionLog {
             snapshots: listing.snapshots,
             closed: false,
         };
+        // Never past the log: a checkpoint of an older log of this name
+        // must not mark new records as cleaned.
+        log.cleaner_checkpoint = log.cleaner_checkpoint.min(log.log_end_offset());
         log.log_start_offset = starting
             .log_start_offset
             .unwrap_or(0)
@@ -1208,6 +1211,11 @@ impl PartitionLog {
     /// Reports this log's offsets to the directory's checkpoints, and
     /// writes them as `write` asks.
     fn checkpoint(&self, now_ms: i64, write: CheckpointWrite) -> Result<(), LogError> {
+        if self.closed {
+            // Closed for shutdown or deletion: a late sync must not put a
+            // deleted partition back into the directory's files.
+            return Ok(());
+        }
         let checkpoints = &self.checkpoints;
         checkpoints.report(&self.dir, self.checkpoint_offsets());
         let standalone = checkpoints.is_standalone();
@@ -1424,6 +1432,11 @@ impl PartitionLog {
         write_offset_hint(&self.dir.join(CLEAN_SHUTDOWN_FILE), log_end_offset)?;
         self.closed = true;
         Ok(())
+    }
+
+    /// `close_in_place` ran.
+    pub fn is_closed(&self) -> bool {
+        self.closed
     }
 
     fn check_open(&self) -> Result<(), LogError> {

@@ -63,6 +63,12 @@ pub struct ProducerEntry {
 }
 
 impl ProducerEntry {
+    /// Where this producer last wrote: the log's own order, which no client
+    /// sets (unlike timestamps), so the longest idle is the lowest.
+    fn last_offset(&self) -> i64 {
+        self.batches.back().map_or(-1, |batch| batch.last_offset)
+    }
+
     fn last_seq(&self) -> Option<i32> {
         self.batches.back().map(|batch| batch.last_seq)
     }
@@ -140,7 +146,20 @@ impl ProducerStateMap {
         Self::default()
     }
 
-    pub fn from_entries(producers: BTreeMap<i64, ProducerEntry>) -> Self {
+    /// A snapshot's producers; one from a build without the cap keeps
+    /// only the `PRODUCERS_PER_PARTITION_MAX` that wrote last.
+    pub fn from_entries(mut producers: BTreeMap<i64, ProducerEntry>) -> Self {
+        if producers.len() > PRODUCERS_PER_PARTITION_MAX {
+            let mut by_age: Vec<(i64, i64)> = producers
+                .iter()
+                .map(|(id, entry)| (entry.last_offset(), *id))
+                .collect();
+            by_age.sort_unstable();
+            let excess = producers.len() - PRODUCERS_PER_PARTITION_MAX;
+            for (_, id) in &by_age[..excess] {
+                producers.remove(id);
+            }
+        }
         Self { producers }
     }
 
@@ -190,8 +209,8 @@ impl ProducerStateMap {
 
     /// Records an appended batch (leader after its check, follower, or
     /// replay): no validation, the log is the truth. A new producer beyond
-    /// `PRODUCERS_PER_PARTITION_MAX` evicts the one idle longest (oldest
-    /// last timestamp, then lowest id), the same choice on every replica.
+    /// `PRODUCERS_PER_PARTITION_MAX` evicts the one idle longest (whose last
+    /// batch is lowest in the log), the same choice on every replica.
     pub fn apply(&mut self, batch: &ProducerBatch) {
         debug_assert!(batch.producer_id != NO_PRODUCER_ID);
         match self.producers.get_mut(&batch.producer_id) {
@@ -210,7 +229,7 @@ impl ProducerStateMap {
         let idlest = self
             .producers
             .iter()
-            .min_by_key(|(id, entry)| (entry.last_timestamp, **id))
+            .min_by_key(|(id, entry)| (entry.last_offset(), **id))
             .map(|(id, _)| *id);
         if let Some(id) = idlest {
             self.producers.remove(&id);
@@ -309,8 +328,13 @@ mod tests {
         let mut state = ProducerStateMap::new();
         let limit = PRODUCERS_PER_PARTITION_MAX as i64;
         for pid in 0..limit {
-            // Producer 0 is the idlest: the others write later.
-            state.apply(&batch(pid, 0, 0, 1, pid));
+            // Producer 0 is the idlest: the others write later in the log,
+            // whatever timestamp its client put on its batch.
+            let mut b = batch(pid, 0, 0, 1, pid);
+            if pid == 0 {
+                b.max_timestamp = i64::MAX / 2;
+            }
+            state.apply(&b);
         }
         assert_eq!(state.len(), PRODUCERS_PER_PARTITION_MAX);
         let newcomer = batch(limit, 0, 0, 1, limit);
@@ -328,6 +352,20 @@ mod tests {
             state.check(&[batch(0, 0, 57, 1, limit + 1)]).unwrap(),
             ProducerCheck::Append
         );
+    }
+
+    #[test]
+    fn a_snapshot_beyond_the_limit_keeps_the_producers_that_wrote_last() {
+        let mut state = ProducerStateMap::new();
+        for pid in 0..PRODUCERS_PER_PARTITION_MAX as i64 {
+            state.apply(&batch(pid, 0, 0, 1, pid));
+        }
+        let mut entries = state.entries().clone();
+        let extra = batch(-5, 0, 0, 1, 10_000_000);
+        entries.insert(-5, entry_for(&extra));
+        let loaded = ProducerStateMap::from_entries(entries);
+        assert_eq!(loaded.len(), PRODUCERS_PER_PARTITION_MAX);
+        assert!(loaded.get(0).is_none() && loaded.get(-5).is_some());
     }
 
     /// Checks then applies, as the leader does.

@@ -67,24 +67,34 @@ pub fn spawn_peer_link(
     let (queue, mut pending) = mpsc::channel::<Bytes>(queue_len);
     tokio::spawn(async move {
         let mut backoff = REDIAL_BACKOFF_MIN;
-        // Ends when every sender is gone.
-        while !pending.is_closed() || !pending.is_empty() {
-            let peer = match endpoint.connect(node_id, address).await {
-                Ok(peer) => peer,
+        // Ends when every sender is gone or the endpoint is closed.
+        loop {
+            let senders_gone = pending.is_closed() && pending.is_empty();
+            if senders_gone || endpoint.is_closed() {
+                return;
+            }
+            match endpoint.connect(node_id, address).await {
+                Ok(peer) => {
+                    let connected = std::time::Instant::now();
+                    match drain(&peer, &mut pending).await {
+                        Ok(()) => return,
+                        // A peer that refuses us after the handshake (another
+                        // spec, a rolling change) must not make this a busy
+                        // loop; one that was up a while is redialled soon.
+                        Err(error) => {
+                            tracing::info!(event = "peer_link_lost", peer = node_id, %error);
+                            if connected.elapsed() > REDIAL_BACKOFF_MAX {
+                                backoff = REDIAL_BACKOFF_MIN;
+                            }
+                        }
+                    }
+                }
                 Err(error) => {
                     tracing::debug!(event = "peer_dial_failed", peer = node_id, %error);
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(REDIAL_BACKOFF_MAX);
-                    continue;
-                }
-            };
-            backoff = REDIAL_BACKOFF_MIN;
-            match drain(&peer, &mut pending).await {
-                Ok(()) => return,
-                Err(error) => {
-                    tracing::info!(event = "peer_link_lost", peer = node_id, %error);
                 }
             }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(REDIAL_BACKOFF_MAX);
         }
     });
     PeerSender {

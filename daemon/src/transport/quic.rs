@@ -11,10 +11,12 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rustls::pki_types::CertificateDer;
+use tokio::sync::mpsc;
 
 use super::frame::{self, FrameError, FrameKind, Hello};
 use super::identity::{IdentityError, node_dns_name, peer_node_id};
@@ -27,6 +29,9 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_millis(1_000);
 pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_millis(200);
 /// How long an accepted connection has to send its Hello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a connection has from its first packet to being admitted
+/// (handshake and Hello).
+pub const ADMISSION_TIMEOUT: Duration = Duration::from_secs(3);
 /// Incoming connections being handshaken at once.
 const INCOMING_MAX: u32 = 64;
 /// Streams a peer may open at once, each way.
@@ -86,8 +91,17 @@ pub struct Peer {
 pub struct NodeEndpoint {
     endpoint: quinn::Endpoint,
     hello: Hello,
-    declared: Vec<i32>,
     client: quinn::ClientConfig,
+    /// Connections admitted by the admission tasks (see `admit_all`).
+    admitted: tokio::sync::Mutex<mpsc::Receiver<Peer>>,
+    closed: AtomicBool,
+}
+
+/// What admission checks a connection against.
+#[derive(Clone, Debug)]
+struct Admission {
+    hello: Hello,
+    declared: Vec<i32>,
 }
 
 fn transport_config() -> Arc<quinn::TransportConfig> {
@@ -127,14 +141,22 @@ impl NodeEndpoint {
         client.transport_config(transport_config());
         let endpoint = quinn::Endpoint::server(server, address)
             .map_err(|source| TransportError::Bind { address, source })?;
+        let hello = Hello {
+            cluster: cluster.to_string(),
+            node_id: material.node_id,
+        };
+        let (admitted_tx, admitted) = mpsc::channel(INCOMING_MAX as usize);
+        let admission = Admission {
+            hello: hello.clone(),
+            declared,
+        };
+        tokio::spawn(admit_all(endpoint.clone(), admission, admitted_tx));
         Ok(NodeEndpoint {
             endpoint,
-            hello: Hello {
-                cluster: cluster.to_string(),
-                node_id: material.node_id,
-            },
-            declared,
+            hello,
             client,
+            admitted: tokio::sync::Mutex::new(admitted),
+            closed: AtomicBool::new(false),
         })
     }
 
@@ -180,68 +202,16 @@ impl NodeEndpoint {
     /// The next connection from a node of this cluster; strangers are
     /// refused, logged and skipped. `None` once the endpoint is closed.
     pub async fn accept(&self) -> Option<Peer> {
-        loop {
-            let incoming = self.endpoint.accept().await?;
-            let remote = incoming.remote_address();
-            match self.admit(incoming).await {
-                Ok(peer) => return Some(peer),
-                Err(error) => {
-                    tracing::warn!(event = "peer_refused", remote = %remote, %error);
-                }
-            }
-        }
+        self.admitted.lock().await.recv().await
     }
 
-    /// Handshake, certificate identity, then the Hello.
-    async fn admit(&self, incoming: quinn::Incoming) -> Result<Peer, TransportError> {
-        let remote = incoming.remote_address();
-        let refused = |reason: String| TransportError::Refused { remote, reason };
-        let connection = incoming
-            .await
-            .map_err(|e| refused(format!("TLS handshake: {e}")))?;
-        let node_id = match certificate_identity(&connection, &self.declared) {
-            Ok(id) => id,
-            Err(error) => {
-                connection.close(CloseCode::Identity.var_int(), b"not a node of this cluster");
-                return Err(refused(error.to_string()));
-            }
-        };
-        let hello = tokio::time::timeout(HELLO_TIMEOUT, async {
-            let mut stream = connection
-                .accept_uni()
-                .await
-                .map_err(|e| FrameError::Read(e.to_string()))?;
-            match frame::read_frame(&mut stream).await? {
-                Some((FrameKind::Hello, payload)) => Hello::decode(&payload),
-                _ => Err(FrameError::BadHello("the first frame is not a Hello")),
-            }
-        })
-        .await
-        .unwrap_or(Err(FrameError::BadHello("none within the time allowed")));
-        let problem = match &hello {
-            Err(error) => Some(error.to_string()),
-            Ok(hello) if hello.node_id != node_id => Some(format!(
-                "certificate of node {node_id}, hello claims node {}",
-                hello.node_id
-            )),
-            Ok(hello) if hello.cluster != self.hello.cluster => Some(format!(
-                "hello from cluster {:?}, this is {:?}",
-                hello.cluster, self.hello.cluster
-            )),
-            Ok(_) => None,
-        };
-        if let Some(reason) = problem {
-            connection.close(CloseCode::Hello.var_int(), b"bad hello");
-            return Err(refused(reason));
-        }
-        Ok(Peer {
-            node_id,
-            connection,
-        })
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     /// Closes every connection and stops accepting.
     pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
         self.endpoint
             .close(CloseCode::Shutdown.var_int(), b"shutting down");
     }
@@ -257,4 +227,83 @@ fn certificate_identity(
         .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
         .ok_or(IdentityError::NoCertificate)?;
     peer_node_id(&chain, declared)
+}
+
+/// Admits connections, each on a task of its own (at most `INCOMING_MAX`
+/// at once, each bounded in time), so a stranger that never finishes its
+/// handshake holds up no real peer.
+async fn admit_all(endpoint: quinn::Endpoint, admission: Admission, admitted: mpsc::Sender<Peer>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(INCOMING_MAX as usize));
+    while let Some(incoming) = endpoint.accept().await {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (admission, admitted) = (admission.clone(), admitted.clone());
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            let outcome = tokio::time::timeout(ADMISSION_TIMEOUT, admit(incoming, &admission))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(TransportError::Refused {
+                        remote,
+                        reason: "not admitted within the time allowed".into(),
+                    })
+                });
+            match outcome {
+                Ok(peer) => {
+                    let _ = admitted.send(peer).await;
+                }
+                Err(error) => tracing::warn!(event = "peer_refused", remote = %remote, %error),
+            }
+            drop(slot);
+        });
+    }
+}
+
+/// Handshake, certificate identity, then the Hello.
+async fn admit(incoming: quinn::Incoming, admission: &Admission) -> Result<Peer, TransportError> {
+    let remote = incoming.remote_address();
+    let refused = |reason: String| TransportError::Refused { remote, reason };
+    let connection = incoming
+        .await
+        .map_err(|e| refused(format!("TLS handshake: {e}")))?;
+    let node_id = match certificate_identity(&connection, &admission.declared) {
+        Ok(id) => id,
+        Err(error) => {
+            connection.close(CloseCode::Identity.var_int(), b"not a node of this cluster");
+            return Err(refused(error.to_string()));
+        }
+    };
+    let hello = tokio::time::timeout(HELLO_TIMEOUT, async {
+        let mut stream = connection
+            .accept_uni()
+            .await
+            .map_err(|e| FrameError::Read(e.to_string()))?;
+        match frame::read_frame(&mut stream).await? {
+            Some((FrameKind::Hello, payload)) => Hello::decode(&payload),
+            _ => Err(FrameError::BadHello("the first frame is not a Hello")),
+        }
+    })
+    .await
+    .unwrap_or(Err(FrameError::BadHello("none within the time allowed")));
+    let problem = match &hello {
+        Err(error) => Some(error.to_string()),
+        Ok(hello) if hello.node_id != node_id => Some(format!(
+            "certificate of node {node_id}, hello claims node {}",
+            hello.node_id
+        )),
+        Ok(hello) if hello.cluster != admission.hello.cluster => Some(format!(
+            "hello from cluster {:?}, this is {:?}",
+            hello.cluster, admission.hello.cluster
+        )),
+        Ok(_) => None,
+    };
+    if let Some(reason) = problem {
+        connection.close(CloseCode::Hello.var_int(), b"bad hello");
+        return Err(refused(reason));
+    }
+    Ok(Peer {
+        node_id,
+        connection,
+    })
 }
