@@ -91,15 +91,7 @@ async fn strangers_are_refused_and_the_node_goes_on() {
 
     // A node that trusts our CA but shows another cluster's certificate:
     // node 3 refuses it in the handshake.
-    let mixed = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        ours.path().join("ca-bundle.pem"),
-        mixed.path().join("ca-bundle.pem"),
-    )
-    .unwrap();
-    for file in ["node-2.pem", "node-2.key"] {
-        std::fs::copy(theirs.path().join(file), mixed.path().join(file)).unwrap();
-    }
+    let mixed = super::tests::trusting_ours_with_their_node_two(ours.path(), theirs.path());
     let stranger = endpoint(mixed.path(), "test", 2);
     let (dialled, admitted) = tokio::join!(
         stranger.connect(3, three_at),

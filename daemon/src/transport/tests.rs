@@ -110,20 +110,27 @@ fn another_clusters_certificates_are_refused_both_ways() {
     );
     // A client that trusts our CA but shows another's certificate: the
     // server's own check refuses it.
-    let mixed = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        ours.path().join("ca-bundle.pem"),
-        mixed.path().join("ca-bundle.pem"),
-    )
-    .unwrap();
-    for file in ["node-2.pem", "node-2.key"] {
-        std::fs::copy(theirs.path().join(file), mixed.path().join(file)).unwrap();
-    }
+    let mixed = trusting_ours_with_their_node_two(ours.path(), theirs.path());
     let refused = dial(&material(mixed.path(), 2), &our_three).expect_err("a foreign client");
     assert!(
         matches!(refused, rustls::Error::InvalidCertificate(_)),
         "refused by the server: {refused}"
     );
+}
+
+/// Node 2's files as a stranger would hold them: our CA bundle (it trusts
+/// us) but another cluster's certificate and key.
+pub(super) fn trusting_ours_with_their_node_two(ours: &Path, theirs: &Path) -> tempfile::TempDir {
+    let mixed = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        ours.join("ca-bundle.pem"),
+        mixed.path().join("ca-bundle.pem"),
+    )
+    .unwrap();
+    for file in ["node-2.pem", "node-2.key"] {
+        std::fs::copy(theirs.join(file), mixed.path().join(file)).unwrap();
+    }
+    mixed
 }
 
 #[test]
