@@ -169,6 +169,26 @@ impl NodeEndpoint {
         self.connect_claiming(node_id, address, &self.hello).await
     }
 
+    /// A connection that never says hello (tests: a peer stuck after its
+    /// handshake must not hold up the admission of others).
+    #[cfg(test)]
+    pub(crate) async fn connect_without_hello(
+        &self,
+        node_id: i32,
+        address: SocketAddr,
+    ) -> Result<quinn::Connection, TransportError> {
+        let failed = |reason: String| TransportError::Connect {
+            node_id,
+            address,
+            reason,
+        };
+        self.endpoint
+            .connect_with(self.client.clone(), address, &node_dns_name(node_id))
+            .map_err(|e| failed(e.to_string()))?
+            .await
+            .map_err(|e| failed(e.to_string()))
+    }
+
     /// `connect` with a chosen Hello (tests: a node claiming to be another).
     pub(crate) async fn connect_claiming(
         &self,

@@ -194,3 +194,29 @@ fn a_silent_peer_is_noticed_within_the_idle_timeout() {
         );
     });
 }
+
+/// A peer that completes its handshake and then says nothing holds up no
+/// other peer: node 2 is admitted long before node 1's hello times out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_newcomer_holds_up_no_other_peer() {
+    let dir = tempfile::tempdir().unwrap();
+    certs(dir.path(), "test");
+    let three = endpoint(dir.path(), "test", 3);
+    let three_at = three.local_addr().unwrap();
+    let one = endpoint(dir.path(), "test", 1);
+    let _silent = one.connect_without_hello(3, three_at).await.unwrap();
+    let two = endpoint(dir.path(), "test", 2);
+    let started = Instant::now();
+    let (dialled, admitted) = tokio::join!(
+        two.connect(3, three_at),
+        accept_within(&three, Duration::from_secs(5))
+    );
+    dialled.unwrap();
+    let admitted = admitted.expect("node 2 admitted");
+    assert_eq!(admitted.node_id, 2);
+    assert!(
+        started.elapsed() < super::quic::HELLO_TIMEOUT / 2,
+        "admitted after {:?}, behind the silent peer",
+        started.elapsed()
+    );
+}
