@@ -476,6 +476,7 @@ impl Cluster {
 /// What one seed measured.
 #[derive(Debug, Default)]
 struct Figures {
+    seed: u64,
     first_election: Duration,
     after_crash: Duration,
     after_isolation: Duration,
@@ -486,6 +487,7 @@ struct Figures {
 fn scenario(seed: u64, size: usize, faults: Faults) -> Figures {
     let mut cluster = Cluster::new(seed, size);
     let mut figures = Figures {
+        seed,
         first_election: cluster.run_until(Duration::from_secs(5), |c| c.active().is_some()),
         ..Figures::default()
     };
@@ -636,6 +638,13 @@ fn run_seeds(size: usize, seeds: std::ops::Range<u64>, faults: Faults) -> Vec<Fi
 /// went over the budget.
 fn report(size: usize, network: &str, figures: &[Figures]) -> usize {
     let show = |name: &str, pick: fn(&Figures) -> Duration| {
+        for f in figures.iter().filter(|f| pick(f) > FAILOVER_BUDGET) {
+            eprintln!(
+                "over budget: seed {} ({size} voters, {network}, {name}): {:?}",
+                f.seed,
+                pick(f)
+            );
+        }
         let mut values: Vec<Duration> = figures.iter().map(pick).collect();
         values.sort_unstable();
         let over = values.iter().filter(|v| **v > FAILOVER_BUDGET).count();
@@ -657,11 +666,7 @@ fn report(size: usize, network: &str, figures: &[Figures]) -> usize {
 
 #[test]
 fn three_voters_stay_safe_and_fail_over_within_budget() {
-    let over = report(3, "calm", &run_seeds(3, seeds(0, 200), CALM));
-    assert_eq!(
-        over, 0,
-        "3 voters, calm network: every failover within budget"
-    );
+    let calm_over = report(3, "calm", &run_seeds(3, seeds(0, 200), CALM));
     // Losing a vote costs a whole election timeout; with 5 % loss a few
     // failovers go over 2 s. Catch it getting worse.
     let figures = run_seeds(3, seeds(0, 200), LOSSY);
@@ -671,21 +676,25 @@ fn three_voters_stay_safe_and_fail_over_within_budget() {
         "3 voters, lossy network: {over} of {} failovers over budget",
         figures.len() * 2
     );
+    assert_eq!(
+        calm_over, 0,
+        "3 voters, calm network: every failover within budget"
+    );
 }
 
 #[test]
 fn five_voters_stay_safe_and_fail_over_within_budget() {
-    let over = report(5, "calm", &run_seeds(5, seeds(1000, 100), CALM));
-    assert_eq!(
-        over, 0,
-        "5 voters, calm network: every failover within budget"
-    );
+    let calm_over = report(5, "calm", &run_seeds(5, seeds(1000, 100), CALM));
     let figures = run_seeds(5, seeds(1000, 100), LOSSY);
     let over = report(5, "lossy", &figures);
     assert!(
         over * 100 <= figures.len() * 2 * LOSSY_OVER_BUDGET_PERCENT,
         "5 voters, lossy network: {over} of {} failovers over budget",
         figures.len() * 2
+    );
+    assert_eq!(
+        calm_over, 0,
+        "5 voters, calm network: every failover within budget"
     );
 }
 
