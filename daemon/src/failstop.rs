@@ -20,6 +20,15 @@ pub fn storage_failure(what: &str, error: &dyn Display) -> ! {
     std::process::exit(STORAGE_FAILURE_EXIT_CODE)
 }
 
+/// Ends the process when state it must trust breaks a rule (a committed
+/// metadata entry that does not apply): as a panic would, without unwinding
+/// through whatever holds the state.
+pub fn invariant_failure(what: &str, error: &dyn Display) -> ! {
+    tracing::error!(event = "invariant_failure", what, error = %error, "stopping: state breaks an invariant");
+    eprintln!("sluiced: stopping: {what}: {error}");
+    std::process::exit(PANIC_EXIT_CODE)
+}
+
 /// Makes a panic on any thread end the process (after the default report):
 /// a background task that panics must not leave a dead partition or group
 /// behind a process that still looks healthy.

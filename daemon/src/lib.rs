@@ -7,6 +7,7 @@ pub mod alloc_guard;
 pub mod bench;
 pub mod broker;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod controller;
 pub mod failstop;

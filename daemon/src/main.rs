@@ -68,6 +68,15 @@ enum Command {
         #[arg(long, value_name = "STEP")]
         rotate_ca: Option<String>,
     },
+    /// Show a cluster: every node's role, term and membership, then the
+    /// metadata (brokers, topics, partitions with leader, replicas, ISR and
+    /// epochs) as the active controller applied it. Asks each broker of the
+    /// spec on its metrics address.
+    Status {
+        /// The cluster spec naming the nodes.
+        #[arg(long, default_value = "/etc/sluice/cluster.toml")]
+        config: PathBuf,
+    },
     /// List consumer groups of a running broker: members, assignments, and
     /// per-partition lag (high watermark − committed offset).
     Groups {
@@ -134,7 +143,7 @@ fn main() -> ExitCode {
                 let unservable = config::unservable(&spec);
                 if !unservable.is_empty() {
                     println!(
-                        "{}: valid, but this build cannot serve it yet (multi-broker/replicated): \
+                        "{}: valid, but this build cannot serve it yet (replicated): \
                          sluiced refuses to start or reload with it because of:",
                         file.display()
                     );
@@ -176,6 +185,21 @@ fn main() -> ExitCode {
             }
         }
         Some(Command::Groups { ref bootstrap }) => groups(bootstrap),
+        Some(Command::Status { ref config }) => {
+            let report = config::load_spec(config)
+                .map_err(|e| e.to_string())
+                .and_then(|spec| sluice::cluster::status::collect(&spec));
+            match report {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("sluiced status: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Some(Command::Certs {
             ref spec,
             ref out,
@@ -347,6 +371,9 @@ fn certs(
 fn run(cli: Cli) -> anyhow::Result<()> {
     let (spec, node_id, data_dir) = load(&cli)?;
     tracing::info!(event = "starting", node_id, data_dir = %data_dir.display(), spec_hash = %spec.source_hash);
+    if spec.brokers.len() > 1 {
+        return run_cluster_member(&spec, node_id);
+    }
     let limits = listener_limits(&spec);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -371,6 +398,70 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     broker.close().context("closing partition logs")?;
     tracing::info!(event = "stopped");
     Ok(())
+}
+
+/// A node of a multi-broker spec. This build forms the controller quorum
+/// and keeps the broker registered; brokers do not yet host the partitions
+/// the metadata log assigns them, so no Kafka listener is opened (issue 13,
+/// increment 8, docs/plans/issue-13-cluster.md).
+fn run_cluster_member(spec: &ClusterSpec, node_id: i32) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the signal runtime")?;
+    runtime.block_on(async {
+        let signals = StopSignals::install().context("installing signal handlers")?;
+        let metrics_address = spec
+            .broker(node_id)
+            .context("this node is in the spec")?
+            .metrics;
+        let metrics_listener = TcpListener::bind(metrics_address)
+            .await
+            .with_context(|| format!("binding the metrics endpoint on {metrics_address}"))?;
+        let m = sluice::metrics::metrics();
+        m.set_spec_hash(&spec.source_hash);
+        service::status("joining the cluster");
+        let member = sluice::cluster::ClusterMember::start(spec, node_id)?;
+        let (stop_tx, mut stop_rx) = watch::channel(false);
+        let source = member.status_source();
+        let status: sluice::metrics::StatusFn = Arc::new(move || source.render());
+        tokio::spawn(sluice::metrics::serve(
+            metrics_listener,
+            None,
+            Some(status),
+            stop_rx.clone(),
+        ));
+        tokio::spawn(service::run_watchdog());
+        tokio::spawn(signals.wait_then_stop(stop_tx));
+        tracing::warn!(
+            event = "cluster_mode_partial",
+            "this build forms the controller quorum and registers brokers; \
+             the Kafka listener stays closed until brokers host their partitions"
+        );
+        let mut status = member.status();
+        let registered = async {
+            while matches!(
+                status.borrow_and_update().membership,
+                sluice::cluster::Membership::Unregistered
+            ) {
+                if status.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        let mut stopping = stop_rx.clone();
+        tokio::select! {
+            _ = registered => {
+                tracing::info!(event = "ready", metrics = %metrics_address);
+                service::ready("registered with the active controller");
+                let _ = stop_rx.wait_for(|stop| *stop).await;
+            }
+            _ = stopping.wait_for(|stop| *stop) => {}
+        }
+        member.stop();
+        tracing::info!(event = "stopped");
+        Ok(())
+    })
 }
 
 fn listener_limits(spec: &ClusterSpec) -> ListenerLimits {
@@ -416,7 +507,8 @@ async fn serve(
     m.config_last_reload_success.set(1);
     tokio::spawn(sluice::metrics::serve(
         metrics_listener,
-        broker.clone(),
+        Some(broker.clone()),
+        None,
         stop_rx.clone(),
     ));
     let syncer = tokio::spawn(broker.clone().run_syncer());

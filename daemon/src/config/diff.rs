@@ -232,6 +232,21 @@ fn restart_only_changes(old: &ClusterSpec, new: &ClusterSpec, node_id: i32) -> V
         format!("{:?}", new.controller.voters),
     );
     check(
+        "controller.broker_heartbeat_interval_ms",
+        old.controller.broker_heartbeat_interval_ms.to_string(),
+        new.controller.broker_heartbeat_interval_ms.to_string(),
+    );
+    check(
+        "controller.broker_session_timeout_ms",
+        old.controller.broker_session_timeout_ms.to_string(),
+        new.controller.broker_session_timeout_ms.to_string(),
+    );
+    check(
+        "controller.tls_dir",
+        format!("{:?}", old.controller.tls_dir),
+        format!("{:?}", new.controller.tls_dir),
+    );
+    check(
         "brokers",
         format!("{:?}", old.broker_ids()),
         format!("{:?}", new.broker_ids()),

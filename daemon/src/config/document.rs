@@ -423,6 +423,7 @@ impl Builder<'_> {
             topic_defaults: topic_defaults?,
             topics: topics?,
             source_hash: fnv1a_64_hex(self.source.text),
+            source_text: std::sync::Arc::from(self.source.text),
         })
     }
 

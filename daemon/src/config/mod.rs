@@ -81,6 +81,17 @@ pub fn load_spec(path: &Path) -> Result<ClusterSpec, LoadError> {
             broker.data_dir = directory.join(&broker.data_dir);
         }
     }
+    if spec.brokers.len() > 1 {
+        let tls = spec
+            .controller
+            .tls_dir
+            .take()
+            .unwrap_or_else(|| "tls".into());
+        spec.controller.tls_dir = Some(match tls.is_relative() {
+            true => directory.join(tls),
+            false => tls,
+        });
+    }
     Ok(spec)
 }
 

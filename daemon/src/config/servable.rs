@@ -11,7 +11,7 @@ use super::spec::ClusterSpec;
 
 /// Why every `Unservable` is refused, until replication exists.
 pub const REPLICATION_NOT_BUILT: &str =
-    "replication is not built yet; this build serves single-broker specs only";
+    "replication is not built yet; this build serves one replica per partition only";
 
 /// One key whose value needs replication.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,18 +29,12 @@ impl fmt::Display for Unservable {
     }
 }
 
-/// Every key of `spec` that needs replication, in file order (brokers,
-/// defaults, then topics by name); empty when this build can serve it.
+/// Every key of `spec` that needs replication, in file order (defaults,
+/// then topics by name); empty when this build can serve it.
 /// Keys are the ones written in the file: a value inherited from
 /// `[topic_defaults]` is reported there once, not on every topic.
 pub fn unservable(spec: &ClusterSpec) -> Vec<Unservable> {
     let mut found = Vec::new();
-    if spec.brokers.len() > 1 {
-        found.push(Unservable {
-            key: "brokers".to_string(),
-            value: format!("{:?}", spec.broker_ids()),
-        });
-    }
     let defaults = &spec.topic_defaults;
     above_one(
         &mut found,
@@ -120,7 +114,6 @@ mod tests {
         assert_eq!(
             reasons,
             vec![
-                format!("brokers = [1, 2, 3]: {reason}"),
                 format!("topic_defaults.replication_factor = 3: {reason}"),
                 format!("topic_defaults.min_insync_replicas = 2: {reason}"),
                 format!("topics.audit-log.replicas = [[1, 2, 3], [2, 3, 1], [3, 1, 2]]: {reason}"),
@@ -132,17 +125,11 @@ mod tests {
     }
 
     #[test]
-    fn more_brokers_alone_is_enough_to_refuse() {
+    fn more_brokers_alone_are_servable() {
         let second = "\n[[brokers]]\nid = 2\nkafka = \"127.0.0.2:9092\"\n\
                       quic = \"127.0.0.2:9093\"\nmetrics = \"127.0.0.2:9644\"\ndata_dir = \"data2\"\n";
         let spec = parse_spec(&format!("{ONE}{second}"), "cluster.toml").unwrap();
-        assert_eq!(
-            unservable(&spec),
-            vec![Unservable {
-                key: "brokers".into(),
-                value: "[1, 2]".into()
-            }]
-        );
+        assert_eq!(unservable(&spec), Vec::new());
     }
 
     #[test]
@@ -157,9 +144,6 @@ mod tests {
         )
         .unwrap();
         let keys: Vec<String> = unservable(&spec).into_iter().map(|u| u.key).collect();
-        assert_eq!(
-            keys,
-            vec!["brokers", "topics.\"orders.v2\".replication_factor"]
-        );
+        assert_eq!(keys, vec!["topics.\"orders.v2\".replication_factor"]);
     }
 }

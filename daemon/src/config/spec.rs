@@ -29,6 +29,8 @@ pub struct ClusterSpec {
     pub topics: BTreeMap<String, TopicSpec>,
     /// 16 hex digits of the FNV-1a 64-bit hash of the file's bytes.
     pub source_hash: String,
+    /// The file as read: the controller records the spec it applies.
+    pub source_text: std::sync::Arc<str>,
 }
 
 impl ClusterSpec {
@@ -80,6 +82,37 @@ fn producer_id_expiration_ms() -> u64 {
 pub struct ControllerSection {
     /// Broker ids of the controller quorum: 1, 3 or 5 declared brokers.
     pub voters: Vec<i32>,
+    /// How often a broker heartbeats to the active controller.
+    #[serde(
+        default = "broker_heartbeat_interval_ms",
+        deserialize_with = "units::de_millis"
+    )]
+    pub broker_heartbeat_interval_ms: u64,
+    /// A broker not heard from for this long is fenced: its partitions
+    /// move or go offline. With the Raft election timeout of 0.5–1 s, the
+    /// default fences a dead broker within 2 s, and within 3 s when it was
+    /// the active controller too (docs/config-reference.md).
+    #[serde(
+        default = "broker_session_timeout_ms",
+        deserialize_with = "units::de_millis"
+    )]
+    pub broker_session_timeout_ms: u64,
+    /// Where `sluiced certs` wrote the cluster's certificates; relative to
+    /// the spec file's directory. Read only when the spec has more than
+    /// one broker. `None` means `tls` beside the spec.
+    #[serde(default)]
+    pub tls_dir: Option<PathBuf>,
+}
+
+pub const DEFAULT_BROKER_HEARTBEAT_INTERVAL_MS: u64 = 250;
+pub const DEFAULT_BROKER_SESSION_TIMEOUT_MS: u64 = 1500;
+
+fn broker_heartbeat_interval_ms() -> u64 {
+    DEFAULT_BROKER_HEARTBEAT_INTERVAL_MS
+}
+
+fn broker_session_timeout_ms() -> u64 {
+    DEFAULT_BROKER_SESSION_TIMEOUT_MS
 }
 
 /// One `[[brokers]]` entry.

@@ -276,6 +276,30 @@ fn validate_controller(spec: &ClusterSpec, issues: &mut Vec<Issue>) {
             ),
         ));
     }
+    let controller = &spec.controller;
+    let heartbeat = controller.broker_heartbeat_interval_ms;
+    if !(50..=5_000).contains(&heartbeat) {
+        issues.push(issue(
+            "controller.broker_heartbeat_interval_ms",
+            format!("must be 50ms to 5s, got {heartbeat}ms"),
+        ));
+    }
+    let session = controller.broker_session_timeout_ms;
+    if session < 4 * heartbeat || session > 60_000 {
+        issues.push(issue(
+            "controller.broker_session_timeout_ms",
+            format!(
+                "must be at least 4 heartbeat intervals ({}ms) and at most 60s, got {session}ms",
+                4 * heartbeat
+            ),
+        ));
+    }
+    if controller.tls_dir.is_some() && spec.brokers.len() == 1 {
+        issues.push(issue(
+            "controller.tls_dir",
+            "a single broker talks to no other node; remove the key",
+        ));
+    }
     let mut seen = BTreeSet::new();
     for (position, id) in voters.iter().enumerate() {
         let path = format!("controller.voters[{position}]");

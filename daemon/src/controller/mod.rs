@@ -13,9 +13,12 @@ mod codec;
 pub mod decide;
 mod error;
 pub mod image;
+pub mod node;
 pub mod placement;
 pub mod quorum;
 pub mod records;
+pub mod rpc;
+pub mod service;
 pub mod sessions;
 #[cfg(test)]
 mod sim;

@@ -285,6 +285,12 @@ impl Quorum {
         self.raw.raft.raft_log.committed
     }
 
+    /// The index of the last entry in this node's log; right after a
+    /// leader's `propose`, the proposal's index.
+    pub fn last_index(&self) -> u64 {
+        self.raw.raft.raft_log.last_index()
+    }
+
     pub fn raft_id(&self) -> u64 {
         self.raw.raft.id
     }

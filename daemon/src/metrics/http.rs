@@ -16,9 +16,15 @@ const REQUEST_BYTES_MAX: usize = 8 * 1024;
 /// A scraper that sends nothing for this long is dropped.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Serves `/metrics`; with a broker, its partition gauges are refreshed
+/// at every scrape (a cluster node without one yet serves the rest).
+/// Renders `GET /status` (a cluster node's view, see cluster/status.rs).
+pub type StatusFn = Arc<dyn Fn() -> String + Send + Sync>;
+
 pub async fn serve(
     listener: TcpListener,
-    broker: Arc<Broker>,
+    broker: Option<Arc<Broker>>,
+    status: Option<StatusFn>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -28,9 +34,9 @@ pub async fn serve(
         };
         match accepted {
             Ok((stream, _)) => {
-                let broker = broker.clone();
+                let (broker, status) = (broker.clone(), status.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = answer(stream, broker).await {
+                    if let Err(e) = answer(stream, broker, status).await {
                         tracing::debug!(event = "metrics_request_failed", error = %e);
                     }
                 });
@@ -43,7 +49,11 @@ pub async fn serve(
     }
 }
 
-async fn answer(mut stream: TcpStream, broker: Arc<Broker>) -> std::io::Result<()> {
+async fn answer(
+    mut stream: TcpStream,
+    broker: Option<Arc<Broker>>,
+    status: Option<StatusFn>,
+) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -67,15 +77,20 @@ async fn answer(mut stream: TcpStream, broker: Arc<Broker>) -> std::io::Result<(
         (Some(b"GET"), Some(b"/metrics")) => {
             // Reading every partition's offsets takes its log lock, which a
             // large append may hold for a while: not on an async worker.
-            let reader = broker.clone();
-            let body = broker
-                .io()
-                .run("metrics scrape", JobCost::Long, move || {
-                    super::refresh(&reader);
-                    super::metrics().encode()
-                })
-                .await
-                .map_err(std::io::Error::other)?;
+            let body = match broker {
+                Some(broker) => {
+                    let reader = broker.clone();
+                    broker
+                        .io()
+                        .run("metrics scrape", JobCost::Long, move || {
+                            super::refresh(&reader);
+                            super::metrics().encode()
+                        })
+                        .await
+                        .map_err(std::io::Error::other)?
+                }
+                None => super::metrics().encode(),
+            };
             respond(
                 &mut stream,
                 "200 OK",
@@ -84,6 +99,16 @@ async fn answer(mut stream: TcpStream, broker: Arc<Broker>) -> std::io::Result<(
             )
             .await
         }
+        (Some(b"GET"), Some(b"/status")) => match status {
+            Some(render) => {
+                let body = render();
+                respond(&mut stream, "200 OK", "text/plain; charset=utf-8", &body).await
+            }
+            None => {
+                let body = "a single node has no cluster status; see /metrics\n";
+                respond(&mut stream, "404 Not Found", "text/plain", body).await
+            }
+        },
         (Some(b"GET"), Some(b"/")) => {
             respond(
                 &mut stream,

@@ -7,7 +7,7 @@
 mod http;
 mod refresh;
 
-pub use http::serve;
+pub use http::{StatusFn, serve};
 pub use refresh::refresh;
 
 use std::sync::OnceLock;
@@ -51,6 +51,51 @@ pub struct Metrics {
     pub(crate) broker: BrokerGauges,
     /// HW − committed per group and partition (`group::lag`), at scrape time.
     pub(crate) consumer_group_lag: IntGaugeVec,
+    /// Set by the controller thread after every step (cluster mode only).
+    pub controller: ControllerGauges,
+    /// Set by the broker's registration task (cluster mode only).
+    pub membership: MembershipGauges,
+}
+
+/// What the controller thread knows, after its last step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ControllerFigures {
+    pub active: bool,
+    pub term: u64,
+    pub leader: Option<i32>,
+    pub applied_index: u64,
+    pub brokers_unfenced: i64,
+    pub brokers_fenced: i64,
+}
+
+pub struct ControllerGauges {
+    active: IntGauge,
+    term: IntGauge,
+    leader: IntGauge,
+    applied_index: IntGauge,
+    brokers: IntGaugeVec,
+}
+
+impl ControllerGauges {
+    pub fn set(&self, figures: ControllerFigures) {
+        let clamp = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+        self.active.set(i64::from(figures.active));
+        self.term.set(clamp(figures.term));
+        self.leader.set(figures.leader.map_or(-1, i64::from));
+        self.applied_index.set(clamp(figures.applied_index));
+        self.brokers
+            .with_label_values(&["unfenced"])
+            .set(figures.brokers_unfenced);
+        self.brokers
+            .with_label_values(&["fenced"])
+            .set(figures.brokers_fenced);
+    }
+}
+
+/// This broker's place in the cluster, as the controller last answered.
+pub struct MembershipGauges {
+    pub broker_epoch: IntGauge,
+    pub fenced: IntGauge,
 }
 
 /// Per-partition gauges, rebuilt from the broker at every scrape.
@@ -207,6 +252,46 @@ impl Metrics {
                 "Messages between a consumer group's committed offset and the partition's high watermark.",
                 &["group", "topic", "partition"],
             ),
+            controller: ControllerGauges {
+                active: gauge(
+                    &r,
+                    "sluice_controller_active",
+                    "1 on the active controller, 0 on other voters.",
+                ),
+                term: gauge(
+                    &r,
+                    "sluice_controller_term",
+                    "The Raft term this voter is in.",
+                ),
+                leader: gauge(
+                    &r,
+                    "sluice_controller_leader",
+                    "The voter this one takes for the Raft leader; -1 when it knows none.",
+                ),
+                applied_index: gauge(
+                    &r,
+                    "sluice_metadata_applied_index",
+                    "The last metadata log entry this voter applied.",
+                ),
+                brokers: gauge_vec(
+                    &r,
+                    "sluice_cluster_brokers",
+                    "Registered brokers in the applied metadata, by state.",
+                    &["state"],
+                ),
+            },
+            membership: MembershipGauges {
+                broker_epoch: gauge(
+                    &r,
+                    "sluice_broker_epoch",
+                    "This broker's epoch from its last registration; -1 before one.",
+                ),
+                fenced: gauge(
+                    &r,
+                    "sluice_broker_fenced",
+                    "1 while the controller keeps this broker fenced (or it is not registered).",
+                ),
+            },
             partition: PartitionGauges {
                 log_size_bytes: gauge_vec(
                     &r,

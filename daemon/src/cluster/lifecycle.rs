@@ -1,0 +1,234 @@
+//! A broker's membership as a state machine: register with the active
+//! controller, then heartbeat; find the controller again when it moves; and
+//! know how long this broker may act on its last acknowledged heartbeat
+//! (its lease). Time is passed in; `cluster/runtime.rs` moves the bytes.
+//!
+//! The lease ends `session timeout` after the *sending* time of the last
+//! heartbeat the controller acknowledged unfenced. The controller fences at
+//! `arrival + session timeout`, which is later, so a broker always stops
+//! acting as a member before the controller hands its partitions on.
+
+use std::time::{Duration, Instant};
+
+use crate::controller::records::{BrokerId, BrokerRegistration};
+use crate::controller::rpc::{ClusterMessage, HeartbeatRequest, Outcome, RegisterRequest, Reply};
+
+/// Kafka's codes that change what the broker does next.
+const STALE_BROKER_EPOCH: i16 = 77;
+const BROKER_ID_NOT_REGISTERED: i16 = 102;
+
+/// Timings, from the spec's `[controller]` table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timings {
+    pub heartbeat_interval: Duration,
+    pub session_timeout: Duration,
+    /// An unanswered request is given up after this; the next voter is tried.
+    pub request_timeout: Duration,
+}
+
+/// Where the broker stands with the controller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Membership {
+    Unregistered,
+    Registered { broker_epoch: i64, fenced: bool },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    request_id: u64,
+    to: BrokerId,
+    sent_at: Instant,
+}
+
+pub struct Lifecycle {
+    registration: BrokerRegistration,
+    spec_hash: String,
+    voters: Vec<BrokerId>,
+    timings: Timings,
+    membership: Membership,
+    /// The voter requests go to: the last one named as active, or the
+    /// next in turn after a timeout.
+    target: usize,
+    pending: Option<Pending>,
+    next_send_at: Instant,
+    next_request_id: u64,
+    lease_until: Option<Instant>,
+    want_fence: bool,
+}
+
+impl Lifecycle {
+    pub fn new(
+        registration: BrokerRegistration,
+        spec_hash: String,
+        voters: Vec<BrokerId>,
+        timings: Timings,
+        now: Instant,
+    ) -> Self {
+        assert!(!voters.is_empty(), "a cluster has voters");
+        // Start with ourselves if we vote: no network needed to find out.
+        let target = voters
+            .iter()
+            .position(|id| *id == registration.broker_id)
+            .unwrap_or(0);
+        Lifecycle {
+            registration,
+            spec_hash,
+            voters,
+            timings,
+            membership: Membership::Unregistered,
+            target,
+            pending: None,
+            next_send_at: now,
+            next_request_id: 1,
+            lease_until: None,
+            want_fence: false,
+        }
+    }
+
+    pub fn membership(&self) -> Membership {
+        self.membership
+    }
+
+    pub fn lease_until(&self) -> Option<Instant> {
+        self.lease_until
+    }
+
+    /// Whether this broker may act as a member (lead, answer as leader).
+    pub fn lease_valid(&self, now: Instant) -> bool {
+        self.lease_until.is_some_and(|until| now < until)
+    }
+
+    /// Controlled shutdown: ask to be fenced from the next heartbeat on.
+    pub fn request_fence(&mut self) {
+        self.want_fence = true;
+    }
+
+    /// When `poll_transmit` next has something to do.
+    pub fn poll_timeout(&self) -> Instant {
+        match self.pending {
+            Some(pending) => pending.sent_at + self.timings.request_timeout,
+            None => self.next_send_at,
+        }
+    }
+
+    /// The request to send now, if any, and to which voter.
+    /// `metadata_offset` is the last metadata index this broker applied.
+    pub fn poll_transmit(
+        &mut self,
+        now: Instant,
+        metadata_offset: u64,
+    ) -> Option<(BrokerId, ClusterMessage)> {
+        if let Some(pending) = self.pending {
+            if now < pending.sent_at + self.timings.request_timeout {
+                return None;
+            }
+            tracing::debug!(event = "controller_request_timeout", to = pending.to);
+            self.pending = None;
+            self.rotate_target(pending.to);
+            self.next_send_at = now;
+        }
+        if now < self.next_send_at {
+            return None;
+        }
+        let request_id = self.next_request_id;
+        self.next_request_id += 1;
+        let message = match self.membership {
+            Membership::Unregistered => ClusterMessage::Register(RegisterRequest {
+                request_id,
+                registration: self.registration.clone(),
+                spec_hash: self.spec_hash.clone(),
+            }),
+            Membership::Registered { broker_epoch, .. } => {
+                ClusterMessage::Heartbeat(HeartbeatRequest {
+                    request_id,
+                    broker_id: self.registration.broker_id,
+                    broker_epoch,
+                    metadata_offset: i64::try_from(metadata_offset).unwrap_or(i64::MAX),
+                    want_fence: self.want_fence,
+                    spec_hash: self.spec_hash.clone(),
+                })
+            }
+        };
+        let to = self.voters[self.target];
+        self.pending = Some(Pending {
+            request_id,
+            to,
+            sent_at: now,
+        });
+        self.next_send_at = now + self.timings.heartbeat_interval;
+        Some((to, message))
+    }
+
+    /// An answer from voter `from`. Answers to anything but the request in
+    /// flight are stale and ignored.
+    pub fn handle_reply(&mut self, now: Instant, from: BrokerId, reply: Reply) {
+        let Some(pending) = self.pending.filter(|p| p.request_id == reply.request_id) else {
+            return;
+        };
+        self.pending = None;
+        match reply.outcome {
+            Outcome::Registered { broker_epoch } => {
+                tracing::info!(event = "broker_registered", broker_epoch, controller = from);
+                self.membership = Membership::Registered {
+                    broker_epoch,
+                    fenced: true,
+                };
+                self.lease_until = None;
+                self.next_send_at = now;
+            }
+            Outcome::HeartbeatAck { fenced } => {
+                if let Membership::Registered {
+                    broker_epoch,
+                    fenced: was,
+                } = self.membership
+                {
+                    if was != fenced {
+                        tracing::info!(event = "broker_fence_changed", broker_epoch, fenced);
+                    }
+                    self.membership = Membership::Registered {
+                        broker_epoch,
+                        fenced,
+                    };
+                }
+                self.lease_until = match fenced {
+                    true => None,
+                    false => Some(pending.sent_at + self.timings.session_timeout),
+                };
+            }
+            Outcome::NotController { leader } => {
+                match leader.and_then(|id| self.voters.iter().position(|v| *v == id)) {
+                    // The named leader may not be active yet: ask it again
+                    // soon rather than at once.
+                    Some(index) if self.voters[index] == from => {
+                        self.next_send_at = now + self.timings.request_timeout / 4;
+                    }
+                    Some(index) => {
+                        self.target = index;
+                        self.next_send_at = now;
+                    }
+                    None => {
+                        self.rotate_target(from);
+                        self.next_send_at = now + self.timings.request_timeout / 4;
+                    }
+                }
+            }
+            Outcome::Refused { code, message } => {
+                tracing::warn!(event = "controller_refused", code, %message);
+                if code == STALE_BROKER_EPOCH || code == BROKER_ID_NOT_REGISTERED {
+                    self.membership = Membership::Unregistered;
+                    self.lease_until = None;
+                    self.next_send_at = now;
+                }
+            }
+        }
+    }
+
+    fn rotate_target(&mut self, after: BrokerId) {
+        let position = self.voters.iter().position(|v| *v == after).unwrap_or(0);
+        self.target = (position + 1) % self.voters.len();
+    }
+}
+
+#[cfg(test)]
+#[path = "lifecycle_tests.rs"]
+mod tests;

@@ -1,0 +1,13 @@
+//! A broker as a member of a cluster: registration and heartbeats with the
+//! active controller (`lifecycle`, sans-IO), the spec as the controller
+//! should record it (`spec_plan`), and the runtime that wires the QUIC
+//! transport, the controller thread and the membership task together
+//! (`runtime`). The single-node default uses none of it.
+
+pub mod lifecycle;
+pub mod runtime;
+pub mod spec_plan;
+pub mod status;
+
+pub use lifecycle::{Membership, Timings};
+pub use runtime::{ClusterMember, MemberStatus};

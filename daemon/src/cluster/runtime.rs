@@ -1,0 +1,346 @@
+//! The moving parts of one node of a cluster, wired together: the QUIC
+//! endpoint and a link to every other declared node on the `sluice-quic`
+//! runtime (two threads at most, no file I/O, so disk stalls cannot delay a
+//! heartbeat), the controller thread on voters, and the broker's
+//! registration and heartbeat task. Messages a node addresses to itself
+//! never touch the network.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use bytes::Bytes;
+use tokio::sync::{mpsc, watch};
+use uuid::Uuid;
+
+use super::lifecycle::{Lifecycle, Membership, Timings};
+use crate::config::ClusterSpec;
+use crate::controller::image::MetadataImage;
+use crate::controller::node::ControllerNode;
+use crate::controller::quorum::{Quorum, QuorumSpec};
+use crate::controller::records::{BrokerId, BrokerRegistration};
+use crate::controller::rpc::{ClusterMessage, Reply};
+use crate::controller::service::{ControllerInbox, ControllerService, ControllerStatus};
+use crate::transport::link::{PeerSender, spawn_inbound, spawn_peer_link};
+use crate::transport::quic::NodeEndpoint;
+use crate::transport::tls::TlsMaterial;
+
+/// Messages queued per peer before new ones are dropped.
+const PEER_QUEUE_LEN: usize = 1024;
+/// Messages from all peers waiting to be sorted.
+const INBOX_LEN: usize = 4096;
+/// Replies waiting for the broker task.
+const REPLIES_LEN: usize = 256;
+
+/// What the broker side of this node knows about its membership.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberStatus {
+    pub membership: Membership,
+    /// Until when this broker may act as a member (see lifecycle.rs).
+    pub lease_until: Option<Instant>,
+}
+
+/// One running cluster node.
+pub struct ClusterMember {
+    node_id: BrokerId,
+    spec_hash: String,
+    runtime: Option<tokio::runtime::Runtime>,
+    controller: Option<ControllerService>,
+    endpoint: Arc<NodeEndpoint>,
+    status: watch::Receiver<MemberStatus>,
+    image: watch::Receiver<Arc<MetadataImage>>,
+    stop: watch::Sender<bool>,
+}
+
+/// Sends what this node says, to a peer or to itself.
+#[derive(Clone)]
+struct Router {
+    self_id: BrokerId,
+    peers: Arc<BTreeMap<BrokerId, PeerSender>>,
+    controller: Option<ControllerInbox>,
+    replies: mpsc::Sender<(BrokerId, Reply)>,
+}
+
+impl Router {
+    fn send(&self, to: BrokerId, message: ClusterMessage) {
+        if to == self.self_id {
+            return self.deliver(Instant::now(), self.self_id, message);
+        }
+        let Some(peer) = self.peers.get(&to) else {
+            tracing::warn!(event = "cluster_message_unroutable", to);
+            return;
+        };
+        match message.encode() {
+            Ok(bytes) => {
+                if !peer.send(Bytes::from(bytes)) {
+                    tracing::debug!(event = "peer_queue_full", peer = to);
+                }
+            }
+            Err(error) => tracing::error!(event = "cluster_message_unencodable", to, %error),
+        }
+    }
+
+    /// A message for this node: replies to the broker task, the rest to
+    /// the controller (a broker that does not vote has none).
+    fn deliver(&self, arrival: Instant, from: BrokerId, message: ClusterMessage) {
+        match message {
+            ClusterMessage::Reply(reply) => {
+                if self.replies.try_send((from, reply)).is_err() {
+                    tracing::warn!(event = "broker_replies_full", from);
+                }
+            }
+            message => match &self.controller {
+                Some(controller) => {
+                    controller.deliver(arrival, from, message);
+                }
+                None => tracing::debug!(event = "controller_message_to_non_voter", from),
+            },
+        }
+    }
+}
+
+impl ClusterMember {
+    /// Starts node `node_id` of `spec` (which declares more than one broker).
+    pub fn start(spec: &ClusterSpec, node_id: BrokerId) -> anyhow::Result<ClusterMember> {
+        let broker = spec
+            .broker(node_id)
+            .with_context(|| format!("broker {node_id} is not in the spec"))?;
+        let tls_dir = spec
+            .controller
+            .tls_dir
+            .clone()
+            .context("a cluster spec names its TLS directory")?;
+        let material = TlsMaterial::load(&tls_dir, node_id).with_context(|| {
+            format!(
+                "loading node {node_id}'s certificates from {} (make them with `sluiced certs`)",
+                tls_dir.display()
+            )
+        })?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("sluice-quic")
+            .enable_all()
+            .build()
+            .context("starting the sluice-quic runtime")?;
+        let _inside = runtime.enter();
+        let declared = spec.broker_ids();
+        let endpoint = Arc::new(
+            NodeEndpoint::bind(&material, &spec.cluster.name, broker.quic, declared)
+                .with_context(|| format!("binding the QUIC endpoint on {}", broker.quic))?,
+        );
+        let peers: BTreeMap<BrokerId, PeerSender> = spec
+            .brokers
+            .iter()
+            .filter(|peer| peer.id != node_id)
+            .map(|peer| {
+                let link = spawn_peer_link(endpoint.clone(), peer.id, peer.quic, PEER_QUEUE_LEN);
+                (peer.id, link)
+            })
+            .collect();
+        let (replies_tx, replies) = mpsc::channel(REPLIES_LEN);
+        let voters = spec.controller.voters.clone();
+        let mut router = Router {
+            self_id: node_id,
+            peers: Arc::new(peers),
+            controller: None,
+            replies: replies_tx,
+        };
+        let (controller, image) = match voters.contains(&node_id) {
+            true => {
+                let controller = start_controller(spec, node_id, router.clone())?;
+                let image = controller.image();
+                router.controller = Some(controller.inbox());
+                (Some(controller), image)
+            }
+            false => anyhow::bail!(
+                "broker {node_id} is not a controller voter; brokers that only follow the \
+                 metadata log are not built yet: list every broker in controller.voters"
+            ),
+        };
+        let (stop, stopped) = watch::channel(false);
+        let (inbox_tx, inbox) = mpsc::channel(INBOX_LEN);
+        runtime.spawn(accept_peers(endpoint.clone(), inbox_tx));
+        runtime.spawn(sort_inbox(inbox, router.clone()));
+        let registration = BrokerRegistration {
+            broker_id: node_id,
+            incarnation_id: Uuid::new_v4(),
+            kafka: broker.advertised_kafka(),
+            quic: broker.quic,
+            rack: broker.rack.clone(),
+        };
+        let timings = Timings {
+            heartbeat_interval: millis(spec.controller.broker_heartbeat_interval_ms),
+            session_timeout: millis(spec.controller.broker_session_timeout_ms),
+            request_timeout: millis(spec.controller.broker_heartbeat_interval_ms),
+        };
+        let lifecycle = Lifecycle::new(
+            registration,
+            spec.source_hash.clone(),
+            voters,
+            timings,
+            Instant::now(),
+        );
+        let (status_tx, status) = watch::channel(MemberStatus {
+            membership: Membership::Unregistered,
+            lease_until: None,
+        });
+        runtime.spawn(run_membership(
+            lifecycle,
+            router,
+            replies,
+            image.clone(),
+            status_tx,
+            stopped,
+        ));
+        drop(_inside);
+        Ok(ClusterMember {
+            node_id,
+            spec_hash: spec.source_hash.clone(),
+            runtime: Some(runtime),
+            controller,
+            endpoint,
+            status,
+            image,
+            stop,
+        })
+    }
+
+    pub fn status(&self) -> watch::Receiver<MemberStatus> {
+        self.status.clone()
+    }
+
+    /// The applied metadata image.
+    pub fn image(&self) -> watch::Receiver<Arc<MetadataImage>> {
+        self.image.clone()
+    }
+
+    /// What `GET /status` renders.
+    pub fn status_source(&self) -> super::status::StatusSource {
+        super::status::StatusSource {
+            node_id: self.node_id,
+            spec_hash: self.spec_hash.clone(),
+            member: self.status.clone(),
+            image: self.image.clone(),
+            controller: self
+                .controller
+                .as_ref()
+                .map(ControllerService::status_reader),
+        }
+    }
+
+    pub fn controller_status(&self) -> Option<ControllerStatus> {
+        self.controller.as_ref().map(ControllerService::status)
+    }
+
+    /// Stops heartbeating, the controller and the endpoint.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(controller) = self.controller.take() {
+            controller.stop();
+        }
+        self.endpoint.close();
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+        }
+    }
+}
+
+impl Drop for ClusterMember {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn millis(ms: u64) -> std::time::Duration {
+    std::time::Duration::from_millis(ms)
+}
+
+fn start_controller(
+    spec: &ClusterSpec,
+    node_id: BrokerId,
+    router: Router,
+) -> anyhow::Result<ControllerService> {
+    let quorum_spec = QuorumSpec {
+        self_id: node_id,
+        voters: spec.controller.voters.clone(),
+        election_seed: None,
+    };
+    let store = Quorum::new_store(&quorum_spec)?;
+    let quorum = Quorum::new(&quorum_spec, store, Instant::now())?;
+    let desired = super::spec_plan::desired_spec(spec)?;
+    let node = ControllerNode::new(
+        node_id,
+        spec.controller.voters.clone(),
+        quorum,
+        MetadataImage::default(),
+        millis(spec.controller.broker_session_timeout_ms),
+        desired,
+    );
+    let outbound = Box::new(move |to, message| router.send(to, message));
+    Ok(ControllerService::spawn(node, outbound)?)
+}
+
+/// Admits peers and reads their streams into one inbox.
+async fn accept_peers(endpoint: Arc<NodeEndpoint>, inbox: mpsc::Sender<(i32, Bytes)>) {
+    while let Some(peer) = endpoint.accept().await {
+        spawn_inbound(peer, inbox.clone());
+    }
+}
+
+/// Decodes every message from a peer, stamps its arrival, and routes it.
+async fn sort_inbox(mut inbox: mpsc::Receiver<(i32, Bytes)>, router: Router) {
+    while let Some((from, bytes)) = inbox.recv().await {
+        let arrival = Instant::now();
+        match ClusterMessage::decode(&bytes) {
+            Ok(message) => router.deliver(arrival, from, message),
+            Err(error) => tracing::warn!(event = "cluster_message_refused", from, %error),
+        }
+    }
+}
+
+/// Registers and heartbeats until told to stop.
+async fn run_membership(
+    mut lifecycle: Lifecycle,
+    router: Router,
+    mut replies: mpsc::Receiver<(BrokerId, Reply)>,
+    image: watch::Receiver<Arc<MetadataImage>>,
+    status: watch::Sender<MemberStatus>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let metrics = crate::metrics::metrics();
+    loop {
+        let now = Instant::now();
+        let applied = image.borrow().applied_index();
+        while let Some((to, message)) = lifecycle.poll_transmit(now, applied) {
+            router.send(to, message);
+        }
+        let current = MemberStatus {
+            membership: lifecycle.membership(),
+            lease_until: lifecycle.lease_until(),
+        };
+        status.send_if_modified(|old| std::mem::replace(old, current) != current);
+        let (epoch, fenced) = match current.membership {
+            Membership::Unregistered => (-1, 1),
+            Membership::Registered {
+                broker_epoch,
+                fenced,
+            } => (broker_epoch, i64::from(fenced)),
+        };
+        metrics.membership.broker_epoch.set(epoch);
+        metrics.membership.fenced.set(fenced);
+        let wake = tokio::time::Instant::from_std(lifecycle.poll_timeout());
+        tokio::select! {
+            reply = replies.recv() => match reply {
+                Some((from, reply)) => lifecycle.handle_reply(Instant::now(), from, reply),
+                None => return,
+            },
+            _ = tokio::time::sleep_until(wake) => {}
+            _ = stopped.changed() => return,
+        }
+    }
+}

@@ -1,0 +1,568 @@
+//! One controller voter as a state machine: the Raft quorum, the metadata
+//! image it applies, and — while this node is the active controller — the
+//! broker sessions and the requests waiting to be written. Events come in
+//! with their time (`handle_message`, `handle_timeout`); `step` runs Raft's
+//! Ready loop, applies what committed and writes the next round; what to
+//! send comes out of `poll_transmit`. No sockets and no clock here: the
+//! service shell (`service.rs`) and the simulation drive it alike.
+//!
+//! Writes go one round at a time: the active controller decides every
+//! queued request against the committed image, proposes them as one entry,
+//! and decides nothing more until that entry is applied. So no decision is
+//! ever taken on state that might not commit, a committed entry always
+//! applies (it was applied to a copy before it was proposed), and a storm
+//! of requests costs one entry per round trip rather than one each.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use super::decide::{
+    Heartbeat, NewTopic, create_topic, on_heartbeat, on_register, on_session_expired,
+};
+use super::error::{ApplyError, DecideError};
+use super::image::MetadataImage;
+use super::placement::PlacementBroker;
+use super::quorum::{Committed, Quorum, QuorumError, Role};
+use super::records::{BrokerId, RECORDS_PER_BATCH_MAX, Record, RecordBatch};
+use super::rpc::{ClusterMessage, HeartbeatRequest, Outcome, RegisterRequest, Reply};
+use super::sessions::SessionTable;
+
+/// Kafka's error codes for what a refusal means to the broker asking.
+mod code {
+    pub const UNKNOWN_SERVER_ERROR: i16 = -1;
+    pub const INVALID_REQUEST: i16 = 42;
+    pub const STALE_BROKER_EPOCH: i16 = 77;
+    pub const DUPLICATE_BROKER_REGISTRATION: i16 = 101;
+    pub const BROKER_ID_NOT_REGISTERED: i16 = 102;
+}
+
+/// What the spec asks of the metadata, as the shell read it from the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredSpec {
+    /// `ClusterSpec::source_hash`.
+    pub hash: String,
+    pub text: String,
+    /// Declared topics, with ids drawn by the shell.
+    pub topics: Vec<NewTopic>,
+    /// The declared brokers, for placement.
+    pub brokers: Vec<PlacementBroker>,
+}
+
+/// A fatal condition: the process must stop (fail-stop). A committed entry
+/// that does not apply means this node's log diverged or a bug wrote it.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("quorum: {0}")]
+    Quorum(#[from] QuorumError),
+    #[error("committed metadata entry {index} does not decode: {error}")]
+    Decode {
+        index: u64,
+        error: super::error::CodecError,
+    },
+    #[error("committed metadata entry does not apply: {0}")]
+    Apply(#[from] ApplyError),
+}
+
+/// A request answered once the round holding it is applied.
+#[derive(Debug)]
+struct Waiter {
+    node: BrokerId,
+    request_id: u64,
+    /// The answer if the round commits.
+    outcome: Outcome,
+}
+
+/// The round in Raft: its entry's index and term and who waits for it.
+#[derive(Debug)]
+struct InFlight {
+    index: u64,
+    term: u64,
+    waiters: Vec<Waiter>,
+}
+
+pub struct ControllerNode {
+    self_id: BrokerId,
+    voters: Vec<BrokerId>,
+    quorum: Quorum,
+    image: MetadataImage,
+    sessions: SessionTable,
+    /// Leader that has applied an entry of its own term.
+    active: bool,
+    in_flight: Option<InFlight>,
+    registers: BTreeMap<BrokerId, RegisterRequest>,
+    heartbeats: BTreeMap<BrokerId, HeartbeatRequest>,
+    /// Brokers whose session ended, to fence in the next round.
+    expired: BTreeSet<BrokerId>,
+    /// The spec hash each voter last reported (itself included).
+    spec_hashes: BTreeMap<BrokerId, String>,
+    desired: DesiredSpec,
+    outbox: VecDeque<(BrokerId, ClusterMessage)>,
+}
+
+impl ControllerNode {
+    /// `image` is what the store's snapshot holds (empty on a first start);
+    /// the quorum replays committed entries after it through `step`.
+    pub fn new(
+        self_id: BrokerId,
+        voters: Vec<BrokerId>,
+        quorum: Quorum,
+        image: MetadataImage,
+        session_timeout: Duration,
+        desired: DesiredSpec,
+    ) -> Self {
+        let mut spec_hashes = BTreeMap::new();
+        spec_hashes.insert(self_id, desired.hash.clone());
+        ControllerNode {
+            self_id,
+            voters,
+            quorum,
+            image,
+            sessions: SessionTable::new(session_timeout),
+            active: false,
+            in_flight: None,
+            registers: BTreeMap::new(),
+            heartbeats: BTreeMap::new(),
+            expired: BTreeSet::new(),
+            spec_hashes,
+            desired,
+            outbox: VecDeque::new(),
+        }
+    }
+
+    pub fn image(&self) -> &MetadataImage {
+        &self.image
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.active
+    }
+
+    pub fn term(&self) -> u64 {
+        self.quorum.term()
+    }
+
+    pub fn role(&self) -> Role {
+        self.quorum.role()
+    }
+
+    /// The active controller as far as this node knows.
+    pub fn leader(&self) -> Option<BrokerId> {
+        self.quorum.leader()
+    }
+
+    /// A message from node `from` (verified by the transport, or this node
+    /// itself), arrived at `arrival`.
+    pub fn handle_message(&mut self, arrival: Instant, from: BrokerId, message: ClusterMessage) {
+        match message {
+            ClusterMessage::Raft(message) => {
+                if let Err(error) = self.quorum.handle_message(message) {
+                    tracing::debug!(event = "raft_message_refused", from, %error);
+                }
+            }
+            ClusterMessage::Register(request) => {
+                let broker_id = request.registration.broker_id;
+                if from != broker_id {
+                    return self.refuse(from, request.request_id, code::INVALID_REQUEST, || {
+                        format!("node {from} cannot register broker {broker_id}")
+                    });
+                }
+                if !self.answers_brokers(from, request.request_id) {
+                    return;
+                }
+                self.note_spec_hash(broker_id, &request.spec_hash);
+                self.registers.insert(broker_id, request);
+            }
+            ClusterMessage::Heartbeat(request) => {
+                let broker_id = request.broker_id;
+                if from != broker_id {
+                    return self.refuse(from, request.request_id, code::INVALID_REQUEST, || {
+                        format!("node {from} cannot heartbeat for broker {broker_id}")
+                    });
+                }
+                if !self.answers_brokers(from, request.request_id) {
+                    return;
+                }
+                self.note_spec_hash(broker_id, &request.spec_hash);
+                let current = self.image.broker(broker_id).map(|entry| entry.broker_epoch);
+                if current == Some(request.broker_epoch) {
+                    self.sessions.touch(broker_id, arrival);
+                }
+                self.heartbeats.insert(broker_id, request);
+            }
+            ClusterMessage::Reply(_) => {
+                tracing::debug!(event = "controller_unexpected_reply", from);
+            }
+        }
+    }
+
+    /// Time passed: Raft ticks, and broker sessions may end.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.quorum.handle_tick(now);
+        if self.active {
+            self.expired.extend(self.sessions.expired(now));
+        }
+    }
+
+    /// When `handle_timeout` next has work.
+    pub fn poll_timeout(&self) -> Instant {
+        let raft = self.quorum.poll_timeout();
+        match self.sessions.poll_timeout() {
+            Some(session) if self.active => raft.min(session),
+            _ => raft,
+        }
+    }
+
+    /// The next message to send, and to whom.
+    pub fn poll_transmit(&mut self) -> Option<(BrokerId, ClusterMessage)> {
+        self.outbox.pop_front()
+    }
+
+    /// Runs Raft until it has nothing more to do: persists, queues messages,
+    /// applies what committed, and proposes the next round. Returns whether
+    /// the image changed.
+    pub fn step(&mut self, now: Instant) -> Result<bool, NodeError> {
+        let mut changed = false;
+        loop {
+            let effects = self.quorum.ready()?;
+            let idle = effects.messages.is_empty() && effects.committed.is_empty();
+            for message in effects.messages {
+                match super::quorum::broker_id(message.to) {
+                    Some(to) => self.outbox.push_back((to, ClusterMessage::Raft(message))),
+                    None => tracing::warn!(event = "raft_message_unroutable", to = message.to),
+                }
+            }
+            for entry in effects.committed {
+                changed |= self.apply(now, entry)?;
+            }
+            self.follow_role(now);
+            let proposed = self.propose_round(now)?;
+            if idle && !proposed {
+                return Ok(changed);
+            }
+        }
+    }
+
+    fn apply(&mut self, now: Instant, entry: Committed) -> Result<bool, NodeError> {
+        let mut changed = false;
+        if !entry.data.is_empty() {
+            let batch = RecordBatch::decode(&entry.data).map_err(|error| NodeError::Decode {
+                index: entry.index,
+                error,
+            })?;
+            self.image.apply(entry.index, &batch)?;
+            changed = true;
+        }
+        if entry.term == self.quorum.term() && self.quorum.role() == Role::Leader && !self.active {
+            self.activate(now);
+        }
+        if let Some(in_flight) = self.in_flight.take_if(|round| round.index <= entry.index) {
+            let committed = in_flight.index == entry.index && in_flight.term == entry.term;
+            for waiter in in_flight.waiters {
+                let outcome = match committed {
+                    true => waiter.outcome,
+                    false => self.not_controller(),
+                };
+                self.reply(waiter.node, waiter.request_id, outcome);
+            }
+        }
+        Ok(changed)
+    }
+
+    /// The leader applied its first entry of its term: the image is
+    /// complete, so it starts every broker's session afresh and serves.
+    fn activate(&mut self, now: Instant) {
+        self.active = true;
+        let registered: Vec<BrokerId> = self
+            .image
+            .brokers()
+            .filter(|entry| !entry.fenced)
+            .map(|entry| entry.registration.broker_id)
+            .collect();
+        self.sessions.activate(now, registered);
+        tracing::info!(
+            event = "controller_active",
+            node = self.self_id,
+            term = self.term()
+        );
+    }
+
+    /// Leaving the leadership drops every request: the brokers ask the new
+    /// active controller.
+    fn follow_role(&mut self, _now: Instant) {
+        if !self.active || self.quorum.role() == Role::Leader {
+            return;
+        }
+        self.active = false;
+        tracing::info!(
+            event = "controller_inactive",
+            node = self.self_id,
+            term = self.term()
+        );
+        self.expired.clear();
+        let mut waiting: Vec<(BrokerId, u64)> = Vec::new();
+        if let Some(round) = self.in_flight.take() {
+            waiting.extend(round.waiters.iter().map(|w| (w.node, w.request_id)));
+        }
+        waiting.extend(
+            self.registers
+                .values()
+                .map(|r| (r.registration.broker_id, r.request_id)),
+        );
+        waiting.extend(
+            self.heartbeats
+                .values()
+                .map(|h| (h.broker_id, h.request_id)),
+        );
+        self.registers.clear();
+        self.heartbeats.clear();
+        for (node, request_id) in waiting {
+            let outcome = self.not_controller();
+            self.reply(node, request_id, outcome);
+        }
+    }
+
+    /// Decides every queued request against the applied image and proposes
+    /// the records as one entry. False when nothing was proposed.
+    fn propose_round(&mut self, now: Instant) -> Result<bool, NodeError> {
+        if !self.active || self.in_flight.is_some() {
+            return Ok(false);
+        }
+        let mut round = Round::new(&self.image, self.quorum.last_index() + 1);
+        let mut waiters = Vec::new();
+        for broker_id in std::mem::take(&mut self.expired) {
+            if self.sessions.is_alive(broker_id, now) {
+                continue;
+            }
+            if let Some(batch) = on_session_expired(round.image(), broker_id) {
+                if !round.add(batch) {
+                    self.expired.insert(broker_id);
+                    continue;
+                }
+                tracing::info!(event = "broker_session_expired", broker = broker_id);
+            }
+        }
+        self.plan_spec(&mut round);
+        let registers = std::mem::take(&mut self.registers);
+        for (broker_id, request) in registers {
+            let decided = on_register(round.image(), &self.sessions, now, &request.registration);
+            match decided.map(|batch| round.add(batch)) {
+                Ok(true) => waiters.push(Waiter {
+                    node: broker_id,
+                    request_id: request.request_id,
+                    outcome: Outcome::Registered {
+                        broker_epoch: round.index as i64,
+                    },
+                }),
+                Ok(false) => {
+                    self.registers.insert(broker_id, request);
+                }
+                Err(error) => self.refuse_decision(broker_id, request.request_id, &error),
+            }
+        }
+        let heartbeats = std::mem::take(&mut self.heartbeats);
+        for (broker_id, request) in heartbeats {
+            let heartbeat = Heartbeat {
+                broker_id,
+                broker_epoch: request.broker_epoch,
+                current_metadata_offset: request.metadata_offset,
+                want_fence: request.want_fence,
+            };
+            match on_heartbeat(round.image(), &heartbeat) {
+                Ok(decision) => {
+                    let added = decision.records.is_none_or(|batch| round.add(batch));
+                    if !added {
+                        self.heartbeats.insert(broker_id, request);
+                        continue;
+                    }
+                    waiters.push(Waiter {
+                        node: broker_id,
+                        request_id: request.request_id,
+                        outcome: Outcome::HeartbeatAck {
+                            fenced: decision.fenced,
+                        },
+                    });
+                }
+                Err(error) => self.refuse_decision(broker_id, request.request_id, &error),
+            }
+        }
+        let round_index = round.index;
+        let Some(batch) = round.finish() else {
+            for waiter in waiters {
+                self.reply(waiter.node, waiter.request_id, waiter.outcome);
+            }
+            return Ok(false);
+        };
+        let data = batch
+            .encode()
+            .map_err(|error| NodeError::Decode { index: 0, error })?;
+        match self.quorum.propose(data) {
+            Ok(()) => {}
+            Err(QuorumError::Raft(raft::Error::ProposalDropped)) => {
+                for waiter in waiters {
+                    let outcome = self.not_controller();
+                    self.reply(waiter.node, waiter.request_id, outcome);
+                }
+                return Ok(false);
+            }
+            Err(error) => return Err(error.into()),
+        }
+        let index = self.quorum.last_index();
+        assert_eq!(
+            index, round_index,
+            "the leader appends its proposal at once"
+        );
+        self.in_flight = Some(InFlight {
+            index,
+            term: self.quorum.term(),
+            waiters,
+        });
+        Ok(true)
+    }
+
+    /// The spec this node holds is applied once a majority of voters hold
+    /// it too (docs/OPERATIONS.md "Spec changes"): its declared topics that
+    /// the image lacks are created with it.
+    fn plan_spec(&self, round: &mut Round) {
+        let hash = &self.desired.hash;
+        if self
+            .image
+            .applied_spec()
+            .is_some_and(|spec| &spec.hash == hash)
+        {
+            return;
+        }
+        let holders = self
+            .voters
+            .iter()
+            .filter(|voter| self.spec_hashes.get(voter) == Some(hash))
+            .count();
+        if holders * 2 <= self.voters.len() {
+            return;
+        }
+        let mut records = vec![Record::AppliedSpec {
+            hash: hash.clone(),
+            text: self.desired.text.clone(),
+        }];
+        for topic in &self.desired.topics {
+            if round.image().topic_by_name(&topic.name).is_some() {
+                continue;
+            }
+            match create_topic(round.image(), topic, &self.desired.brokers) {
+                Ok(batch) => records.extend(batch.records),
+                Err(error) => {
+                    tracing::error!(event = "spec_topic_refused", topic = %topic.name, %error);
+                }
+            }
+        }
+        if round.add(RecordBatch::new(records)) {
+            tracing::info!(event = "spec_applying", hash = %hash);
+        }
+    }
+
+    fn answers_brokers(&mut self, from: BrokerId, request_id: u64) -> bool {
+        if self.active {
+            return true;
+        }
+        let outcome = self.not_controller();
+        self.reply(from, request_id, outcome);
+        false
+    }
+
+    fn note_spec_hash(&mut self, broker_id: BrokerId, hash: &str) {
+        if self.voters.contains(&broker_id) {
+            self.spec_hashes.insert(broker_id, hash.to_string());
+        }
+    }
+
+    fn not_controller(&self) -> Outcome {
+        Outcome::NotController {
+            leader: self.quorum.leader(),
+        }
+    }
+
+    fn refuse(&mut self, to: BrokerId, request_id: u64, code: i16, why: impl FnOnce() -> String) {
+        let message = why();
+        tracing::info!(event = "broker_request_refused", broker = to, code, %message);
+        self.reply(to, request_id, Outcome::Refused { code, message });
+    }
+
+    fn refuse_decision(&mut self, to: BrokerId, request_id: u64, error: &DecideError) {
+        let code = match error {
+            DecideError::DuplicateBrokerRegistration { .. } => code::DUPLICATE_BROKER_REGISTRATION,
+            DecideError::StaleBrokerEpoch { .. } => code::STALE_BROKER_EPOCH,
+            DecideError::BrokerNotRegistered(_) => code::BROKER_ID_NOT_REGISTERED,
+            DecideError::InvalidRegistration { .. } => code::INVALID_REQUEST,
+            _ => code::UNKNOWN_SERVER_ERROR,
+        };
+        self.refuse(to, request_id, code, || error.to_string());
+    }
+
+    fn reply(&mut self, to: BrokerId, request_id: u64, outcome: Outcome) {
+        self.outbox.push_back((
+            to,
+            ClusterMessage::Reply(Reply {
+                request_id,
+                outcome,
+            }),
+        ));
+    }
+}
+
+/// The records of one round, checked by applying them to a copy of the
+/// image as they are added, so the committed entry is known to apply.
+struct Round {
+    index: u64,
+    base: MetadataImage,
+    next: MetadataImage,
+    records: Vec<Record>,
+}
+
+impl Round {
+    fn new(image: &MetadataImage, index: u64) -> Self {
+        Round {
+            index,
+            base: image.clone(),
+            next: image.clone(),
+            records: Vec::new(),
+        }
+    }
+
+    /// The image as the round so far leaves it.
+    fn image(&self) -> &MetadataImage {
+        &self.next
+    }
+
+    /// Adds `batch` if the round has room and it applies; false otherwise
+    /// (the request waits for the next round).
+    fn add(&mut self, batch: RecordBatch) -> bool {
+        if self.records.len() + batch.len() > RECORDS_PER_BATCH_MAX {
+            return false;
+        }
+        let mut records = self.records.clone();
+        records.extend(batch.records);
+        let candidate = RecordBatch::new(records);
+        if candidate.encode().is_err() {
+            return false;
+        }
+        let mut next = self.base.clone();
+        match next.apply(self.index, &candidate) {
+            Ok(()) => {
+                self.records = candidate.records;
+                self.next = next;
+                true
+            }
+            Err(error) => {
+                tracing::error!(event = "controller_round_refused", %error);
+                false
+            }
+        }
+    }
+
+    fn finish(self) -> Option<RecordBatch> {
+        (!self.records.is_empty()).then(|| RecordBatch::new(self.records))
+    }
+}
+
+#[cfg(test)]
+#[path = "node_tests.rs"]
+mod tests;

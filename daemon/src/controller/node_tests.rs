@@ -1,0 +1,415 @@
+//! Three controller nodes and their brokers on a virtual clock, every
+//! message through the rpc codec, delivered at once (the seeded simulation
+//! covers a hostile network; these pin the protocol's answers).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+use super::*;
+use crate::controller::NO_LEADER;
+use crate::controller::quorum::QuorumSpec;
+use crate::controller::tests::{declared, registration};
+
+const SESSION: Duration = Duration::from_millis(1500);
+const VOTERS: [BrokerId; 3] = [1, 2, 3];
+const HASH: &str = "00000000000000aa";
+
+fn desired(hash: &str) -> DesiredSpec {
+    DesiredSpec {
+        hash: hash.to_string(),
+        text: format!("# spec {hash}\n"),
+        topics: vec![NewTopic {
+            topic_id: Uuid::from_u128(7),
+            name: "events".into(),
+            declared: true,
+            settings: Default::default(),
+            partitions: 6,
+            replication_factor: 1,
+            replicas: None,
+        }],
+        brokers: declared(&[(1, None), (2, None), (3, None)]),
+    }
+}
+
+struct Net {
+    now: Instant,
+    nodes: BTreeMap<BrokerId, ControllerNode>,
+    /// Replies that reached each broker.
+    replies: BTreeMap<BrokerId, Vec<Reply>>,
+    down: Vec<BrokerId>,
+    next_request: u64,
+}
+
+impl Net {
+    fn new(hashes: [&str; 3]) -> Net {
+        let now = Instant::now();
+        let nodes = VOTERS
+            .iter()
+            .zip(hashes)
+            .map(|(id, hash)| (*id, start(*id, now, hash)))
+            .collect();
+        Net {
+            now,
+            nodes,
+            replies: BTreeMap::new(),
+            down: Vec::new(),
+            next_request: 1,
+        }
+    }
+
+    /// Moves every queued message, through the codec, until none is left.
+    fn settle(&mut self) {
+        for _ in 0..10_000 {
+            let mut sent = Vec::new();
+            for (id, node) in self.nodes.iter_mut() {
+                if self.down.contains(id) {
+                    continue;
+                }
+                node.step(self.now).expect("step");
+                while let Some((to, message)) = node.poll_transmit() {
+                    let bytes = message.encode().expect("encodes");
+                    sent.push((*id, to, ClusterMessage::decode(&bytes).expect("decodes")));
+                }
+            }
+            if sent.is_empty() {
+                return;
+            }
+            for (from, to, message) in sent {
+                if self.down.contains(&to) || self.down.contains(&from) {
+                    continue;
+                }
+                match message {
+                    ClusterMessage::Reply(reply) => self.replies.entry(to).or_default().push(reply),
+                    message => {
+                        let node = self.nodes.get_mut(&to).expect("a voter");
+                        node.handle_message(self.now, from, message);
+                    }
+                }
+            }
+        }
+        panic!("messages never settled");
+    }
+
+    /// Advances the clock in ticks, settling after each.
+    fn advance(&mut self, by: Duration) {
+        let end = self.now + by;
+        while self.now < end {
+            self.now = (self.now + Duration::from_millis(10)).min(end);
+            for (id, node) in self.nodes.iter_mut() {
+                if !self.down.contains(id) {
+                    node.handle_timeout(self.now);
+                }
+            }
+            self.settle();
+        }
+    }
+
+    fn active(&self) -> Option<BrokerId> {
+        let active: Vec<BrokerId> = self
+            .nodes
+            .iter()
+            .filter(|(id, node)| !self.down.contains(id) && node.is_active())
+            .map(|(id, _)| *id)
+            .collect();
+        assert!(active.len() <= 1, "two active controllers: {active:?}");
+        active.first().copied()
+    }
+
+    fn wait_active(&mut self) -> BrokerId {
+        for _ in 0..400 {
+            if let Some(id) = self.active() {
+                return id;
+            }
+            self.advance(Duration::from_millis(10));
+        }
+        panic!("no active controller after 4 s");
+    }
+
+    /// Broker `broker` sends `message` to controller node `to`; returns its
+    /// request id.
+    fn send(
+        &mut self,
+        broker: BrokerId,
+        to: BrokerId,
+        message: impl FnOnce(u64) -> ClusterMessage,
+    ) -> u64 {
+        let request_id = self.next_request;
+        self.next_request += 1;
+        let message = message(request_id);
+        let node = self.nodes.get_mut(&to).expect("a voter");
+        node.handle_message(self.now, broker, message);
+        self.settle();
+        request_id
+    }
+
+    fn reply(&self, broker: BrokerId, request_id: u64) -> Option<Outcome> {
+        self.replies
+            .get(&broker)?
+            .iter()
+            .find(|reply| reply.request_id == request_id)
+            .map(|reply| reply.outcome.clone())
+    }
+
+    fn register(
+        &mut self,
+        broker: BrokerId,
+        to: BrokerId,
+        incarnation: u128,
+        hash: &str,
+    ) -> Outcome {
+        let request = RegisterRequest {
+            request_id: 0,
+            registration: registration(broker, incarnation),
+            spec_hash: hash.to_string(),
+        };
+        let id = self.send(broker, to, |request_id| {
+            ClusterMessage::Register(RegisterRequest {
+                request_id,
+                ..request
+            })
+        });
+        self.reply(broker, id).expect("an answer once settled")
+    }
+
+    fn heartbeat(&mut self, broker: BrokerId, to: BrokerId, epoch: i64) -> Outcome {
+        let offset = self.nodes[&to].image().applied_index() as i64;
+        let id = self.send(broker, to, |request_id| {
+            ClusterMessage::Heartbeat(HeartbeatRequest {
+                request_id,
+                broker_id: broker,
+                broker_epoch: epoch,
+                metadata_offset: offset,
+                want_fence: false,
+                spec_hash: HASH.to_string(),
+            })
+        });
+        self.reply(broker, id).expect("an answer once settled")
+    }
+
+    /// Registers and unfences every voter as a broker; their epochs.
+    fn join_all(&mut self, active: BrokerId) -> BTreeMap<BrokerId, i64> {
+        let mut epochs = BTreeMap::new();
+        for broker in VOTERS {
+            let Outcome::Registered { broker_epoch } = self.register(broker, active, 1, HASH)
+            else {
+                panic!("broker {broker} not registered");
+            };
+            epochs.insert(broker, broker_epoch);
+        }
+        for broker in VOTERS {
+            assert_eq!(
+                self.heartbeat(broker, active, epochs[&broker]),
+                Outcome::HeartbeatAck { fenced: false }
+            );
+        }
+        epochs
+    }
+}
+
+fn start(id: BrokerId, now: Instant, hash: &str) -> ControllerNode {
+    let spec = QuorumSpec {
+        self_id: id,
+        voters: VOTERS.to_vec(),
+        election_seed: Some(id as u64),
+    };
+    let store = Quorum::new_store(&spec).expect("voters");
+    let quorum = Quorum::new(&spec, store, now).expect("quorum");
+    ControllerNode::new(
+        id,
+        VOTERS.to_vec(),
+        quorum,
+        MetadataImage::default(),
+        SESSION,
+        desired(hash),
+    )
+}
+
+#[test]
+fn brokers_register_get_their_epoch_and_lead_once_unfenced() {
+    let mut net = Net::new([HASH; 3]);
+    let active = net.wait_active();
+    let epochs = net.join_all(active);
+    let image = net.nodes[&active].image().clone();
+    for broker in VOTERS {
+        let entry = image.broker(broker).expect("registered");
+        assert_eq!(entry.broker_epoch, epochs[&broker]);
+        assert!(!entry.fenced);
+    }
+    let topic = image.topic_by_name("events").expect("the spec's topic");
+    assert_eq!(topic.partitions.len(), 6);
+    for state in &topic.partitions {
+        assert_eq!(state.leader, state.replicas[0], "{state:?}");
+        assert!(state.leader_epoch >= 1, "led since unfencing: {state:?}");
+    }
+    // Every voter applied the same image.
+    for node in net.nodes.values() {
+        assert_eq!(node.image(), &image);
+    }
+}
+
+#[test]
+fn a_node_that_is_not_active_names_the_active_one() {
+    let mut net = Net::new([HASH; 3]);
+    let active = net.wait_active();
+    let other = VOTERS.into_iter().find(|id| *id != active).unwrap();
+    assert_eq!(
+        net.register(other, other, 1, HASH),
+        Outcome::NotController {
+            leader: Some(active)
+        }
+    );
+}
+
+#[test]
+fn a_node_may_speak_only_for_itself() {
+    let mut net = Net::new([HASH; 3]);
+    let active = net.wait_active();
+    let other = VOTERS.into_iter().find(|id| *id != active).unwrap();
+    let request_id = net.send(other, active, |request_id| {
+        ClusterMessage::Register(RegisterRequest {
+            request_id,
+            registration: registration(active, 1),
+            spec_hash: HASH.into(),
+        })
+    });
+    assert!(matches!(
+        net.reply(other, request_id),
+        Some(Outcome::Refused { code: 42, .. })
+    ));
+    assert!(net.nodes[&active].image().broker(active).is_none());
+}
+
+#[test]
+fn the_spec_applies_only_once_a_majority_of_voters_hold_it() {
+    let mut net = Net::new([HASH, "00000000000000bb", "00000000000000cc"]);
+    let active = net.wait_active();
+    for broker in VOTERS {
+        let hash = match broker {
+            1 => HASH,
+            2 => "00000000000000bb",
+            _ => "00000000000000cc",
+        };
+        assert!(matches!(
+            net.register(broker, active, 1, hash),
+            Outcome::Registered { .. }
+        ));
+    }
+    net.advance(Duration::from_millis(200));
+    for node in net.nodes.values() {
+        assert!(
+            node.image().applied_spec().is_none(),
+            "three different specs"
+        );
+        assert!(node.image().topic_by_name("events").is_none());
+    }
+}
+
+#[test]
+fn a_silent_broker_is_fenced_when_its_session_ends_and_leads_again_at_a_higher_epoch() {
+    let mut net = Net::new([HASH; 3]);
+    let active = net.wait_active();
+    let epochs = net.join_all(active);
+    let silent = VOTERS.into_iter().find(|id| *id != active).unwrap();
+    let led_before = led_by(net.nodes[&active].image(), silent);
+    assert!(!led_before.is_empty());
+    // Everyone else keeps heartbeating; the silent one stops.
+    let start = net.now;
+    while net.now < start + SESSION + Duration::from_millis(200) {
+        for broker in VOTERS.into_iter().filter(|id| *id != silent) {
+            net.heartbeat(broker, active, epochs[&broker]);
+        }
+        net.advance(Duration::from_millis(250));
+    }
+    let image = net.nodes[&active].image().clone();
+    assert!(image.broker(silent).unwrap().fenced);
+    let topic = image.topic_by_name("events").unwrap();
+    for (partition, epoch) in &led_before {
+        let state = &topic.partitions[*partition];
+        assert_eq!(
+            state.leader, NO_LEADER,
+            "offline while its only replica is fenced"
+        );
+        assert_eq!(state.leader_epoch, epoch + 1);
+    }
+    // It restarts: a new incarnation, a new epoch, and its partitions back
+    // at a higher leader epoch once it has caught up.
+    let Outcome::Registered { broker_epoch } = net.register(silent, active, 2, HASH) else {
+        panic!("re-registration refused");
+    };
+    assert!(broker_epoch > epochs[&silent]);
+    assert_eq!(
+        net.heartbeat(silent, active, broker_epoch),
+        Outcome::HeartbeatAck { fenced: false }
+    );
+    let topic_after = net.nodes[&active]
+        .image()
+        .topic_by_name("events")
+        .unwrap()
+        .clone();
+    for (partition, epoch) in &led_before {
+        let state = &topic_after.partitions[*partition];
+        assert_eq!(state.leader, silent);
+        assert_eq!(state.leader_epoch, epoch + 2);
+    }
+}
+
+#[test]
+fn another_incarnation_is_refused_while_the_session_lives_and_stale_epochs_are_refused() {
+    let mut net = Net::new([HASH; 3]);
+    let active = net.wait_active();
+    let epochs = net.join_all(active);
+    let broker = VOTERS[0];
+    assert!(matches!(
+        net.register(broker, active, 99, HASH),
+        Outcome::Refused { code: 101, .. }
+    ));
+    assert!(matches!(
+        net.heartbeat(broker, active, epochs[&broker] - 1),
+        Outcome::Refused { code: 77, .. }
+    ));
+}
+
+#[test]
+fn after_the_active_controller_dies_a_new_one_fences_it_within_election_plus_session() {
+    let mut net = Net::new([HASH; 3]);
+    let first = net.wait_active();
+    let epochs = net.join_all(first);
+    net.down.push(first);
+    let died = net.now;
+    let mut second = None;
+    let mut fenced_at = None;
+    while net.now < died + Duration::from_secs(5) {
+        net.advance(Duration::from_millis(50));
+        let Some(active) = net.active() else { continue };
+        second.get_or_insert(active);
+        for broker in VOTERS.into_iter().filter(|id| *id != first) {
+            let outcome = net.heartbeat(broker, active, epochs[&broker]);
+            assert_eq!(outcome, Outcome::HeartbeatAck { fenced: false });
+        }
+        if net.nodes[&active].image().broker(first).unwrap().fenced {
+            fenced_at = Some(net.now);
+            break;
+        }
+    }
+    let fenced_at = fenced_at.expect("the dead controller's broker is fenced");
+    assert!(second.is_some_and(|id| id != first));
+    assert!(
+        fenced_at - died <= Duration::from_millis(1000 + 1500 + 300),
+        "fenced {:?} after the death",
+        fenced_at - died
+    );
+}
+
+/// Partitions `broker` leads, with their leader epochs.
+fn led_by(image: &MetadataImage, broker: BrokerId) -> Vec<(usize, i32)> {
+    let topic = image.topic_by_name("events").expect("topic");
+    topic
+        .partitions
+        .iter()
+        .enumerate()
+        .filter(|(_, state)| state.leader == broker)
+        .map(|(partition, state)| (partition, state.leader_epoch))
+        .collect()
+}

@@ -1,0 +1,322 @@
+//! What nodes say to each other about the controller: Raft messages between
+//! voters, and brokers' registrations and heartbeats with their answers.
+//! Each is one transport message. Requests carry an id chosen by the broker
+//! so that an answer arriving after a retry is recognised as stale.
+//!
+//! ```text
+//! message := version:u8 kind:u8 body
+//! raft      (1) := controller::wire bytes
+//! register  (2) := request_id:u64 registration spec_hash
+//! heartbeat (3) := request_id:u64 broker_id:i32 broker_epoch:i64
+//!                  metadata_offset:i64 want_fence:u8 spec_hash
+//! reply     (4) := request_id:u64 outcome
+//! ```
+
+use raft::eraftpb::Message;
+
+use super::codec::{Reader, Writer};
+use super::error::CodecError;
+use super::records::{
+    BrokerId, BrokerRegistration, SPEC_HASH_BYTES_MAX, decode_registration, encode_registration,
+};
+use super::wire::{self, WireError};
+
+const RPC_VERSION: u8 = 1;
+/// Error messages in replies are cut to this.
+pub const REPLY_MESSAGE_BYTES_MAX: usize = 1024;
+
+/// One message between nodes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClusterMessage {
+    Raft(Message),
+    Register(RegisterRequest),
+    Heartbeat(HeartbeatRequest),
+    Reply(Reply),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisterRequest {
+    pub request_id: u64,
+    pub registration: BrokerRegistration,
+    /// The hash of the spec file the broker runs with (`ClusterSpec::source_hash`).
+    pub spec_hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeartbeatRequest {
+    pub request_id: u64,
+    pub broker_id: BrokerId,
+    pub broker_epoch: i64,
+    /// The last metadata log index the broker has applied.
+    pub metadata_offset: i64,
+    /// Set during controlled shutdown.
+    pub want_fence: bool,
+    pub spec_hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub request_id: u64,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The registration is committed: the broker's epoch is its index.
+    Registered { broker_epoch: i64 },
+    /// The heartbeat's effect (if any) is committed.
+    HeartbeatAck { fenced: bool },
+    /// This node is not the active controller; `leader` is who it believes is.
+    NotController { leader: Option<BrokerId> },
+    /// Refused with a Kafka error code and why.
+    Refused { code: i16, message: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RpcError {
+    #[error("cluster message version {0} is not supported (this build speaks {RPC_VERSION})")]
+    Version(u8),
+    #[error("unknown cluster message kind {0}")]
+    Kind(u8),
+    #[error("cluster message: {0}")]
+    Codec(#[from] CodecError),
+    #[error("raft message: {0}")]
+    Wire(#[from] WireError),
+}
+
+impl ClusterMessage {
+    pub fn encode(&self) -> Result<Vec<u8>, RpcError> {
+        let mut out = Writer::default();
+        out.u8(RPC_VERSION);
+        match self {
+            ClusterMessage::Raft(message) => {
+                out.u8(1);
+                out.bytes.extend_from_slice(&wire::encode(message)?);
+            }
+            ClusterMessage::Register(request) => {
+                out.u8(2);
+                out.u64(request.request_id);
+                encode_registration(&mut out, &request.registration)?;
+                out.string("spec hash", &request.spec_hash, SPEC_HASH_BYTES_MAX)?;
+            }
+            ClusterMessage::Heartbeat(request) => {
+                out.u8(3);
+                out.u64(request.request_id);
+                out.i32(request.broker_id);
+                out.i64(request.broker_epoch);
+                out.i64(request.metadata_offset);
+                out.bool(request.want_fence);
+                out.string("spec hash", &request.spec_hash, SPEC_HASH_BYTES_MAX)?;
+            }
+            ClusterMessage::Reply(reply) => {
+                out.u8(4);
+                out.u64(reply.request_id);
+                encode_outcome(&mut out, &reply.outcome)?;
+            }
+        }
+        Ok(out.bytes)
+    }
+
+    /// Never panics, whatever the bytes.
+    pub fn decode(bytes: &[u8]) -> Result<ClusterMessage, RpcError> {
+        let mut input = Reader::new(bytes);
+        let version = input.u8("message version")?;
+        if version != RPC_VERSION {
+            return Err(RpcError::Version(version));
+        }
+        let message = match input.u8("message kind")? {
+            1 => return Ok(ClusterMessage::Raft(wire::decode(input.rest)?)),
+            2 => ClusterMessage::Register(RegisterRequest {
+                request_id: input.u64("request id")?,
+                registration: decode_registration(&mut input)?,
+                spec_hash: input.string("spec hash", SPEC_HASH_BYTES_MAX)?,
+            }),
+            3 => ClusterMessage::Heartbeat(HeartbeatRequest {
+                request_id: input.u64("request id")?,
+                broker_id: input.i32("broker id")?,
+                broker_epoch: input.i64("broker epoch")?,
+                metadata_offset: input.i64("metadata offset")?,
+                want_fence: input.bool("want fence")?,
+                spec_hash: input.string("spec hash", SPEC_HASH_BYTES_MAX)?,
+            }),
+            4 => ClusterMessage::Reply(Reply {
+                request_id: input.u64("request id")?,
+                outcome: decode_outcome(&mut input)?,
+            }),
+            kind => return Err(RpcError::Kind(kind)),
+        };
+        input.finish("cluster message")?;
+        Ok(message)
+    }
+}
+
+fn encode_outcome(out: &mut Writer, outcome: &Outcome) -> Result<(), CodecError> {
+    match outcome {
+        Outcome::Registered { broker_epoch } => {
+            out.u8(1);
+            out.i64(*broker_epoch);
+        }
+        Outcome::HeartbeatAck { fenced } => {
+            out.u8(2);
+            out.bool(*fenced);
+        }
+        Outcome::NotController { leader } => {
+            out.u8(3);
+            out.i32(leader.unwrap_or(-1));
+        }
+        Outcome::Refused { code, message } => {
+            out.u8(4);
+            out.u16(*code as u16);
+            let cut = cut_utf8(message, REPLY_MESSAGE_BYTES_MAX);
+            out.string("reply message", cut, REPLY_MESSAGE_BYTES_MAX)?;
+        }
+    }
+    Ok(())
+}
+
+fn decode_outcome(input: &mut Reader<'_>) -> Result<Outcome, CodecError> {
+    Ok(match input.u8("outcome")? {
+        1 => Outcome::Registered {
+            broker_epoch: input.i64("broker epoch")?,
+        },
+        2 => Outcome::HeartbeatAck {
+            fenced: input.bool("fenced")?,
+        },
+        3 => Outcome::NotController {
+            leader: match input.i32("leader")? {
+                id if id >= 0 => Some(id),
+                _ => None,
+            },
+        },
+        4 => Outcome::Refused {
+            code: input.u16("error code")? as i16,
+            message: input.string("reply message", REPLY_MESSAGE_BYTES_MAX)?,
+        },
+        other => {
+            return Err(CodecError::InvalidValue {
+                what: "outcome",
+                value: i64::from(other),
+            });
+        }
+    })
+}
+
+/// The longest prefix of `text` within `max` bytes that ends on a char boundary.
+fn cut_utf8(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::HostPort;
+    use uuid::Uuid;
+
+    fn every_kind() -> Vec<ClusterMessage> {
+        let mut raft = Message::default();
+        raft.set_msg_type(raft::eraftpb::MessageType::MsgHeartbeat);
+        raft.to = 2;
+        raft.from = 1;
+        raft.term = 7;
+        vec![
+            ClusterMessage::Raft(raft),
+            ClusterMessage::Register(RegisterRequest {
+                request_id: 9,
+                registration: BrokerRegistration {
+                    broker_id: 3,
+                    incarnation_id: Uuid::from_u128(0xfeed),
+                    kafka: HostPort {
+                        host: "127.0.0.3".into(),
+                        port: 9092,
+                    },
+                    quic: "127.0.0.3:9093".parse().unwrap(),
+                    rack: Some("r1".into()),
+                },
+                spec_hash: "00112233aabbccdd".into(),
+            }),
+            ClusterMessage::Heartbeat(HeartbeatRequest {
+                request_id: u64::MAX,
+                broker_id: 0,
+                broker_epoch: 41,
+                metadata_offset: -1,
+                want_fence: true,
+                spec_hash: String::new(),
+            }),
+            ClusterMessage::Reply(Reply {
+                request_id: 1,
+                outcome: Outcome::Registered { broker_epoch: 12 },
+            }),
+            ClusterMessage::Reply(Reply {
+                request_id: 2,
+                outcome: Outcome::HeartbeatAck { fenced: true },
+            }),
+            ClusterMessage::Reply(Reply {
+                request_id: 3,
+                outcome: Outcome::NotController { leader: None },
+            }),
+            ClusterMessage::Reply(Reply {
+                request_id: 4,
+                outcome: Outcome::NotController { leader: Some(0) },
+            }),
+            ClusterMessage::Reply(Reply {
+                request_id: 5,
+                outcome: Outcome::Refused {
+                    code: 101,
+                    message: "é".repeat(REPLY_MESSAGE_BYTES_MAX),
+                },
+            }),
+        ]
+    }
+
+    #[test]
+    fn every_kind_round_trips_and_every_cut_is_refused() {
+        for message in every_kind() {
+            let bytes = message.encode().unwrap();
+            let decoded = ClusterMessage::decode(&bytes).unwrap();
+            match (&message, &decoded) {
+                (
+                    ClusterMessage::Reply(Reply {
+                        outcome: Outcome::Refused { message: long, .. },
+                        ..
+                    }),
+                    ClusterMessage::Reply(Reply {
+                        outcome: Outcome::Refused { message: cut, .. },
+                        ..
+                    }),
+                ) => {
+                    assert!(cut.len() <= REPLY_MESSAGE_BYTES_MAX && long.starts_with(cut.as_str()))
+                }
+                _ => assert_eq!(decoded, message),
+            }
+            for len in 0..bytes.len() {
+                assert!(
+                    ClusterMessage::decode(&bytes[..len]).is_err(),
+                    "{message:?} cut at {len} of {}",
+                    bytes.len()
+                );
+            }
+            let mut longer = bytes.clone();
+            longer.push(0);
+            assert!(ClusterMessage::decode(&longer).is_err());
+        }
+    }
+
+    #[test]
+    fn unknown_versions_and_kinds_are_refused() {
+        assert!(matches!(
+            ClusterMessage::decode(&[2, 1]),
+            Err(RpcError::Version(2))
+        ));
+        assert!(matches!(
+            ClusterMessage::decode(&[RPC_VERSION, 99]),
+            Err(RpcError::Kind(99))
+        ));
+    }
+}
