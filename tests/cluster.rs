@@ -143,3 +143,170 @@ fn sigkill_of_the_active_controller_elects_another_and_fences_its_broker() {
         "the returning voter took nothing over"
     );
 }
+
+/// A voter that is not the active controller is cut off by nft: the other
+/// two carry on (same controller, same term, its broker fenced), it raises
+/// no term while alone (pre-vote), commits nothing, and when the cut heals
+/// it follows again without disturbing anyone.
+#[test]
+fn a_voter_cut_off_by_nft_commits_nothing_and_does_not_disturb_the_others_when_it_returns() {
+    let _serial = serial();
+    let cluster = Cluster::start("");
+    let active = cluster.wait_formed(3, FORM_TIMEOUT);
+    let cut = NODES.into_iter().find(|id| *id != active).unwrap();
+    let term = cluster.gauge(active, "sluice_controller_term").unwrap();
+    let cut_applied = cluster.gauge(cut, "sluice_metadata_applied_index").unwrap();
+    let isolation = common::cluster::Isolation::cut_off(cut);
+    let cut_at = Instant::now();
+    let fenced = cluster.time_until(cut_at, Duration::from_secs(20), |c| {
+        fenced_count(c, active) == Some(1.0)
+    });
+    let fenced = fenced.unwrap_or_else(|| panic!("broker {cut} never fenced:\n{}", cluster.logs()));
+    println!(
+        "figure: broker {cut} cut off by nft, fenced after {:.3} s",
+        fenced.as_secs_f64()
+    );
+    assert!(fenced <= FENCE_BOUND, "fenced after {fenced:?}");
+    // Alone for a few election timeouts more: no term raised, nothing applied.
+    let alone_until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < alone_until {
+        assert_eq!(
+            cluster.gauge(cut, "sluice_controller_term"),
+            Some(term),
+            "{}",
+            cluster.logs()
+        );
+        assert_eq!(
+            cluster.gauge(cut, "sluice_metadata_applied_index"),
+            Some(cut_applied)
+        );
+        assert_eq!(cluster.active_controller(), Some(active));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        cluster.gauge(cut, "sluice_broker_fenced"),
+        Some(1.0),
+        "it knows it is out"
+    );
+    isolation.heal();
+    cluster.wait_formed(3, FORM_TIMEOUT);
+    assert_eq!(
+        cluster.active_controller(),
+        Some(active),
+        "the returning voter took nothing over"
+    );
+    for id in NODES {
+        assert_eq!(
+            cluster.gauge(id, "sluice_controller_term"),
+            Some(term),
+            "node {id}"
+        );
+    }
+}
+
+/// The active controller is cut off by nft: it steps down (check-quorum),
+/// the other two elect a controller and fence its broker, and on its
+/// return it follows at the new term.
+#[test]
+fn the_active_controller_cut_off_by_nft_steps_down_and_the_other_two_carry_on() {
+    let _serial = serial();
+    let cluster = Cluster::start("");
+    let first = cluster.wait_formed(3, FORM_TIMEOUT);
+    let isolation = common::cluster::Isolation::cut_off(first);
+    let cut_at = Instant::now();
+    let others = |c: &Cluster| {
+        NODES
+            .into_iter()
+            .filter(|id| *id != first)
+            .find(|id| c.gauge(*id, "sluice_controller_active") == Some(1.0))
+    };
+    let elected = cluster.time_until(cut_at, Duration::from_secs(20), |c| others(c).is_some());
+    let elected = elected.unwrap_or_else(|| panic!("no new controller:\n{}", cluster.logs()));
+    let second = others(&cluster).unwrap();
+    let fenced = cluster.time_until(cut_at, Duration::from_secs(20), |c| {
+        fenced_count(c, second) == Some(1.0)
+    });
+    let fenced =
+        fenced.unwrap_or_else(|| panic!("broker {first} never fenced:\n{}", cluster.logs()));
+    let stepped_down = cluster.time_until(cut_at, Duration::from_secs(20), |c| {
+        c.gauge(first, "sluice_controller_active") == Some(0.0)
+    });
+    let stepped_down = stepped_down.expect("the cut-off controller steps down");
+    println!(
+        "figure: active controller {first} cut off by nft: node {second} active after {:.3} s, \
+         broker {first} fenced after {:.3} s, old controller inactive after {:.3} s",
+        elected.as_secs_f64(),
+        fenced.as_secs_f64(),
+        stepped_down.as_secs_f64()
+    );
+    assert!(
+        elected <= NEW_CONTROLLER_BOUND,
+        "new controller after {elected:?}"
+    );
+    assert!(fenced <= BOTH_BOUND, "fenced after {fenced:?}");
+    let term = cluster.gauge(second, "sluice_controller_term").unwrap();
+    isolation.heal();
+    cluster.wait_formed(3, FORM_TIMEOUT);
+    assert_eq!(cluster.active_controller(), Some(second));
+    assert_eq!(cluster.gauge(first, "sluice_controller_term"), Some(term));
+}
+
+/// A node with a certificate from another cluster's CA, and datagrams of
+/// garbage, reach every node's QUIC port: each is refused and logged, and
+/// the cluster carries on under the same controller and term.
+#[test]
+fn a_peer_from_another_ca_and_garbage_datagrams_are_refused_and_the_cluster_carries_on() {
+    let _serial = serial();
+    let cluster = Cluster::start("");
+    let active = cluster.wait_formed(3, FORM_TIMEOUT);
+    let term = cluster.gauge(active, "sluice_controller_term").unwrap();
+    // Another CA, same node ids.
+    let foreign = cluster.dir.path().join("foreign-tls");
+    let made = std::process::Command::new(common::sluiced_bin())
+        .args(["certs", "--spec"])
+        .arg(&cluster.spec_path)
+        .arg("--out")
+        .arg(&foreign)
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let material = sluice::transport::tls::TlsMaterial::load(&foreign, 2).unwrap();
+        let impostor = sluice::transport::quic::NodeEndpoint::bind(
+            &material,
+            "test-cluster",
+            "127.0.0.4:0".parse().unwrap(),
+            NODES.to_vec(),
+        )
+        .unwrap();
+        for node in &cluster.nodes {
+            let refused = impostor.connect(node.id, node.quic).await;
+            assert!(refused.is_err(), "node {} admitted a foreign CA", node.id);
+        }
+        let socket = tokio::net::UdpSocket::bind("127.0.0.4:0").await.unwrap();
+        let mut junk = [0u8; 1200];
+        for (i, byte) in junk.iter_mut().enumerate() {
+            *byte = (i * 7 + 3) as u8;
+        }
+        for node in &cluster.nodes {
+            for _ in 0..200 {
+                socket.send_to(&junk, node.quic).await.unwrap();
+            }
+        }
+    });
+    let refused_logged = common::wait_until(Duration::from_secs(10), || {
+        cluster.log(1).contains("peer_refused")
+    });
+    assert!(refused_logged, "{}", cluster.log(1));
+    // Still one cluster, same controller, same term, every broker in.
+    cluster.wait_formed(3, FORM_TIMEOUT);
+    assert_eq!(cluster.active_controller(), Some(active));
+    for id in NODES {
+        assert_eq!(
+            cluster.gauge(id, "sluice_controller_term"),
+            Some(term),
+            "node {id}"
+        );
+    }
+}

@@ -229,3 +229,60 @@ impl Drop for Cluster {
         }
     }
 }
+
+/// nft rules that drop every UDP datagram (so every QUIC packet) between
+/// node `id` and the other nodes, in the input chain so that senders see
+/// nothing: a cable pulled, not a refusal. Metrics (TCP) still answer.
+/// Removed on drop.
+pub struct Isolation {
+    table: String,
+}
+
+fn nft(script: &str) {
+    use std::io::Write as _;
+    let mut child = Command::new("nft")
+        .arg("-f")
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running nft (the nftables package; .ci/run installs it)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(script.as_bytes())
+        .expect("writing the nft script");
+    let output = child.wait_with_output().expect("nft");
+    assert!(
+        output.status.success(),
+        "nft failed: {}\n{script}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+impl Isolation {
+    pub fn cut_off(id: i32) -> Isolation {
+        let table = format!("sluice_test_{}_{id}", std::process::id());
+        let others: Vec<String> = NODES
+            .iter()
+            .filter(|other| **other != id)
+            .map(|other| format!("127.0.0.{other}"))
+            .collect();
+        let others = others.join(", ");
+        nft(&format!(
+            "table inet {table} {{\n  chain input {{\n    type filter hook input priority 0; policy accept;\n    \
+             meta l4proto udp ip saddr 127.0.0.{id} ip daddr {{ {others} }} drop\n    \
+             meta l4proto udp ip saddr {{ {others} }} ip daddr 127.0.0.{id} drop\n  }}\n}}\n"
+        ));
+        Isolation { table }
+    }
+
+    pub fn heal(self) {}
+}
+
+impl Drop for Isolation {
+    fn drop(&mut self) {
+        nft(&format!("delete table inet {}\n", self.table));
+    }
+}

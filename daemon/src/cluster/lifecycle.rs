@@ -103,11 +103,15 @@ impl Lifecycle {
         self.want_fence = true;
     }
 
-    /// When `poll_transmit` next has something to do.
+    /// When `poll_transmit` next has something to do, or the lease ends.
     pub fn poll_timeout(&self) -> Instant {
-        match self.pending {
+        let next = match self.pending {
             Some(pending) => pending.sent_at + self.timings.request_timeout,
             None => self.next_send_at,
+        };
+        match self.lease_until {
+            Some(until) => next.min(until),
+            None => next,
         }
     }
 

@@ -324,15 +324,15 @@ async fn run_membership(
             lease_until: lifecycle.lease_until(),
         };
         status.send_if_modified(|old| std::mem::replace(old, current) != current);
-        let (epoch, fenced) = match current.membership {
-            Membership::Unregistered => (-1, 1),
-            Membership::Registered {
-                broker_epoch,
-                fenced,
-            } => (broker_epoch, i64::from(fenced)),
+        let epoch = match current.membership {
+            Membership::Unregistered => -1,
+            Membership::Registered { broker_epoch, .. } => broker_epoch,
         };
         metrics.membership.broker_epoch.set(epoch);
-        metrics.membership.fenced.set(fenced);
+        metrics
+            .membership
+            .fenced
+            .set(i64::from(!lifecycle.lease_valid(now)));
         let wake = tokio::time::Instant::from_std(lifecycle.poll_timeout());
         tokio::select! {
             reply = replies.recv() => match reply {

@@ -289,7 +289,7 @@ impl Metrics {
                 fenced: gauge(
                     &r,
                     "sluice_broker_fenced",
-                    "1 while the controller keeps this broker fenced (or it is not registered).",
+                    "1 while this broker may not act as a member: unregistered, fenced, or no heartbeat acknowledged within the session timeout.",
                 ),
             },
             partition: PartitionGauges {
