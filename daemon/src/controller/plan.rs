@@ -1,0 +1,229 @@
+//! What applying a spec writes: a pure function from the image and the
+//! spec the controller holds to the records that make the image match it
+//! (plan §5.2). Declared topics missing from the image are created;
+//! declared topics with fewer partitions get the rest (partitions are never
+//! removed); settings are set or removed to match the file; a declared
+//! topic gone from the file is deleted only if the file it was declared in
+//! opted in (`allow_delete`). Topics created through the API are left as
+//! they are. Placement of existing partitions never moves.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::decide::{NewTopic, add_partitions, create_topic};
+use super::error::DecideError;
+use super::image::MetadataImage;
+use super::placement::PlacementBroker;
+use super::records::{Record, RecordBatch};
+
+/// The spec as the controller wants it in the metadata log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredSpec {
+    /// `ClusterSpec::source_hash`.
+    pub hash: String,
+    pub text: String,
+    /// Declared topics, with ids drawn by the caller.
+    pub topics: Vec<NewTopic>,
+    /// The declared brokers, for placement.
+    pub brokers: Vec<PlacementBroker>,
+    /// Declared topics the previous spec let go (`allow_delete = true`):
+    /// deleted if the image holds them and `topics` does not.
+    pub deletable: BTreeSet<String>,
+}
+
+/// A change the plan could not make, reported and skipped: the rest of the
+/// spec still applies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    pub topic: String,
+    pub error: DecideError,
+}
+
+/// The records that bring `image` to `desired`, the `AppliedSpec` record
+/// first; `None` when the image already holds this spec.
+pub fn plan_spec(
+    image: &MetadataImage,
+    desired: &DesiredSpec,
+) -> (Option<RecordBatch>, Vec<Skipped>) {
+    if image
+        .applied_spec()
+        .is_some_and(|spec| spec.hash == desired.hash)
+    {
+        return (None, Vec::new());
+    }
+    let mut records = vec![Record::AppliedSpec {
+        hash: desired.hash.clone(),
+        text: desired.text.clone(),
+    }];
+    let mut skipped = Vec::new();
+    let mut skip = |topic: &str, error| {
+        skipped.push(Skipped {
+            topic: topic.to_string(),
+            error,
+        })
+    };
+    for topic in &desired.topics {
+        let Some(existing) = image.topic_by_name(&topic.name) else {
+            match create_topic(image, topic, &desired.brokers) {
+                Ok(batch) => records.extend(batch.records),
+                Err(error) => skip(&topic.name, error),
+            }
+            continue;
+        };
+        if !existing.declared {
+            continue;
+        }
+        let have = existing.partitions.len() as i32;
+        if topic.partitions > have {
+            let explicit = topic.replicas.as_deref();
+            match add_partitions(
+                image,
+                existing.topic_id,
+                topic.partitions,
+                &desired.brokers,
+                explicit,
+            ) {
+                Ok(batch) => records.extend(batch.records),
+                Err(error) => skip(&topic.name, error),
+            }
+        }
+        records.extend(setting_changes(
+            existing.topic_id,
+            &existing.settings,
+            &topic.settings,
+        ));
+    }
+    let wanted: BTreeSet<&str> = desired.topics.iter().map(|t| t.name.as_str()).collect();
+    for topic in image.topics() {
+        if topic.declared
+            && !wanted.contains(topic.name.as_str())
+            && desired.deletable.contains(&topic.name)
+        {
+            records.push(Record::DeleteTopic {
+                topic_id: topic.topic_id,
+            });
+        }
+    }
+    (Some(RecordBatch::new(records)), skipped)
+}
+
+fn setting_changes(
+    topic_id: uuid::Uuid,
+    have: &BTreeMap<String, String>,
+    want: &BTreeMap<String, String>,
+) -> Vec<Record> {
+    let set = want
+        .iter()
+        .filter(|(key, value)| have.get(*key) != Some(value))
+        .map(|(key, value)| Record::TopicConfig {
+            topic_id,
+            key: key.clone(),
+            value: Some(value.clone()),
+        });
+    let removed = have
+        .keys()
+        .filter(|key| !want.contains_key(*key))
+        .map(|key| Record::TopicConfig {
+            topic_id,
+            key: key.clone(),
+            value: None,
+        });
+    set.chain(removed).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::controller::tests::declared;
+
+    fn topic(name: &str, id: u128, partitions: i32, settings: &[(&str, &str)]) -> NewTopic {
+        NewTopic {
+            topic_id: Uuid::from_u128(id),
+            name: name.into(),
+            declared: true,
+            settings: settings
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            partitions,
+            replication_factor: 1,
+            replicas: None,
+        }
+    }
+
+    fn spec(hash: &str, topics: Vec<NewTopic>, deletable: &[&str]) -> DesiredSpec {
+        DesiredSpec {
+            hash: hash.into(),
+            text: format!("# {hash}"),
+            topics,
+            brokers: declared(&[(1, None), (2, None), (3, None)]),
+            deletable: deletable.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn applied(image: &mut MetadataImage, desired: &DesiredSpec) {
+        let (batch, skipped) = plan_spec(image, desired);
+        assert!(skipped.is_empty(), "{skipped:?}");
+        let index = image.applied_index() + 1;
+        image.apply(index, &batch.expect("a change")).unwrap();
+    }
+
+    #[test]
+    fn a_spec_creates_grows_reconfigures_and_deletes_only_with_opt_in() {
+        let mut image = MetadataImage::default();
+        let first = spec(
+            "0000000000000001",
+            vec![
+                topic("a", 1, 2, &[("retention.ms", "1000")]),
+                topic("b", 2, 1, &[]),
+                topic("c", 3, 1, &[]),
+            ],
+            &[],
+        );
+        applied(&mut image, &first);
+        assert_eq!(plan_spec(&image, &first), (None, Vec::new()), "applied once");
+        let placed: Vec<_> = image.topic_by_name("a").unwrap().partitions.clone();
+
+        // a grows and changes a setting, b loses its table (not allowed to
+        // be deleted), c goes with its opt-in, d is new. Ids drawn anew are
+        // ignored for topics that exist.
+        let second = spec(
+            "0000000000000002",
+            vec![
+                topic("a", 11, 4, &[("cleanup.policy", "compact")]),
+                topic("d", 4, 3, &[]),
+            ],
+            &["c"],
+        );
+        applied(&mut image, &second);
+        let a = image.topic_by_name("a").unwrap();
+        assert_eq!(a.topic_id, Uuid::from_u128(1));
+        assert_eq!(a.partitions.len(), 4);
+        assert_eq!(&a.partitions[..2], &placed[..], "existing partitions stay put");
+        assert_eq!(
+            a.settings,
+            [("cleanup.policy".to_string(), "compact".to_string())].into()
+        );
+        assert!(image.topic_by_name("b").is_some(), "no opt-in, kept");
+        assert!(image.topic_by_name("c").is_none(), "deleted with its opt-in");
+        assert_eq!(image.topic_by_name("d").unwrap().partitions.len(), 3);
+        assert_eq!(image.applied_spec().unwrap().hash, "0000000000000002");
+    }
+
+    #[test]
+    fn a_topic_the_spec_cannot_hold_is_skipped_and_the_rest_applies() {
+        let mut image = MetadataImage::default();
+        let desired = spec(
+            "0000000000000003",
+            vec![topic("ok", 1, 1, &[]), topic("bad", 2, 1, &[("no.such.key", "1")])],
+            &[],
+        );
+        let (batch, skipped) = plan_spec(&image, &desired);
+        assert_eq!(skipped.len(), 1);
+        assert_eq!(skipped[0].topic, "bad");
+        image.apply(1, &batch.unwrap()).unwrap();
+        assert!(image.topic_by_name("ok").is_some());
+        assert!(image.topic_by_name("bad").is_none());
+    }
+}
