@@ -13,6 +13,7 @@ mod codec;
 pub mod decide;
 mod error;
 pub mod image;
+pub mod log_store;
 pub mod placement;
 pub mod quorum;
 pub mod records;
@@ -38,6 +39,7 @@ pub use error::{
     ApplyError, ApplyReason, CodecError, DecideError, InvariantError, PlacementError, SnapshotError,
 };
 pub use image::{AppliedSpec, BrokerEntry, MetadataImage, TopicEntry};
+pub use log_store::{LogStore, LogStoreError, MetaDir, OsDir, StoreLimits};
 pub use placement::{PlacementBroker, explicit_placement, place_partitions};
 pub use quorum::{Committed, Effects, Quorum, QuorumError, QuorumSpec, Role};
 pub use records::{
