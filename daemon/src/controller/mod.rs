@@ -41,7 +41,9 @@ pub use error::{
 pub use image::{AppliedSpec, BrokerEntry, MetadataImage, TopicEntry};
 pub use log_store::{LogStore, LogStoreError, MetaDir, OsDir, StoreLimits};
 pub use placement::{PlacementBroker, explicit_placement, place_partitions};
-pub use quorum::{Committed, Effects, Quorum, QuorumError, QuorumSpec, Role};
+pub use quorum::{
+    Committed, Effects, InstalledSnapshot, MetadataRead, Quorum, QuorumError, QuorumSpec, Role,
+};
 pub use records::{
     BrokerId, BrokerRegistration, FenceReason, NO_LEADER, PartitionState, Record, RecordBatch,
 };
