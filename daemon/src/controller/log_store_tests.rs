@@ -406,18 +406,16 @@ fn script(store: &mut LogStore, durable: &mut Durable) -> Result<(), LogStoreErr
         Ok::<(), LogStoreError>(())
     };
     step(store, durable, hard_state(1, 1, 0), entries(1, 10, 1))?;
-    step(store, durable, hard_state(1, 1, 6), Vec::new())?;
-    step(store, durable, hard_state(2, 2, 6), entries(8, 14, 2))?;
-    step(store, durable, hard_state(2, 2, 12), Vec::new())?;
-    store.create_snapshot(12, image_bytes())?;
+    // Raft commits entries in the Ready that appends them (a follower's
+    // MsgAppend carries the commit): the entries must be durable first.
+    step(store, durable, hard_state(2, 2, 9), entries(8, 14, 2))?;
+    store.create_snapshot(9, image_bytes())?;
     durable.note(store);
-    step(store, durable, hard_state(2, 2, 24), entries(15, 30, 2))?;
-    step(store, durable, hard_state(3, 3, 24), entries(25, 35, 3))?;
-    store.set_commit(33);
-    store.persist()?;
-    durable.note(store);
+    step(store, durable, hard_state(2, 2, 20), entries(15, 30, 2))?;
+    step(store, durable, hard_state(3, 3, 35), entries(25, 35, 3))?;
     store.create_snapshot(33, image_bytes())?;
     durable.note(store);
+    step(store, durable, hard_state(3, 3, 37), entries(36, 37, 3))?;
     let mut snapshot = Snapshot {
         data: image_bytes(),
         ..Snapshot::default()
@@ -425,7 +423,7 @@ fn script(store: &mut LogStore, durable: &mut Durable) -> Result<(), LogStoreErr
     snapshot.mut_metadata().index = 40;
     snapshot.mut_metadata().term = 4;
     snapshot.mut_metadata().mut_conf_state().voters = VOTERS.to_vec();
-    store.set_hard_state(&hard_state(4, 0, 33));
+    store.set_hard_state(&hard_state(4, 0, 37));
     store.install_snapshot(&snapshot)?;
     durable.note(store);
     step(store, durable, hard_state(4, 1, 43), entries(41, 45, 4))?;
