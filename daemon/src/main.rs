@@ -372,7 +372,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let (spec, node_id, data_dir) = load(&cli)?;
     tracing::info!(event = "starting", node_id, data_dir = %data_dir.display(), spec_hash = %spec.source_hash);
     if spec.brokers.len() > 1 {
-        return run_cluster_member(&spec, node_id);
+        return run_cluster_member(&spec, node_id, &data_dir);
     }
     let limits = listener_limits(&spec);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -404,7 +404,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 /// and keeps the broker registered; brokers do not yet host the partitions
 /// the metadata log assigns them, so no Kafka listener is opened (issue 13,
 /// increment 8, docs/plans/issue-13-cluster.md).
-fn run_cluster_member(spec: &ClusterSpec, node_id: i32) -> anyhow::Result<()> {
+fn run_cluster_member(
+    spec: &ClusterSpec,
+    node_id: i32,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -421,7 +425,7 @@ fn run_cluster_member(spec: &ClusterSpec, node_id: i32) -> anyhow::Result<()> {
         let m = sluice::metrics::metrics();
         m.set_spec_hash(&spec.source_hash);
         service::status("joining the cluster");
-        let member = sluice::cluster::ClusterMember::start(spec, node_id)?;
+        let member = sluice::cluster::ClusterMember::start(spec, node_id, data_dir)?;
         let (stop_tx, mut stop_rx) = watch::channel(false);
         let source = member.status_source();
         let status: sluice::metrics::StatusFn = Arc::new(move || source.render());

@@ -6,6 +6,7 @@
 //! never touch the network.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,6 +18,7 @@ use uuid::Uuid;
 use super::lifecycle::{Lifecycle, Membership, Timings};
 use crate::config::ClusterSpec;
 use crate::controller::image::MetadataImage;
+use crate::controller::log_store::{OsDir, StoreLimits};
 use crate::controller::node::ControllerNode;
 use crate::controller::quorum::{Quorum, QuorumSpec};
 use crate::controller::records::{BrokerId, BrokerRegistration};
@@ -26,6 +28,8 @@ use crate::transport::link::{PeerSender, spawn_inbound, spawn_peer_link};
 use crate::transport::quic::NodeEndpoint;
 use crate::transport::tls::TlsMaterial;
 
+/// The controller's Raft log, under the data directory.
+pub const METADATA_DIR: &str = "__cluster_metadata";
 /// Messages queued per peer before new ones are dropped.
 const PEER_QUEUE_LEN: usize = 1024;
 /// Messages from all peers waiting to be sorted.
@@ -102,7 +106,12 @@ impl Router {
 
 impl ClusterMember {
     /// Starts node `node_id` of `spec` (which declares more than one broker).
-    pub fn start(spec: &ClusterSpec, node_id: BrokerId) -> anyhow::Result<ClusterMember> {
+    /// The controller's Raft log lives in `data_dir/__cluster_metadata`.
+    pub fn start(
+        spec: &ClusterSpec,
+        node_id: BrokerId,
+        data_dir: &Path,
+    ) -> anyhow::Result<ClusterMember> {
         let broker = spec
             .broker(node_id)
             .with_context(|| format!("broker {node_id} is not in the spec"))?;
@@ -148,7 +157,7 @@ impl ClusterMember {
         };
         let (controller, image) = match voters.contains(&node_id) {
             true => {
-                let controller = start_controller(spec, node_id, router.clone())?;
+                let controller = start_controller(spec, node_id, data_dir, router.clone())?;
                 let image = controller.image();
                 router.controller = Some(controller.inbox());
                 (Some(controller), image)
@@ -263,6 +272,7 @@ fn millis(ms: u64) -> std::time::Duration {
 fn start_controller(
     spec: &ClusterSpec,
     node_id: BrokerId,
+    data_dir: &Path,
     router: Router,
 ) -> anyhow::Result<ControllerService> {
     let quorum_spec = QuorumSpec {
@@ -270,14 +280,20 @@ fn start_controller(
         voters: spec.controller.voters.clone(),
         election_seed: None,
     };
-    let store = Quorum::new_store(&quorum_spec)?;
+    let path = data_dir.join(METADATA_DIR);
+    let dir = OsDir::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    let store = Quorum::open_store(&quorum_spec, Arc::new(dir), StoreLimits::default())
+        .with_context(|| format!("opening the metadata log in {}", path.display()))?;
+    let image = store
+        .image()
+        .with_context(|| format!("reading the metadata snapshot in {}", path.display()))?;
     let quorum = Quorum::new(&quorum_spec, store, Instant::now())?;
     let desired = super::spec_plan::desired_spec(spec)?;
     let node = ControllerNode::new(
         node_id,
         spec.controller.voters.clone(),
         quorum,
-        MetadataImage::default(),
+        image,
         millis(spec.controller.broker_session_timeout_ms),
         desired,
     );

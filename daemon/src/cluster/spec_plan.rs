@@ -9,8 +9,8 @@ use uuid::Uuid;
 
 use crate::config::{ClusterSpec, TopicConfig};
 use crate::controller::decide::NewTopic;
-use crate::controller::node::DesiredSpec;
 use crate::controller::placement::PlacementBroker;
+use crate::controller::plan::DesiredSpec;
 use crate::controller::records::SPEC_TEXT_BYTES_MAX;
 
 pub fn desired_spec(spec: &ClusterSpec) -> anyhow::Result<DesiredSpec> {
@@ -47,5 +47,6 @@ pub fn desired_spec(spec: &ClusterSpec) -> anyhow::Result<DesiredSpec> {
         text: spec.source_text.to_string(),
         topics,
         brokers: PlacementBroker::declared(spec),
+        deletable: Default::default(),
     })
 }

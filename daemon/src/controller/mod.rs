@@ -13,8 +13,10 @@ mod codec;
 pub mod decide;
 mod error;
 pub mod image;
+pub mod log_store;
 pub mod node;
 pub mod placement;
+pub mod plan;
 pub mod quorum;
 pub mod records;
 pub mod rpc;
@@ -41,8 +43,11 @@ pub use error::{
     ApplyError, ApplyReason, CodecError, DecideError, InvariantError, PlacementError, SnapshotError,
 };
 pub use image::{AppliedSpec, BrokerEntry, MetadataImage, TopicEntry};
+pub use log_store::{LogStore, LogStoreError, MetaDir, OsDir, StoreLimits};
 pub use placement::{PlacementBroker, explicit_placement, place_partitions};
-pub use quorum::{Committed, Effects, Quorum, QuorumError, QuorumSpec, Role};
+pub use quorum::{
+    Committed, Effects, InstalledSnapshot, MetadataRead, Quorum, QuorumError, QuorumSpec, Role,
+};
 pub use records::{
     BrokerId, BrokerRegistration, FenceReason, NO_LEADER, PartitionState, Record, RecordBatch,
 };

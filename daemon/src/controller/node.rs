@@ -16,12 +16,10 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::decide::{
-    Heartbeat, NewTopic, create_topic, on_heartbeat, on_register, on_session_expired,
-};
+use super::decide::{Heartbeat, on_heartbeat, on_register, on_session_expired};
 use super::error::{ApplyError, DecideError};
 use super::image::MetadataImage;
-use super::placement::PlacementBroker;
+use super::plan::{DesiredSpec, plan_spec};
 use super::quorum::{Committed, Quorum, QuorumError, Role};
 use super::records::{BrokerId, RECORDS_PER_BATCH_MAX, Record, RecordBatch};
 use super::rpc::{ClusterMessage, HeartbeatRequest, Outcome, RegisterRequest, Reply};
@@ -34,18 +32,6 @@ mod code {
     pub const STALE_BROKER_EPOCH: i16 = 77;
     pub const DUPLICATE_BROKER_REGISTRATION: i16 = 101;
     pub const BROKER_ID_NOT_REGISTERED: i16 = 102;
-}
-
-/// What the spec asks of the metadata, as the shell read it from the file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DesiredSpec {
-    /// `ClusterSpec::source_hash`.
-    pub hash: String,
-    pub text: String,
-    /// Declared topics, with ids drawn by the shell.
-    pub topics: Vec<NewTopic>,
-    /// The declared brokers, for placement.
-    pub brokers: Vec<PlacementBroker>,
 }
 
 /// A fatal condition: the process must stop (fail-stop). A committed entry
@@ -89,6 +75,9 @@ pub struct ControllerNode {
     /// Leader that has applied an entry of its own term.
     active: bool,
     in_flight: Option<InFlight>,
+    /// The last raft index applied (no-ops included; the image counts
+    /// only entries with records).
+    raft_applied: u64,
     registers: BTreeMap<BrokerId, RegisterRequest>,
     heartbeats: BTreeMap<BrokerId, HeartbeatRequest>,
     /// Brokers whose session ended, to fence in the next round.
@@ -112,6 +101,7 @@ impl ControllerNode {
     ) -> Self {
         let mut spec_hashes = BTreeMap::new();
         spec_hashes.insert(self_id, desired.hash.clone());
+        let raft_applied = quorum.store().snapshot_index();
         ControllerNode {
             self_id,
             voters,
@@ -120,6 +110,7 @@ impl ControllerNode {
             sessions: SessionTable::new(session_timeout),
             active: false,
             in_flight: None,
+            raft_applied,
             registers: BTreeMap::new(),
             heartbeats: BTreeMap::new(),
             expired: BTreeSet::new(),
@@ -231,8 +222,23 @@ impl ControllerNode {
                     None => tracing::warn!(event = "raft_message_unroutable", to = message.to),
                 }
             }
+            if let Some(installed) = effects.snapshot {
+                tracing::info!(
+                    event = "metadata_snapshot_installed",
+                    index = installed.index,
+                    term = installed.term
+                );
+                self.image = installed.image;
+                self.raft_applied = installed.index;
+                changed = true;
+            }
+            let applied_any = !effects.committed.is_empty();
             for entry in effects.committed {
+                self.raft_applied = entry.index;
                 changed |= self.apply(now, entry)?;
+            }
+            if applied_any {
+                self.quorum.maybe_snapshot(self.raft_applied, &self.image)?;
             }
             self.follow_role(now);
             let proposed = self.propose_round(now)?;
@@ -420,17 +426,10 @@ impl ControllerNode {
     }
 
     /// The spec this node holds is applied once a majority of voters hold
-    /// it too (docs/OPERATIONS.md "Spec changes"): its declared topics that
-    /// the image lacks are created with it.
+    /// it too (docs/OPERATIONS.md "Spec changes"): `plan::plan_spec` says
+    /// what that writes.
     fn plan_spec(&self, round: &mut Round) {
         let hash = &self.desired.hash;
-        if self
-            .image
-            .applied_spec()
-            .is_some_and(|spec| &spec.hash == hash)
-        {
-            return;
-        }
         let holders = self
             .voters
             .iter()
@@ -439,24 +438,22 @@ impl ControllerNode {
         if holders * 2 <= self.voters.len() {
             return;
         }
-        let mut records = vec![Record::AppliedSpec {
-            hash: hash.clone(),
-            text: self.desired.text.clone(),
-        }];
-        for topic in &self.desired.topics {
-            if round.image().topic_by_name(&topic.name).is_some() {
-                continue;
-            }
-            match create_topic(round.image(), topic, &self.desired.brokers) {
-                Ok(batch) => records.extend(batch.records),
-                Err(error) => {
-                    tracing::error!(event = "spec_topic_refused", topic = %topic.name, %error);
-                }
-            }
+        let (batch, skipped) = plan_spec(round.image(), &self.desired);
+        for skip in &skipped {
+            tracing::error!(event = "spec_topic_refused", topic = %skip.topic, error = %skip.error);
         }
-        if round.add(RecordBatch::new(records)) {
+        if let Some(batch) = batch
+            && round.add(batch)
+        {
             tracing::info!(event = "spec_applying", hash = %hash);
         }
+    }
+
+    /// A new spec from a reload: planned at the next round once a majority
+    /// of voters report its hash.
+    pub fn set_desired(&mut self, desired: DesiredSpec) {
+        self.spec_hashes.insert(self.self_id, desired.hash.clone());
+        self.desired = desired;
     }
 
     fn answers_brokers(&mut self, from: BrokerId, request_id: u64) -> bool {

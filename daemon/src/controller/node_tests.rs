@@ -9,6 +9,8 @@ use uuid::Uuid;
 
 use super::*;
 use crate::controller::NO_LEADER;
+use crate::controller::decide::NewTopic;
+use crate::controller::plan::DesiredSpec;
 use crate::controller::quorum::QuorumSpec;
 use crate::controller::tests::{declared, registration};
 
@@ -30,6 +32,7 @@ fn desired(hash: &str) -> DesiredSpec {
             replicas: None,
         }],
         brokers: declared(&[(1, None), (2, None), (3, None)]),
+        deletable: Default::default(),
     }
 }
 
@@ -214,7 +217,8 @@ fn start(id: BrokerId, now: Instant, hash: &str) -> ControllerNode {
         voters: VOTERS.to_vec(),
         election_seed: Some(id as u64),
     };
-    let store = Quorum::new_store(&spec).expect("voters");
+    let dir = std::sync::Arc::new(crate::controller::log_store::MemDir::new());
+    let store = Quorum::open_store(&spec, dir, Default::default()).expect("voters");
     let quorum = Quorum::new(&spec, store, now).expect("quorum");
     ControllerNode::new(
         id,

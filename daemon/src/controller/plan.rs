@@ -182,7 +182,11 @@ mod tests {
             &[],
         );
         applied(&mut image, &first);
-        assert_eq!(plan_spec(&image, &first), (None, Vec::new()), "applied once");
+        assert_eq!(
+            plan_spec(&image, &first),
+            (None, Vec::new()),
+            "applied once"
+        );
         let placed: Vec<_> = image.topic_by_name("a").unwrap().partitions.clone();
 
         // a grows and changes a setting, b loses its table (not allowed to
@@ -200,13 +204,20 @@ mod tests {
         let a = image.topic_by_name("a").unwrap();
         assert_eq!(a.topic_id, Uuid::from_u128(1));
         assert_eq!(a.partitions.len(), 4);
-        assert_eq!(&a.partitions[..2], &placed[..], "existing partitions stay put");
+        assert_eq!(
+            &a.partitions[..2],
+            &placed[..],
+            "existing partitions stay put"
+        );
         assert_eq!(
             a.settings,
             [("cleanup.policy".to_string(), "compact".to_string())].into()
         );
         assert!(image.topic_by_name("b").is_some(), "no opt-in, kept");
-        assert!(image.topic_by_name("c").is_none(), "deleted with its opt-in");
+        assert!(
+            image.topic_by_name("c").is_none(),
+            "deleted with its opt-in"
+        );
         assert_eq!(image.topic_by_name("d").unwrap().partitions.len(), 3);
         assert_eq!(image.applied_spec().unwrap().hash, "0000000000000002");
     }
@@ -216,7 +227,10 @@ mod tests {
         let mut image = MetadataImage::default();
         let desired = spec(
             "0000000000000003",
-            vec![topic("ok", 1, 1, &[]), topic("bad", 2, 1, &[("no.such.key", "1")])],
+            vec![
+                topic("ok", 1, 1, &[]),
+                topic("bad", 2, 1, &[("no.such.key", "1")]),
+            ],
             &[],
         );
         let (batch, skipped) = plan_spec(&image, &desired);

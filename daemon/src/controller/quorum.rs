@@ -4,16 +4,25 @@
 //! entries to apply; the caller owns sockets, clocks and the metadata image
 //! (plan §1.3–1.4). Voters are static and come from the spec; raft
 //! id = broker id + 1 because broker ids may be 0 and raft ids may not.
+//!
+//! The store is the concrete durable `LogStore`, not a type parameter: the
+//! simulation runs the same store over an in-memory `MetaDir`, so one code
+//! path is both simulated and shipped, and the seam for faults is the
+//! directory, not the store.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use raft::eraftpb::{ConfState, EntryType, Message};
-use raft::storage::MemStorage;
-use raft::{Config, RawNode, StateRole, Storage};
+use raft::eraftpb::{EntryType, Message, Snapshot};
+use raft::{Config, RawNode, SnapshotStatus, StateRole, Storage};
 use thiserror::Error;
 
+use super::error::{CodecError, SnapshotError};
+use super::image::MetadataImage;
+use super::log_store::{LogStore, LogStoreError, MetaDir, StoreLimits};
 use super::records::BrokerId;
+use super::snapshot::{decode_image, encode_image};
 use super::wire::ENTRY_DATA_BYTES_MAX;
 
 /// One Raft tick (plan §4.2).
@@ -65,12 +74,32 @@ pub struct Committed {
     pub data: Bytes,
 }
 
+/// A snapshot from the leader, installed in place of the log: the caller
+/// replaces its image and has applied everything up to `index`.
+#[derive(Debug)]
+pub struct InstalledSnapshot {
+    pub index: u64,
+    pub term: u64,
+    pub image: MetadataImage,
+}
+
 /// What one `ready()` asks of the caller, in this order: send `messages`,
-/// then apply `committed`. Entries and hard state are already persisted.
+/// replace the image with `snapshot`'s, then apply `committed`. Entries,
+/// snapshot and hard state are already durable.
 #[derive(Debug, Default)]
 pub struct Effects {
     pub messages: Vec<Message>,
+    pub snapshot: Option<InstalledSnapshot>,
     pub committed: Vec<Committed>,
+}
+
+/// Committed metadata for a reader that is not a voter (`entries_after`):
+/// the entries it lacks, or, when they are compacted away, the snapshot
+/// to start from (`image` is `encode_image` bytes).
+#[derive(Debug)]
+pub enum MetadataRead {
+    Entries(Vec<Committed>),
+    Snapshot { index: u64, term: u64, image: Bytes },
 }
 
 #[derive(Debug, Error)]
@@ -94,6 +123,15 @@ pub enum QuorumError {
     ProposalSize { len: usize, max: usize },
     #[error("committed entry {index} is a configuration change; the quorum is static")]
     ConfChange { index: u64 },
+    /// Fail-stop: the disk may hold less than memory (see `LogStoreError`).
+    #[error("metadata log store: {0}")]
+    Store(#[from] LogStoreError),
+    #[error("snapshot at index {index} from the leader: {source}")]
+    BadSnapshot { index: u64, source: SnapshotError },
+    #[error("snapshot at index {index} holds an image applied to {image_index}")]
+    SnapshotAhead { index: u64, image_index: u64 },
+    #[error("encoding the image for a snapshot: {0}")]
+    Encode(#[from] CodecError),
     #[error(transparent)]
     Raft(#[from] raft::Error),
 }
@@ -123,26 +161,30 @@ impl ElectionRng {
 }
 
 pub struct Quorum {
-    raw: RawNode<MemStorage>,
+    raw: RawNode<LogStore>,
     voters: Vec<u64>,
     next_tick_at: Instant,
     election_rng: Option<ElectionRng>,
 }
 
 impl Quorum {
-    /// A fresh store holding the static voter set, as every node's first
-    /// start writes it ("use the same input to initialize all nodes").
-    pub fn new_store(spec: &QuorumSpec) -> Result<MemStorage, QuorumError> {
+    /// Opens the node's store in `dir`; the first start writes the static
+    /// voter set, as every node does ("use the same input to initialize all
+    /// nodes"). The caller starts its image from `store.image()`.
+    pub fn open_store(
+        spec: &QuorumSpec,
+        dir: Arc<dyn MetaDir>,
+        limits: StoreLimits,
+    ) -> Result<LogStore, QuorumError> {
         let voters = check_voters(spec)?;
-        Ok(MemStorage::new_with_conf_state(ConfState::from((
-            voters,
-            Vec::new(),
-        ))))
+        Ok(LogStore::open(dir, &voters, limits)?)
     }
 
-    /// Starts (or restarts) a node over `store`. A single voter campaigns at
-    /// once: it is leader after one `ready()`.
-    pub fn new(spec: &QuorumSpec, store: MemStorage, now: Instant) -> Result<Self, QuorumError> {
+    /// Starts (or restarts) a node over `store`. Raft counts the snapshot
+    /// as applied, so the first `ready()` hands back the committed entries
+    /// after it. A single voter campaigns at once: it is leader after one
+    /// `ready()`.
+    pub fn new(spec: &QuorumSpec, store: LogStore, now: Instant) -> Result<Self, QuorumError> {
         let voters = check_voters(spec)?;
         let stored = store.initial_state()?.conf_state.voters;
         let mut stored_sorted = stored.clone();
@@ -153,7 +195,8 @@ impl Quorum {
                 spec: voters,
             });
         }
-        let config = raft_config(raft_id(spec.self_id));
+        let mut config = raft_config(raft_id(spec.self_id));
+        config.applied = store.snapshot_index();
         config.validate()?;
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let raw = RawNode::new(&config, store, &logger)?;
@@ -235,23 +278,26 @@ impl Quorum {
         if !self.raw.has_ready() {
             return Ok(effects);
         }
-        let store = self.raw.store().clone();
         let mut ready = self.raw.ready();
         effects.messages.extend(ready.take_messages());
         if !ready.snapshot().is_empty() {
-            store.wl().apply_snapshot(ready.snapshot().clone())?;
+            effects.snapshot = Some(self.install_snapshot(ready.snapshot())?);
         }
         collect_committed(&mut effects.committed, ready.take_committed_entries())?;
-        if !ready.entries().is_empty() {
-            store.wl().append(ready.entries())?;
-        }
+        let store = self.raw.mut_store();
+        store.append(ready.entries())?;
         if let Some(hard_state) = ready.hs() {
-            store.wl().set_hardstate(hard_state.clone());
+            store.set_hard_state(hard_state);
         }
+        // Entries and hard state durable before the messages that vouch
+        // for them (plan §1.4 step 4).
+        store.persist()?;
         effects.messages.extend(ready.take_persisted_messages());
         let mut light = self.raw.advance(ready);
         if let Some(commit) = light.commit_index() {
-            store.wl().mut_hard_state().set_commit(commit);
+            let store = self.raw.mut_store();
+            store.set_commit(commit);
+            store.persist()?;
         }
         effects.messages.extend(light.take_messages());
         collect_committed(&mut effects.committed, light.take_committed_entries())?;
@@ -295,9 +341,97 @@ impl Quorum {
         self.raw.raft.id
     }
 
-    /// The store, as persisted by the last `ready()`: a restart reopens it.
-    pub fn store(&self) -> &MemStorage {
+    /// The store, as persisted by the last `ready()`.
+    pub fn store(&self) -> &LogStore {
         self.raw.store()
+    }
+
+    /// Tells raft whether a `MsgSnapshot` to raft node `to` went out
+    /// (the transport's `report_snapshot(to, Finish|Failure)`, plan §1.4).
+    pub fn report_snapshot(&mut self, to: u64, sent: bool) {
+        let status = match sent {
+            true => SnapshotStatus::Finish,
+            false => SnapshotStatus::Failure,
+        };
+        self.raw.report_snapshot(to, status);
+    }
+
+    /// Snapshots `image`, the caller's image with everything up to raft
+    /// index `applied` applied, if the store's limits say one is due; then
+    /// the log below it is cut (keeping a tail). Returns whether it did.
+    pub fn maybe_snapshot(
+        &mut self,
+        applied: u64,
+        image: &MetadataImage,
+    ) -> Result<bool, QuorumError> {
+        assert!(
+            applied <= self.raw.raft.raft_log.applied,
+            "snapshot at {applied} beyond raft's applied {}",
+            self.raw.raft.raft_log.applied
+        );
+        assert!(
+            image.applied_index() <= applied,
+            "the image is at `applied`"
+        );
+        if !self.raw.store().snapshot_due(applied) {
+            return Ok(false);
+        }
+        let bytes = encode_image(image)?;
+        self.raw
+            .mut_store()
+            .create_snapshot(applied, Bytes::from(bytes))?;
+        Ok(true)
+    }
+
+    /// Committed entries after raft index `index` (at most `max_bytes`,
+    /// at least one if any), or the snapshot when they were compacted away:
+    /// what a broker that is not a voter fetches to follow the metadata.
+    pub fn entries_after(&self, index: u64, max_bytes: u64) -> Result<MetadataRead, QuorumError> {
+        let store = self.raw.store();
+        match store.committed_after(index, max_bytes) {
+            Some(entries) => {
+                let mut committed = Vec::with_capacity(entries.len());
+                collect_committed(&mut committed, entries)?;
+                Ok(MetadataRead::Entries(committed))
+            }
+            None => {
+                let snapshot = store.newest_snapshot();
+                Ok(MetadataRead::Snapshot {
+                    index: snapshot.get_metadata().index,
+                    term: snapshot.get_metadata().term,
+                    image: snapshot.data.clone(),
+                })
+            }
+        }
+    }
+
+    /// Installs a leader's snapshot once its image decodes: a bad one
+    /// changes nothing on disk.
+    fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<InstalledSnapshot, QuorumError> {
+        let metadata = snapshot.get_metadata();
+        let index = metadata.index;
+        let image = decode_image(&snapshot.data)
+            .map_err(|source| QuorumError::BadSnapshot { index, source })?;
+        if image.applied_index() > index {
+            return Err(QuorumError::SnapshotAhead {
+                index,
+                image_index: image.applied_index(),
+            });
+        }
+        let mut voters = metadata.get_conf_state().voters.clone();
+        voters.sort_unstable();
+        if voters != self.voters {
+            return Err(QuorumError::VotersChanged {
+                stored: voters,
+                spec: self.voters.clone(),
+            });
+        }
+        self.raw.mut_store().install_snapshot(snapshot)?;
+        Ok(InstalledSnapshot {
+            index,
+            term: metadata.term,
+            image,
+        })
     }
 
     /// Replaces raft's unseeded draw whenever a new election period starts

@@ -1,10 +1,12 @@
 //! One quorum node on its own: configuration checks, ticks from time, and a
 //! single voter that leads and commits without any peer.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use raft::eraftpb::{Message, MessageType};
 
+use super::super::log_store::MemDir;
 use super::*;
 
 fn spec(self_id: BrokerId, voters: &[BrokerId]) -> QuorumSpec {
@@ -15,8 +17,12 @@ fn spec(self_id: BrokerId, voters: &[BrokerId]) -> QuorumSpec {
     }
 }
 
+fn open(spec: &QuorumSpec, dir: &Arc<MemDir>) -> Result<LogStore, QuorumError> {
+    Quorum::open_store(spec, dir.clone(), StoreLimits::default())
+}
+
 fn start(spec: &QuorumSpec, now: Instant) -> Quorum {
-    let store = Quorum::new_store(spec).expect("valid voters");
+    let store = open(spec, &Arc::new(MemDir::new())).expect("valid voters");
     Quorum::new(spec, store, now).expect("starts")
 }
 
@@ -45,12 +51,16 @@ fn a_single_voter_leads_after_one_ready_and_commits_a_proposal() {
 fn a_restarted_single_voter_replays_its_log_and_leads_again() {
     let now = Instant::now();
     let single = spec(4, &[4]);
-    let mut quorum = start(&single, now);
+    let dir = Arc::new(MemDir::new());
+    let mut quorum =
+        Quorum::new(&single, open(&single, &dir).expect("opens"), now).expect("starts");
     quorum.ready().expect("ready");
     quorum.propose(b"one".to_vec()).expect("accepted");
     quorum.ready().expect("ready");
-    let store = quorum.store().clone();
     drop(quorum);
+    // Only what `ready` made durable survives.
+    dir.power_loss();
+    let store = open(&single, &dir).expect("reopens");
     let mut again = Quorum::new(&single, store, now).expect("restarts");
     let effects = again.ready().expect("ready");
     let indexes: Vec<u64> = effects.committed.iter().map(|c| c.index).collect();
@@ -65,14 +75,15 @@ fn a_restarted_single_voter_replays_its_log_and_leads_again() {
 
 #[test]
 fn bad_or_changed_voters_are_refused() {
-    assert!(Quorum::new_store(&spec(1, &[])).is_err());
-    assert!(
-        Quorum::new_store(&spec(1, &[0, 2])).is_err(),
-        "self not a voter"
-    );
-    assert!(Quorum::new_store(&spec(1, &[1, 1])).is_err(), "duplicate");
-    assert!(Quorum::new_store(&spec(-1, &[-1])).is_err());
-    let store = Quorum::new_store(&spec(1, &[0, 1, 2])).expect("valid");
+    let dir = Arc::new(MemDir::new());
+    assert!(open(&spec(1, &[]), &dir).is_err());
+    assert!(open(&spec(1, &[0, 2]), &dir).is_err(), "self not a voter");
+    assert!(open(&spec(1, &[1, 1]), &dir).is_err(), "duplicate");
+    assert!(open(&spec(-1, &[-1]), &dir).is_err());
+    assert!(dir.names().is_empty(), "nothing written for a bad spec");
+    open(&spec(1, &[0, 1, 2]), &dir).expect("valid");
+    // The voters are on disk: a restart with other voters is refused.
+    let store = open(&spec(1, &[1, 2, 3]), &dir).expect("reopens");
     match Quorum::new(&spec(1, &[1, 2, 3]), store, Instant::now()) {
         Err(QuorumError::VotersChanged { stored, spec }) => {
             assert_eq!(stored, vec![1, 2, 3]);

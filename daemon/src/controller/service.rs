@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use super::image::MetadataImage;
 use super::node::{ControllerNode, NodeError};
-use super::quorum::Role;
+use super::quorum::{QuorumError, Role};
 use super::records::BrokerId;
 use super::rpc::ClusterMessage;
 use crate::metrics::ControllerFigures;
@@ -198,7 +198,7 @@ fn run(
         node.handle_timeout(now);
         let changed = match node.step(now) {
             Ok(changed) => changed,
-            Err(NodeError::Quorum(error)) => {
+            Err(NodeError::Quorum(error @ QuorumError::Store(_))) => {
                 crate::failstop::storage_failure("the controller's metadata log", &error)
             }
             Err(error) => {

@@ -1,19 +1,24 @@
 //! A seeded, deterministic simulation of the controller quorum, in the spirit
 //! of TigerBeetle's VOPR: 3 or 5 voters on a virtual clock, a network that
 //! delays, drops and duplicates messages (every one through `wire`), network
-//! partitions, and crashes with restarts from the persisted store. Checkers
+//! partitions, and crashes (with power loss) and restarts from what the
+//! durable log store (over an in-memory directory) kept. Small store limits
+//! make snapshots and compaction happen, so a lagging or restarted voter is
+//! caught up by an installed snapshot. Checkers
 //! run after every step; the scripted scenario also measures, in virtual
 //! time, how long the cluster goes without an active controller. A failing
 //! seed prints itself.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use raft::storage::MemStorage;
+use raft::eraftpb::MessageType;
 use uuid::Uuid;
 
 use super::image::MetadataImage;
-use super::quorum::{Committed, Quorum, QuorumSpec, Role, TICK, raft_id};
+use super::log_store::{LogStore, MemDir, StoreLimits};
+use super::quorum::{Committed, InstalledSnapshot, Quorum, QuorumSpec, Role, TICK, raft_id};
 use super::records::{Record, RecordBatch};
 use super::wire;
 
@@ -30,6 +35,15 @@ const IN_FLIGHT_MAX: usize = 100_000;
 const FAILOVER_BUDGET: Duration = Duration::from_secs(2);
 /// Liveness: without an active controller this long, a seed fails outright.
 const FAILOVER_LIMIT: Duration = Duration::from_secs(4);
+
+/// Small enough that a run of a few hundred entries snapshots often, cuts
+/// segments away, and sends snapshots to voters that fell behind.
+const SIM_LIMITS: StoreLimits = StoreLimits {
+    segment_bytes: 1024,
+    snapshot_entries: 16,
+    snapshot_log_bytes: 1024 * 1024,
+    tail_entries: 8,
+};
 
 /// SplitMix64: the one source of randomness of a run.
 struct Rng(u64);
@@ -86,8 +100,9 @@ struct InFlight {
 
 struct Node {
     spec: QuorumSpec,
-    /// What survives a crash: written by `Quorum::ready` before it returns.
-    disk: MemStorage,
+    /// What survives a crash: what `Quorum::ready` made durable before it
+    /// returned.
+    disk: Arc<MemDir>,
     /// `None` while crashed.
     quorum: Option<Quorum>,
     image: MetadataImage,
@@ -118,6 +133,9 @@ struct Cluster {
     images: HashMap<u64, MetadataImage>,
     activations: Vec<Activation>,
     proposals: u64,
+    /// Snapshots taken and installed, to show the run exercised them.
+    snapshots_taken: u64,
+    snapshots_installed: u64,
 }
 
 impl Cluster {
@@ -133,9 +151,10 @@ impl Cluster {
                     voters: voters.clone(),
                     election_seed: Some(rng.next()),
                 };
-                let disk = Quorum::new_store(&spec).expect("valid voters");
+                let disk = Arc::new(MemDir::new());
+                let store = open_store(&spec, &disk);
                 let quorum =
-                    Quorum::new(&spec, disk.clone(), epoch + tick_phase(&mut rng)).expect("starts");
+                    Quorum::new(&spec, store, epoch + tick_phase(&mut rng)).expect("starts");
                 Node {
                     spec,
                     disk,
@@ -159,6 +178,8 @@ impl Cluster {
             images: HashMap::new(),
             activations: Vec::new(),
             proposals: 0,
+            snapshots_taken: 0,
+            snapshots_installed: 0,
         }
     }
 
@@ -237,7 +258,18 @@ impl Cluster {
             assert!(to < self.nodes.len() && to != from, "seed {}", self.seed);
             if self.isolated[from] || self.isolated[to] || self.rng.chance(self.faults.drop_percent)
             {
+                if message.get_msg_type() == MessageType::MsgSnapshot
+                    && let Some(quorum) = self.nodes[from].quorum.as_mut()
+                {
+                    quorum.report_snapshot(message.to, false);
+                }
                 continue;
+            }
+            if message.get_msg_type() == MessageType::MsgSnapshot
+                && let Some(quorum) = self.nodes[from].quorum.as_mut()
+            {
+                // Handed to the network: as far as the sender knows, sent.
+                quorum.report_snapshot(message.to, true);
             }
             let bytes = wire::encode(&message).expect("encodes");
             let copies = if self.rng.chance(self.faults.duplicate_percent) {
@@ -264,15 +296,66 @@ impl Cluster {
                 return;
             };
             let effects = quorum.ready().expect("ready");
-            if effects.messages.is_empty() && effects.committed.is_empty() {
+            if effects.messages.is_empty()
+                && effects.committed.is_empty()
+                && effects.snapshot.is_none()
+            {
                 return;
             }
             self.send(index, effects.messages);
+            if let Some(snapshot) = effects.snapshot {
+                self.install(index, snapshot);
+            }
             for committed in effects.committed {
                 self.apply(index, committed);
             }
+            self.maybe_snapshot(index);
         }
         panic!("seed {}: node {} never settled", self.seed, index);
+    }
+
+    /// Replaces a node's image with a leader's snapshot and checks it is
+    /// the image every node had at that index.
+    fn install(&mut self, index: usize, snapshot: InstalledSnapshot) {
+        let seed = self.seed;
+        let node = &mut self.nodes[index];
+        assert!(
+            snapshot.index > node.applied,
+            "seed {seed}: node {index} installs snapshot {} over applied {}",
+            snapshot.index,
+            node.applied
+        );
+        node.image = snapshot.image;
+        node.applied = snapshot.index;
+        self.snapshots_installed += 1;
+        self.check_image(index);
+    }
+
+    /// The node's image must equal every other node's at the same index.
+    fn check_image(&mut self, index: usize) {
+        let node = &self.nodes[index];
+        let image = self
+            .images
+            .entry(node.applied)
+            .or_insert_with(|| node.image.clone());
+        assert!(
+            *image == node.image,
+            "seed {}: node {index} image differs at index {}",
+            self.seed,
+            node.applied
+        );
+    }
+
+    /// Snapshots a node's image when its store says one is due.
+    fn maybe_snapshot(&mut self, index: usize) {
+        let node = &mut self.nodes[index];
+        if let Some(quorum) = node.quorum.as_mut()
+            && quorum
+                .maybe_snapshot(node.applied, &node.image)
+                .expect("snapshot")
+        {
+            self.snapshots_taken += 1;
+        }
     }
 
     /// Applies one committed entry on one node and checks it against the
@@ -305,15 +388,8 @@ impl Cluster {
                 .unwrap_or_else(|e| panic!("seed {seed}: apply failed: {e}"));
         }
         node.applied = committed.index;
-        let image = self
-            .images
-            .entry(committed.index)
-            .or_insert_with(|| node.image.clone());
-        assert!(
-            *image == node.image,
-            "seed {seed}: node {index} image differs at index {}",
-            committed.index
-        );
+        self.check_image(index);
+        let node = &self.nodes[index];
         if let Some(quorum) = node.quorum.as_ref() {
             let already = self.activations.iter().any(|a| a.term == committed.term);
             if quorum.role() == Role::Leader && quorum.term() == committed.term && !already {
@@ -415,17 +491,24 @@ impl Cluster {
         }
     }
 
+    /// The process dies and the machine loses power: only what the store
+    /// made durable is left.
     fn crash(&mut self, index: usize) {
         self.nodes[index].quorum = None;
+        self.nodes[index].disk.power_loss();
     }
 
+    /// Restarts from the disk: the newest snapshot's image, then raft hands
+    /// back the committed entries after it.
     fn restart(&mut self, index: usize) {
         let now = self.epoch + self.now + tick_phase(&mut self.rng);
         let node = &mut self.nodes[index];
         assert!(node.quorum.is_none());
-        node.quorum = Some(Quorum::new(&node.spec, node.disk.clone(), now).expect("restarts"));
-        node.image = MetadataImage::default();
-        node.applied = 0;
+        let store = open_store(&node.spec, &node.disk);
+        node.image = store.image().expect("the snapshot decodes");
+        node.applied = store.snapshot_index();
+        node.quorum = Some(Quorum::new(&node.spec, store, now).expect("restarts"));
+        self.check_image(index);
     }
 
     fn term_of(&self, index: usize) -> u64 {
@@ -471,6 +554,10 @@ impl Cluster {
             cluster.committed.len() > before
         });
     }
+}
+
+fn open_store(spec: &QuorumSpec, disk: &Arc<MemDir>) -> LogStore {
+    Quorum::open_store(spec, disk.clone(), SIM_LIMITS).expect("the store opens")
 }
 
 /// What one seed measured.
@@ -527,7 +614,12 @@ fn scenario(seed: u64, size: usize, faults: Faults) -> Figures {
         its_term,
         "seed {seed}: pre-vote keeps an isolated voter's term"
     );
+    let installed = cluster.snapshots_installed;
     returns_without_disturbing(&mut cluster, follower);
+    assert!(
+        cluster.snapshots_installed > installed,
+        "seed {seed}: the follower cut off for 3 s was caught up by a snapshot"
+    );
 
     // A minority dies: the majority still commits.
     let leader = cluster.leader().expect("a leader");
@@ -547,7 +639,7 @@ const CHAOS_ACTION_INTERVAL: Duration = Duration::from_millis(250);
 /// random nodes at random moments (a majority may be lost for a while);
 /// safety is checked after every step, then everything heals and the
 /// cluster must converge on one log and one image.
-fn chaos(seed: u64, size: usize) -> (usize, u64, usize) {
+fn chaos(seed: u64, size: usize) -> (usize, u64, usize, u64) {
     let mut cluster = Cluster::new(seed, size);
     cluster.faults = LOSSY;
     let until = cluster.now + CHAOS_SPAN;
@@ -572,7 +664,12 @@ fn chaos(seed: u64, size: usize) -> (usize, u64, usize) {
         .filter(|(_, data)| !data.is_empty())
         .count();
     assert!(batches >= 1, "seed {seed}: a batch committed");
-    (batches, cluster.term_of(0), crashes)
+    (
+        batches,
+        cluster.term_of(0),
+        crashes,
+        cluster.snapshots_installed,
+    )
 }
 
 /// Heals `node` and checks the leader keeps its place and term.
@@ -702,18 +799,21 @@ fn five_voters_stay_safe_and_fail_over_within_budget() {
 fn random_crashes_and_partitions_keep_the_logs_and_images_equal() {
     for (size, seeds) in [(3, seeds(0, 100)), (5, seeds(500, 50))] {
         let runs = seeds.end - seeds.start;
-        let (mut batches, mut terms, mut crashes) = (0, 0, 0);
+        let (mut batches, mut terms, mut crashes, mut installed) = (0, 0, 0, 0);
         for seed in seeds {
-            let (b, t, c) =
+            let (b, t, c, i) =
                 std::panic::catch_unwind(|| chaos(seed, size)).unwrap_or_else(|cause| {
                     eprintln!("failing chaos seed: {seed} ({size} voters)");
                     std::panic::resume_unwind(cause)
                 });
-            (batches, terms, crashes) = (batches + b, terms + t, crashes + c);
+            (batches, terms, crashes, installed) =
+                (batches + b, terms + t, crashes + c, installed + i);
         }
         eprintln!(
-            "chaos, {size} voters, {runs} seeds: {batches} batches committed, {crashes} crashes, final terms summing to {terms}"
+            "chaos, {size} voters, {runs} seeds: {batches} batches committed, {crashes} crashes, {installed} snapshots installed, final terms summing to {terms}"
         );
+        // Crashed and cut-off voters fall behind the leader's compacted log.
+        assert!(installed > 0, "{size} voters: no snapshot installed");
     }
 }
 
