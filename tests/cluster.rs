@@ -310,3 +310,86 @@ fn a_peer_from_another_ca_and_garbage_datagrams_are_refused_and_the_cluster_carr
         );
     }
 }
+
+/// Reload on a cluster: a bad file changes nothing; a file edited on one
+/// host only changes nothing and raises that host's drift gauge; the same
+/// file on every host adds a topic and partitions everywhere.
+#[test]
+fn reload_applies_a_spec_a_majority_holds_and_a_one_host_edit_only_raises_drift() {
+    let _serial = serial();
+    let cluster = Cluster::start("\n[topics.events]\npartitions = 3\n");
+    let active = cluster.wait_formed(3, FORM_TIMEOUT);
+    let has = |id: i32, needle: &str| cluster.status(id).is_some_and(|s| s.contains(needle));
+    let created = common::wait_until(Duration::from_secs(10), || {
+        NODES
+            .iter()
+            .all(|id| has(*id, "topic events") && has(*id, "partition 2 "))
+    });
+    assert!(created, "{}", cluster.status(active).unwrap_or_default());
+    let original = std::fs::read_to_string(&cluster.spec_path).unwrap();
+
+    // A broken file on node 1: logged with file and line, nothing changes.
+    cluster.reload(1, |text| format!("{text}\n[topics.broken\n"));
+    let logged = common::wait_until(Duration::from_secs(10), || {
+        cluster.log(1).contains("reload_invalid") && cluster.log(1).contains("cluster.toml:")
+    });
+    assert!(logged, "{}", cluster.log(1));
+    assert_eq!(
+        cluster.gauge(1, "sluice_config_last_reload_success"),
+        Some(0.0)
+    );
+
+    // Node 2 alone adds a topic: drift on node 2, no topic anywhere.
+    cluster.reload(2, |text| format!("{text}\n[topics.solo]\npartitions = 1\n"));
+    let drifted = common::wait_until(Duration::from_secs(10), || {
+        cluster.gauge(2, "sluice_spec_drift") == Some(1.0)
+    });
+    assert!(drifted, "{}", cluster.log(2));
+    let settle = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < settle {
+        for id in NODES {
+            assert!(
+                !has(id, "topic solo"),
+                "a one-host edit reconfigured the cluster"
+            );
+        }
+        assert_eq!(cluster.gauge(3, "sluice_spec_drift"), Some(0.0));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The same new file on every host: applied everywhere.
+    let grown = format!(
+        "{}\n[topics.more]\npartitions = 2\n",
+        original.replace("partitions = 3", "partitions = 5")
+    );
+    let sent = Instant::now();
+    for id in NODES {
+        cluster.reload(id, |_| grown.clone());
+    }
+    let applied = cluster.time_until(sent, Duration::from_secs(20), |c| {
+        NODES.iter().all(|id| {
+            c.status(*id).is_some_and(|s| {
+                s.contains("topic more") && s.contains("topic events") && s.contains("partition 4 ")
+            })
+        })
+    });
+    let applied = applied.unwrap_or_else(|| {
+        panic!(
+            "the new spec never applied:\n{}\n{}",
+            cluster.status(active).unwrap_or_default(),
+            cluster.logs()
+        )
+    });
+    println!(
+        "figure: a reload on every host reached every node's image in {:.3} s",
+        applied.as_secs_f64()
+    );
+    let in_step = common::wait_until(Duration::from_secs(5), || {
+        NODES
+            .iter()
+            .all(|id| cluster.gauge(*id, "sluice_spec_drift") == Some(0.0))
+    });
+    assert!(in_step, "drift stays raised after the spec applied");
+    let events_first = cluster.status(active).unwrap();
+    assert!(events_first.contains("topic events") && !events_first.contains("topic solo"));
+}

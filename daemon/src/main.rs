@@ -372,7 +372,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let (spec, node_id, data_dir) = load(&cli)?;
     tracing::info!(event = "starting", node_id, data_dir = %data_dir.display(), spec_hash = %spec.source_hash);
     if spec.brokers.len() > 1 {
-        return run_cluster_member(&spec, node_id, &data_dir);
+        return run_cluster_member(&spec, node_id, &data_dir, cli.config.clone());
     }
     let limits = listener_limits(&spec);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -408,6 +408,7 @@ fn run_cluster_member(
     spec: &ClusterSpec,
     node_id: i32,
     data_dir: &std::path::Path,
+    config: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -426,6 +427,9 @@ fn run_cluster_member(
         m.set_spec_hash(&spec.source_hash);
         service::status("joining the cluster");
         let member = sluice::cluster::ClusterMember::start(spec, node_id, data_dir)?;
+        let member = Arc::new(member);
+        let hangups = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+        let reloads = tokio::spawn(reload_cluster_on_sighup(member.clone(), config, hangups));
         let (stop_tx, mut stop_rx) = watch::channel(false);
         let source = member.status_source();
         let status: sluice::metrics::StatusFn = Arc::new(move || source.render());
@@ -462,10 +466,83 @@ fn run_cluster_member(
             }
             _ = stopping.wait_for(|stop| *stop) => {}
         }
-        member.stop();
+        reloads.abort();
+        let _ = reloads.await;
+        // A reload already on a blocking thread holds the member until it ends.
+        let mut member = member;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match Arc::try_unwrap(member) {
+                Ok(alone) => {
+                    alone.stop();
+                    break;
+                }
+                Err(shared) if tokio::time::Instant::now() < deadline => {
+                    member = shared;
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                Err(_) => {
+                    tracing::warn!(event = "stop_with_reload_running");
+                    break;
+                }
+            }
+        }
         tracing::info!(event = "stopped");
         Ok(())
     })
+}
+
+/// SIGHUP on a cluster node: the reloaded spec's hash is reported to the
+/// controller, which applies it once a majority of voters hold it.
+async fn reload_cluster_on_sighup(
+    member: Arc<sluice::cluster::ClusterMember>,
+    config: Option<PathBuf>,
+    mut hangups: Signal,
+) {
+    while hangups.recv().await.is_some() {
+        service::reloading();
+        let (reloading, config) = (member.clone(), config.clone());
+        let done =
+            tokio::task::spawn_blocking(move || reload_cluster(&reloading, config.as_deref()))
+                .await;
+        if let Err(e) = done {
+            tracing::error!(event = "reload_failed", error = %e);
+        }
+        service::ready("reloaded");
+    }
+}
+
+fn reload_cluster(member: &sluice::cluster::ClusterMember, config: Option<&std::path::Path>) {
+    let Some(spec) = load_reloaded(config) else {
+        return;
+    };
+    let m = sluice::metrics::metrics();
+    let running = member.spec();
+    let actions = config::diff_specs(&running, &spec, member.node_id());
+    let restart: Vec<_> = actions.iter().filter(|a| !a.is_live()).collect();
+    for action in &restart {
+        tracing::warn!(event = "reload_action_deferred", action = %action);
+    }
+    let hash = spec.source_hash.clone();
+    match member.reload(spec) {
+        Ok(()) => {
+            let result = if restart.is_empty() {
+                "ok"
+            } else {
+                "needs_restart"
+            };
+            m.config_reloads.with_label_values(&[result]).inc();
+            m.config_last_reload_success.set(1);
+            m.set_spec_hash(&hash);
+            tracing::info!(event = "reload_done", spec_hash = %hash, "the controller applies it once a majority of voters hold it");
+        }
+        Err(e) => {
+            tracing::error!(event = "reload_refused", error = %format!("{e:#}"));
+            tracing::error!(event = "reload_failed", outcome = "nothing changed");
+            m.config_reloads.with_label_values(&["refused"]).inc();
+            m.config_last_reload_success.set(0);
+        }
+    }
 }
 
 fn listener_limits(spec: &ClusterSpec) -> ListenerLimits {
@@ -583,7 +660,9 @@ async fn reload_on_sighup(broker: Arc<Broker>, config: Option<PathBuf>, mut hang
 }
 
 /// One reload; true when the new spec was valid and servable (whatever it changed).
-fn reload(broker: &Broker, config: Option<&std::path::Path>) -> bool {
+/// Reads and checks the spec for a reload; `None` (logged, counted) when
+/// it is invalid or needs what this build cannot serve.
+fn load_reloaded(config: Option<&std::path::Path>) -> Option<ClusterSpec> {
     let origin = spec_origin(config);
     tracing::info!(event = "reload_started", file = %origin);
     let loaded = match config {
@@ -591,31 +670,38 @@ fn reload(broker: &Broker, config: Option<&std::path::Path>) -> bool {
         None => config::parse_spec(config::DEFAULT_SPEC_TOML, config::DEFAULT_SPEC_ORIGIN)
             .map_err(|e| e.to_string()),
     };
+    let failed = |result: &str| {
+        tracing::error!(event = "reload_failed", file = %origin, outcome = "nothing changed");
+        let m = sluice::metrics::metrics();
+        m.config_reloads.with_label_values(&[result]).inc();
+        m.config_last_reload_success.set(0);
+    };
     let spec = match loaded {
         Ok(spec) => spec,
         Err(errors) => {
             for line in errors.lines() {
                 tracing::error!(event = "reload_invalid", error = %line);
             }
-            tracing::error!(event = "reload_failed", file = %origin, outcome = "nothing changed");
-            let m = sluice::metrics::metrics();
-            m.config_reloads.with_label_values(&["invalid"]).inc();
-            m.config_last_reload_success.set(0);
-            return false;
+            failed("invalid");
+            return None;
         }
     };
-    // Refused whole, as at startup: applying only the single-broker parts
-    // would leave a running spec that claims replication it does not do.
+    // Refused whole, as at startup: applying only the parts this build can
+    // serve would leave a running spec that claims replication it does not do.
     if let Err(reasons) = refuse_unservable(&spec, &origin) {
         for line in reasons.lines() {
             tracing::error!(event = "reload_unservable", error = %line);
         }
-        tracing::error!(event = "reload_failed", file = %origin, outcome = "nothing changed");
-        let m = sluice::metrics::metrics();
-        m.config_reloads.with_label_values(&["unservable"]).inc();
-        m.config_last_reload_success.set(0);
-        return false;
+        failed("unservable");
+        return None;
     }
+    Some(spec)
+}
+
+fn reload(broker: &Broker, config: Option<&std::path::Path>) -> bool {
+    let Some(spec) = load_reloaded(config) else {
+        return false;
+    };
     let actions = config::diff_specs(&broker.spec(), &spec, broker.node_id());
     let count = actions.len();
     let result = if actions.iter().all(|a| a.is_live()) {

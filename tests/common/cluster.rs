@@ -24,6 +24,8 @@ pub struct ClusterNode {
 
 pub struct Cluster {
     pub dir: tempfile::TempDir,
+    /// The spec as first written; each node runs its own copy
+    /// (`node_spec_path`), so a test can edit one host's file.
     pub spec_path: PathBuf,
     pub nodes: Vec<ClusterNode>,
 }
@@ -48,8 +50,11 @@ impl Cluster {
                 log_path: dir.path().join(format!("node-{id}.log")),
             })
             .collect();
-        let mut spec = String::from(
-            "[cluster]\nname = \"test-cluster\"\n\n[controller]\nvoters = [1, 2, 3]\n",
+        let tls = dir.path().join("tls");
+        let mut spec = format!(
+            "[cluster]\nname = \"test-cluster\"\n\n[controller]\nvoters = [1, 2, 3]\n\
+             tls_dir = \"{}\"\n",
+            tls.display()
         );
         for node in &nodes {
             spec.push_str(&format!(
@@ -60,13 +65,18 @@ impl Cluster {
         }
         spec.push_str(extra_toml);
         let spec_path = dir.path().join("cluster.toml");
-        std::fs::write(&spec_path, spec).expect("writing the spec");
+        std::fs::write(&spec_path, &spec).expect("writing the spec");
+        for id in NODES {
+            let node_dir = dir.path().join(format!("node-{id}"));
+            std::fs::create_dir_all(&node_dir).expect("node dir");
+            std::fs::write(node_dir.join("cluster.toml"), &spec).expect("writing the spec");
+        }
         let certs = Command::new(sluiced_bin())
             .arg("certs")
             .arg("--spec")
             .arg(&spec_path)
             .arg("--out")
-            .arg(dir.path().join("tls"))
+            .arg(&tls)
             .output()
             .expect("running sluiced certs");
         assert!(
@@ -93,9 +103,44 @@ impl Cluster {
         self.nodes.iter_mut().find(|n| n.id == id).expect("a node")
     }
 
+    /// Node `id`'s own copy of the spec.
+    pub fn node_spec_path(&self, id: i32) -> PathBuf {
+        self.dir
+            .path()
+            .join(format!("node-{id}"))
+            .join("cluster.toml")
+    }
+
+    /// Rewrites node `id`'s spec file with `edit` and sends it SIGHUP.
+    pub fn reload(&self, id: i32, edit: impl FnOnce(&str) -> String) {
+        let path = self.node_spec_path(id);
+        let text = std::fs::read_to_string(&path).expect("reading the spec");
+        std::fs::write(&path, edit(&text)).expect("writing the spec");
+        let child = self.node(id).child.as_ref().expect("node running");
+        // SAFETY: a signal to our own child process.
+        unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    }
+
+    /// `GET /status` of a running node.
+    pub fn status(&self, id: i32) -> Option<String> {
+        let node = self.node(id);
+        node.child.as_ref()?;
+        let mut stream =
+            TcpStream::connect_timeout(&node.metrics, Duration::from_millis(500)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        stream
+            .write_all(b"GET /status HTTP/1.1\r\nHost: test\r\n\r\n")
+            .ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        response
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_string())
+    }
+
     /// Starts node `id` (again); waits until its metrics endpoint answers.
     pub fn spawn(&mut self, id: i32) {
-        let spec_path = self.spec_path.clone();
+        let spec_path = self.node_spec_path(id);
         let node = self.node_mut(id);
         assert!(node.child.is_none(), "node {id} already running");
         let log = std::fs::OpenOptions::new()

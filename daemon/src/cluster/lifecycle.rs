@@ -98,6 +98,15 @@ impl Lifecycle {
         self.lease_until.is_some_and(|until| now < until)
     }
 
+    /// A reloaded spec: reported from the next request on.
+    pub fn set_spec_hash(&mut self, hash: String) {
+        self.spec_hash = hash;
+    }
+
+    pub fn spec_hash(&self) -> &str {
+        &self.spec_hash
+    }
+
     /// Controlled shutdown: ask to be fenced from the next heartbeat on.
     pub fn request_fence(&mut self) {
         self.want_fence = true;

@@ -48,7 +48,10 @@ pub struct MemberStatus {
 /// One running cluster node.
 pub struct ClusterMember {
     node_id: BrokerId,
-    spec_hash: String,
+    /// The spec this node runs: the one it started with or last reloaded.
+    running: std::sync::Mutex<ClusterSpec>,
+    spec_hash: watch::Sender<String>,
+    controller_inbox: Option<ControllerInbox>,
     runtime: Option<tokio::runtime::Runtime>,
     controller: Option<ControllerService>,
     endpoint: Arc<NodeEndpoint>,
@@ -194,18 +197,23 @@ impl ClusterMember {
             membership: Membership::Unregistered,
             lease_until: None,
         });
+        let (spec_hash, hashes) = watch::channel(spec.source_hash.clone());
+        let controller_inbox = router.controller.clone();
         runtime.spawn(run_membership(
             lifecycle,
             router,
             replies,
             image.clone(),
             status_tx,
+            hashes,
             stopped,
         ));
         drop(_inside);
         Ok(ClusterMember {
             node_id,
-            spec_hash: spec.source_hash.clone(),
+            running: std::sync::Mutex::new(spec.clone()),
+            spec_hash,
+            controller_inbox,
             runtime: Some(runtime),
             controller,
             endpoint,
@@ -228,7 +236,7 @@ impl ClusterMember {
     pub fn status_source(&self) -> super::status::StatusSource {
         super::status::StatusSource {
             node_id: self.node_id,
-            spec_hash: self.spec_hash.clone(),
+            spec_hash: self.spec_hash.subscribe(),
             member: self.status.clone(),
             image: self.image.clone(),
             controller: self
@@ -236,6 +244,41 @@ impl ClusterMember {
                 .as_ref()
                 .map(ControllerService::status_reader),
         }
+    }
+
+    pub fn node_id(&self) -> BrokerId {
+        self.node_id
+    }
+
+    /// The spec this node runs.
+    pub fn spec(&self) -> ClusterSpec {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Takes a reloaded spec (already validated): this node reports its
+    /// hash from now on, and on a voter the controller plans it, to apply
+    /// once a majority of voters hold the same file. The voters and the
+    /// addresses bound at start stay as they are (the caller logs what
+    /// needs a restart); changed voters are refused.
+    pub fn reload(&self, new: ClusterSpec) -> anyhow::Result<()> {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        anyhow::ensure!(
+            new.controller.voters == running.controller.voters,
+            "controller.voters changed from {:?} to {:?}: the quorum is static; \
+             put the old list back",
+            running.controller.voters,
+            new.controller.voters
+        );
+        let desired = super::spec_plan::desired_spec(&new, Some(&running))?;
+        if let Some(inbox) = &self.controller_inbox {
+            anyhow::ensure!(inbox.set_desired(desired), "the controller has stopped");
+        }
+        self.spec_hash.send_replace(new.source_hash.clone());
+        *running = new;
+        Ok(())
     }
 
     pub fn controller_status(&self) -> Option<ControllerStatus> {
@@ -288,7 +331,7 @@ fn start_controller(
         .image()
         .with_context(|| format!("reading the metadata snapshot in {}", path.display()))?;
     let quorum = Quorum::new(&quorum_spec, store, Instant::now())?;
-    let desired = super::spec_plan::desired_spec(spec)?;
+    let desired = super::spec_plan::desired_spec(spec, None)?;
     let node = ControllerNode::new(
         node_id,
         spec.controller.voters.clone(),
@@ -324,14 +367,26 @@ async fn run_membership(
     mut lifecycle: Lifecycle,
     router: Router,
     mut replies: mpsc::Receiver<(BrokerId, Reply)>,
-    image: watch::Receiver<Arc<MetadataImage>>,
+    mut image: watch::Receiver<Arc<MetadataImage>>,
     status: watch::Sender<MemberStatus>,
+    mut hashes: watch::Receiver<String>,
     mut stopped: watch::Receiver<bool>,
 ) {
     let metrics = crate::metrics::metrics();
     loop {
         let now = Instant::now();
-        let applied = image.borrow().applied_index();
+        let hash = hashes.borrow_and_update().clone();
+        if hash != lifecycle.spec_hash() {
+            lifecycle.set_spec_hash(hash);
+        }
+        let (applied, drift) = {
+            let image = image.borrow_and_update();
+            let drift = image
+                .applied_spec()
+                .is_some_and(|spec| spec.hash != lifecycle.spec_hash());
+            (image.applied_index(), drift)
+        };
+        metrics.cluster().spec_drift.set(i64::from(drift));
         while let Some((to, message)) = lifecycle.poll_transmit(now, applied) {
             router.send(to, message);
         }
@@ -344,8 +399,9 @@ async fn run_membership(
             Membership::Unregistered => -1,
             Membership::Registered { broker_epoch, .. } => broker_epoch,
         };
-        metrics.membership.broker_epoch.set(epoch);
+        metrics.cluster().membership.broker_epoch.set(epoch);
         metrics
+            .cluster()
             .membership
             .fenced
             .set(i64::from(!lifecycle.lease_valid(now)));
@@ -356,6 +412,9 @@ async fn run_membership(
                 None => return,
             },
             _ = tokio::time::sleep_until(wake) => {}
+            // A closed channel disables its branch rather than spinning.
+            Ok(()) = hashes.changed() => {}
+            Ok(()) = image.changed() => {}
             _ = stopped.changed() => return,
         }
     }

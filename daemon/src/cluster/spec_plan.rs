@@ -13,7 +13,12 @@ use crate::controller::placement::PlacementBroker;
 use crate::controller::plan::DesiredSpec;
 use crate::controller::records::SPEC_TEXT_BYTES_MAX;
 
-pub fn desired_spec(spec: &ClusterSpec) -> anyhow::Result<DesiredSpec> {
+/// `previous`: the spec this node ran before a reload; its declared topics
+/// with `allow_delete = true` that `spec` no longer declares may go.
+pub fn desired_spec(
+    spec: &ClusterSpec,
+    previous: Option<&ClusterSpec>,
+) -> anyhow::Result<DesiredSpec> {
     anyhow::ensure!(
         spec.source_text.len() <= SPEC_TEXT_BYTES_MAX,
         "the spec is {} bytes; a cluster spec may have at most {SPEC_TEXT_BYTES_MAX}",
@@ -47,6 +52,14 @@ pub fn desired_spec(spec: &ClusterSpec) -> anyhow::Result<DesiredSpec> {
         text: spec.source_text.to_string(),
         topics,
         brokers: PlacementBroker::declared(spec),
-        deletable: Default::default(),
+        deletable: previous
+            .map(|old| {
+                old.topics
+                    .iter()
+                    .filter(|(name, topic)| topic.allow_delete && !spec.topics.contains_key(*name))
+                    .map(|(name, _)| name.clone())
+                    .collect()
+            })
+            .unwrap_or_default(),
     })
 }

@@ -20,7 +20,7 @@ use crate::controller::service::StatusReader;
 #[derive(Clone)]
 pub struct StatusSource {
     pub node_id: i32,
-    pub spec_hash: String,
+    pub spec_hash: watch::Receiver<String>,
     pub member: watch::Receiver<MemberStatus>,
     pub image: watch::Receiver<Arc<MetadataImage>>,
     pub controller: Option<StatusReader>,
@@ -63,13 +63,14 @@ impl StatusSource {
                 );
             }
         }
+        let spec_hash = self.spec_hash.borrow().clone();
         let applied_spec = image.applied_spec().map(|s| s.hash.as_str());
-        let drift = applied_spec.is_some_and(|hash| hash != self.spec_hash);
+        let drift = applied_spec.is_some_and(|hash| hash != spec_hash);
         let _ = writeln!(
             out,
             " applied_index={} spec={} applied_spec={} spec_drift={}",
             image.applied_index(),
-            self.spec_hash,
+            spec_hash,
             applied_spec.unwrap_or("none"),
             u8::from(drift)
         );

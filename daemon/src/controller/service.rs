@@ -17,6 +17,7 @@ use tokio::sync::watch;
 
 use super::image::MetadataImage;
 use super::node::{ControllerNode, NodeError};
+use super::plan::DesiredSpec;
 use super::quorum::{QuorumError, Role};
 use super::records::BrokerId;
 use super::rpc::ClusterMessage;
@@ -56,8 +57,10 @@ enum Event {
     Message {
         arrival: Instant,
         from: BrokerId,
-        message: ClusterMessage,
+        message: Box<ClusterMessage>,
     },
+    /// A reloaded spec.
+    Desired(Box<DesiredSpec>),
     Stop,
 }
 
@@ -74,13 +77,19 @@ pub struct ControllerService {
 pub struct ControllerInbox(SyncSender<Event>);
 
 impl ControllerInbox {
+    /// Hands the controller a reloaded spec; false if it stopped. Waits
+    /// while the inbox is full: a reload must not be lost.
+    pub fn set_desired(&self, desired: DesiredSpec) -> bool {
+        self.0.send(Event::Desired(Box::new(desired))).is_ok()
+    }
+
     /// Queues a message that arrived at `arrival`; false (dropped) if the
     /// inbox is full or the controller stopped.
     pub fn deliver(&self, arrival: Instant, from: BrokerId, message: ClusterMessage) -> bool {
         match self.0.try_send(Event::Message {
             arrival,
             from,
-            message,
+            message: Box::new(message),
         }) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) => {
@@ -185,7 +194,8 @@ fn run(
                     arrival,
                     from,
                     message,
-                } => node.handle_message(arrival, from, message),
+                } => node.handle_message(arrival, from, *message),
+                Event::Desired(desired) => node.set_desired(*desired),
                 Event::Stop => return,
             }
             handled += 1;
@@ -219,7 +229,7 @@ fn run(
                     true => (u, f + 1),
                     false => (u + 1, f),
                 });
-        metrics.controller.set(ControllerFigures {
+        metrics.cluster().controller.set(ControllerFigures {
             active: now_status.active,
             term: now_status.term,
             leader: now_status.leader,

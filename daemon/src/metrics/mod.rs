@@ -51,10 +51,70 @@ pub struct Metrics {
     pub(crate) broker: BrokerGauges,
     /// HW − committed per group and partition (`group::lag`), at scrape time.
     pub(crate) consumer_group_lag: IntGaugeVec,
-    /// Set by the controller thread after every step (cluster mode only).
+    /// Registered on first use: only cluster nodes export them.
+    cluster: OnceLock<ClusterGauges>,
+}
+
+/// The families only a node of a multi-broker cluster exports.
+pub struct ClusterGauges {
+    /// 1 when the spec this node runs differs from the one the cluster applied.
+    pub spec_drift: IntGauge,
+    /// Set by the controller thread after every step.
     pub controller: ControllerGauges,
-    /// Set by the broker's registration task (cluster mode only).
+    /// Set by the broker's registration task.
     pub membership: MembershipGauges,
+}
+
+impl ClusterGauges {
+    fn register(r: &Registry) -> Self {
+        ClusterGauges {
+            spec_drift: gauge(
+                r,
+                "sluice_spec_drift",
+                "1 when this node's spec file differs from the spec the cluster applied.",
+            ),
+            controller: ControllerGauges {
+                active: gauge(
+                    r,
+                    "sluice_controller_active",
+                    "1 on the active controller, 0 on other voters.",
+                ),
+                term: gauge(
+                    r,
+                    "sluice_controller_term",
+                    "The Raft term this voter is in.",
+                ),
+                leader: gauge(
+                    r,
+                    "sluice_controller_leader",
+                    "The voter this one takes for the Raft leader; -1 when it knows none.",
+                ),
+                applied_index: gauge(
+                    r,
+                    "sluice_metadata_applied_index",
+                    "The last metadata log entry this voter applied.",
+                ),
+                brokers: gauge_vec(
+                    r,
+                    "sluice_cluster_brokers",
+                    "Registered brokers in the applied metadata, by state.",
+                    &["state"],
+                ),
+            },
+            membership: MembershipGauges {
+                broker_epoch: gauge(
+                    r,
+                    "sluice_broker_epoch",
+                    "This broker's epoch from its last registration; -1 before one.",
+                ),
+                fenced: gauge(
+                    r,
+                    "sluice_broker_fenced",
+                    "1 while this broker may not act as a member: unregistered, fenced, or no heartbeat acknowledged within the session timeout.",
+                ),
+            },
+        }
+    }
 }
 
 /// What the controller thread knows, after its last step.
@@ -252,46 +312,7 @@ impl Metrics {
                 "Messages between a consumer group's committed offset and the partition's high watermark.",
                 &["group", "topic", "partition"],
             ),
-            controller: ControllerGauges {
-                active: gauge(
-                    &r,
-                    "sluice_controller_active",
-                    "1 on the active controller, 0 on other voters.",
-                ),
-                term: gauge(
-                    &r,
-                    "sluice_controller_term",
-                    "The Raft term this voter is in.",
-                ),
-                leader: gauge(
-                    &r,
-                    "sluice_controller_leader",
-                    "The voter this one takes for the Raft leader; -1 when it knows none.",
-                ),
-                applied_index: gauge(
-                    &r,
-                    "sluice_metadata_applied_index",
-                    "The last metadata log entry this voter applied.",
-                ),
-                brokers: gauge_vec(
-                    &r,
-                    "sluice_cluster_brokers",
-                    "Registered brokers in the applied metadata, by state.",
-                    &["state"],
-                ),
-            },
-            membership: MembershipGauges {
-                broker_epoch: gauge(
-                    &r,
-                    "sluice_broker_epoch",
-                    "This broker's epoch from its last registration; -1 before one.",
-                ),
-                fenced: gauge(
-                    &r,
-                    "sluice_broker_fenced",
-                    "1 while this broker may not act as a member: unregistered, fenced, or no heartbeat acknowledged within the session timeout.",
-                ),
-            },
+            cluster: OnceLock::new(),
             partition: PartitionGauges {
                 log_size_bytes: gauge_vec(
                     &r,
@@ -399,6 +420,12 @@ impl Metrics {
     }
 
     /// Records the spec now running, replacing the previous hash.
+    /// The cluster families, registered with the first call.
+    pub fn cluster(&self) -> &ClusterGauges {
+        self.cluster
+            .get_or_init(|| ClusterGauges::register(&self.registry))
+    }
+
     pub fn set_spec_hash(&self, hash: &str) {
         self.spec_info.reset();
         self.spec_info.with_label_values(&[hash]).set(1);
