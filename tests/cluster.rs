@@ -393,3 +393,42 @@ fn reload_applies_a_spec_a_majority_holds_and_a_one_host_edit_only_raises_drift(
     let events_first = cluster.status(active).unwrap();
     assert!(events_first.contains("topic events") && !events_first.contains("topic solo"));
 }
+
+/// Four brokers, three of them voters: the fourth follows the metadata log
+/// by fetching it, registers and is unfenced like the others, sees the
+/// spec's topics, and is fenced when it dies.
+#[test]
+fn a_broker_that_does_not_vote_follows_the_metadata_log_and_is_fenced_when_it_dies() {
+    let _serial = serial();
+    let mut cluster =
+        Cluster::start_nodes(&[1, 2, 3, 4], &NODES, "\n[topics.events]\npartitions = 8\n");
+    let active = cluster.wait_formed(4, FORM_TIMEOUT);
+    let follows = common::wait_until(Duration::from_secs(10), || {
+        cluster.status(4).is_some_and(|s| {
+            s.contains("role=broker")
+                && s.contains("broker 4 unfenced")
+                && s.contains("topic events")
+                && s.contains("partition 7 ")
+        })
+    });
+    assert!(
+        follows,
+        "{}\n{}",
+        cluster.status(4).unwrap_or_default(),
+        cluster.log(4)
+    );
+    let on_four = cluster.status(active).unwrap();
+    assert!(
+        on_four
+            .lines()
+            .any(|l| l.contains("partition ") && l.contains("replicas=[4]")),
+        "placement uses every declared broker:\n{on_four}"
+    );
+    let killed = Instant::now();
+    cluster.kill(4);
+    let fenced = cluster.time_until(killed, Duration::from_secs(20), |c| {
+        fenced_count(c, active) == Some(1.0)
+    });
+    let fenced = fenced.unwrap_or_else(|| panic!("broker 4 never fenced:\n{}", cluster.logs()));
+    assert!(fenced <= FENCE_BOUND, "fenced after {fenced:?}");
+}

@@ -35,11 +35,17 @@ fn address(id: i32, port: u16) -> SocketAddr {
 }
 
 impl Cluster {
-    /// Writes the spec (`extra_toml` appended), makes the certificates and
-    /// starts every node; does not wait for the cluster to form.
+    /// Three nodes, all voters: see `start_nodes`.
     pub fn start(extra_toml: &str) -> Cluster {
+        Self::start_nodes(&NODES, &NODES, extra_toml)
+    }
+
+    /// Writes the spec for brokers `ids` (1 to 9, on 127.0.0.<id>) with
+    /// `voters` (`extra_toml` appended), makes the certificates and starts
+    /// every node; does not wait for the cluster to form.
+    pub fn start_nodes(ids: &[i32], voters: &[i32], extra_toml: &str) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
-        let nodes: Vec<ClusterNode> = NODES
+        let nodes: Vec<ClusterNode> = ids
             .iter()
             .map(|id| ClusterNode {
                 id: *id,
@@ -52,7 +58,7 @@ impl Cluster {
             .collect();
         let tls = dir.path().join("tls");
         let mut spec = format!(
-            "[cluster]\nname = \"test-cluster\"\n\n[controller]\nvoters = [1, 2, 3]\n\
+            "[cluster]\nname = \"test-cluster\"\n\n[controller]\nvoters = {voters:?}\n\
              tls_dir = \"{}\"\n",
             tls.display()
         );
@@ -66,7 +72,7 @@ impl Cluster {
         spec.push_str(extra_toml);
         let spec_path = dir.path().join("cluster.toml");
         std::fs::write(&spec_path, &spec).expect("writing the spec");
-        for id in NODES {
+        for id in ids {
             let node_dir = dir.path().join(format!("node-{id}"));
             std::fs::create_dir_all(&node_dir).expect("node dir");
             std::fs::write(node_dir.join("cluster.toml"), &spec).expect("writing the spec");
@@ -89,10 +95,15 @@ impl Cluster {
             spec_path,
             nodes,
         };
-        for id in NODES {
-            cluster.spawn(id);
+        for id in ids {
+            cluster.spawn(*id);
         }
         cluster
+    }
+
+    /// The ids of every node, running or not.
+    pub fn ids(&self) -> Vec<i32> {
+        self.nodes.iter().map(|n| n.id).collect()
     }
 
     pub fn node(&self, id: i32) -> &ClusterNode {
@@ -183,7 +194,7 @@ impl Cluster {
     }
 
     pub fn logs(&self) -> String {
-        NODES
+        self.ids()
             .iter()
             .map(|id| format!("--- node {id}\n{}", self.log(*id)))
             .collect()
@@ -216,7 +227,8 @@ impl Cluster {
     /// The running node that says it is the active controller, if exactly
     /// one does; panics if two do.
     pub fn active_controller(&self) -> Option<i32> {
-        let active: Vec<i32> = NODES
+        let active: Vec<i32> = self
+            .ids()
             .into_iter()
             .filter(|id| self.running(*id))
             .filter(|id| self.gauge(*id, "sluice_controller_active") == Some(1.0))
@@ -234,7 +246,8 @@ impl Cluster {
                 return false;
             };
             let counted = self.gauge(active, "sluice_cluster_brokers{state=\"unfenced\"}");
-            let all_in = NODES
+            let all_in = self
+                .ids()
                 .into_iter()
                 .filter(|id| self.running(*id))
                 .all(|id| self.gauge(id, "sluice_broker_fenced") == Some(0.0));
@@ -269,7 +282,7 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for id in NODES {
+        for id in self.ids() {
             self.kill(id);
         }
     }

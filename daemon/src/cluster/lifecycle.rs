@@ -54,6 +54,8 @@ pub struct Lifecycle {
     next_request_id: u64,
     lease_until: Option<Instant>,
     want_fence: bool,
+    /// The highest commit index the controller has told us of.
+    metadata_commit: u64,
 }
 
 impl Lifecycle {
@@ -82,11 +84,23 @@ impl Lifecycle {
             next_request_id: 1,
             lease_until: None,
             want_fence: false,
+            metadata_commit: 0,
         }
+    }
+
+    /// The voter requests go to now: the active controller, as far as known.
+    pub fn target_voter(&self) -> BrokerId {
+        self.voters[self.target]
     }
 
     pub fn membership(&self) -> Membership {
         self.membership
+    }
+
+    /// The controller's commit index as of the last heartbeat answer: a
+    /// broker that follows the log by fetching is behind while below it.
+    pub fn metadata_commit(&self) -> u64 {
+        self.metadata_commit
     }
 
     pub fn lease_until(&self) -> Option<Instant> {
@@ -189,7 +203,11 @@ impl Lifecycle {
                 self.lease_until = None;
                 self.next_send_at = now;
             }
-            Outcome::HeartbeatAck { fenced } => {
+            Outcome::HeartbeatAck {
+                fenced,
+                metadata_commit,
+            } => {
+                self.metadata_commit = self.metadata_commit.max(metadata_commit);
                 if let Membership::Registered {
                     broker_epoch,
                     fenced: was,
@@ -224,6 +242,9 @@ impl Lifecycle {
                         self.next_send_at = now + self.timings.request_timeout / 4;
                     }
                 }
+            }
+            Outcome::Metadata(_) => {
+                tracing::debug!(event = "controller_unexpected_metadata", from);
             }
             Outcome::Refused { code, message } => {
                 tracing::warn!(event = "controller_refused", code, %message);

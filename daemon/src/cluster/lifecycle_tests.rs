@@ -80,7 +80,13 @@ fn registers_with_itself_first_then_heartbeats_and_holds_a_lease_from_the_send_t
     broker.handle_reply(
         t0 + 40 * MS,
         2,
-        reply(sent.request_id, Outcome::HeartbeatAck { fenced: false }),
+        reply(
+            sent.request_id,
+            Outcome::HeartbeatAck {
+                fenced: false,
+                metadata_commit: 9,
+            },
+        ),
     );
     assert!(broker.lease_valid(t0 + 1504 * MS));
     assert!(
@@ -154,7 +160,10 @@ fn a_stale_epoch_registers_again_and_loses_the_lease() {
         1,
         reply(
             request_id(&heartbeat),
-            Outcome::HeartbeatAck { fenced: false },
+            Outcome::HeartbeatAck {
+                fenced: false,
+                metadata_commit: 9,
+            },
         ),
     );
     assert!(broker.lease_valid(t0));

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
+use super::follower::MetadataFollower;
 use super::lifecycle::{Lifecycle, Membership, Timings};
 use crate::config::ClusterSpec;
 use crate::controller::image::MetadataImage;
@@ -24,6 +25,7 @@ use crate::controller::quorum::{Quorum, QuorumSpec};
 use crate::controller::records::{BrokerId, BrokerRegistration};
 use crate::controller::rpc::{ClusterMessage, Reply};
 use crate::controller::service::{ControllerInbox, ControllerService, ControllerStatus};
+use crate::transport::frame::MESSAGE_BYTES_MAX;
 use crate::transport::link::{PeerSender, spawn_inbound, spawn_peer_link};
 use crate::transport::quic::NodeEndpoint;
 use crate::transport::tls::TlsMaterial;
@@ -79,6 +81,16 @@ impl Router {
             return;
         };
         match message.encode() {
+            Ok(bytes) if bytes.len() > MESSAGE_BYTES_MAX as usize => {
+                // Only a metadata snapshot can be this big (an image of
+                // hundreds of thousands of partitions): not shipped yet.
+                tracing::error!(
+                    event = "cluster_message_too_large",
+                    to,
+                    bytes = bytes.len(),
+                    max = MESSAGE_BYTES_MAX
+                );
+            }
             Ok(bytes) => {
                 if !peer.send(Bytes::from(bytes)) {
                     tracing::debug!(event = "peer_queue_full", peer = to);
@@ -158,17 +170,27 @@ impl ClusterMember {
             controller: None,
             replies: replies_tx,
         };
-        let (controller, image) = match voters.contains(&node_id) {
+        let timings = Timings {
+            heartbeat_interval: millis(spec.controller.broker_heartbeat_interval_ms),
+            session_timeout: millis(spec.controller.broker_session_timeout_ms),
+            request_timeout: millis(spec.controller.broker_heartbeat_interval_ms),
+        };
+        let (controller, image, follower) = match voters.contains(&node_id) {
             true => {
                 let controller = start_controller(spec, node_id, data_dir, router.clone())?;
                 let image = controller.image();
                 router.controller = Some(controller.inbox());
-                (Some(controller), image)
+                (Some(controller), image, None)
             }
-            false => anyhow::bail!(
-                "broker {node_id} is not a controller voter; brokers that only follow the \
-                 metadata log are not built yet: list every broker in controller.voters"
-            ),
+            false => {
+                let follower = MetadataFollower::new(
+                    timings.heartbeat_interval,
+                    timings.request_timeout,
+                    Instant::now(),
+                );
+                let (publish, image) = watch::channel(Arc::new(MetadataImage::default()));
+                (None, image, Some((follower, publish)))
+            }
         };
         let (stop, stopped) = watch::channel(false);
         let (inbox_tx, inbox) = mpsc::channel(INBOX_LEN);
@@ -180,11 +202,6 @@ impl ClusterMember {
             kafka: broker.advertised_kafka(),
             quic: broker.quic,
             rack: broker.rack.clone(),
-        };
-        let timings = Timings {
-            heartbeat_interval: millis(spec.controller.broker_heartbeat_interval_ms),
-            session_timeout: millis(spec.controller.broker_session_timeout_ms),
-            request_timeout: millis(spec.controller.broker_heartbeat_interval_ms),
         };
         let lifecycle = Lifecycle::new(
             registration,
@@ -201,6 +218,7 @@ impl ClusterMember {
         let controller_inbox = router.controller.clone();
         runtime.spawn(run_membership(
             lifecycle,
+            follower,
             router,
             replies,
             image.clone(),
@@ -362,9 +380,12 @@ async fn sort_inbox(mut inbox: mpsc::Receiver<(i32, Bytes)>, router: Router) {
     }
 }
 
-/// Registers and heartbeats until told to stop.
+/// Registers and heartbeats until told to stop; on a broker that does not
+/// vote, also follows the metadata log.
+#[allow(clippy::too_many_arguments)]
 async fn run_membership(
     mut lifecycle: Lifecycle,
+    mut follower: Option<(MetadataFollower, watch::Sender<Arc<MetadataImage>>)>,
     router: Router,
     mut replies: mpsc::Receiver<(BrokerId, Reply)>,
     mut image: watch::Receiver<Arc<MetadataImage>>,
@@ -390,6 +411,14 @@ async fn run_membership(
         while let Some((to, message)) = lifecycle.poll_transmit(now, applied) {
             router.send(to, message);
         }
+        if let Some((follower, _)) = follower.as_mut() {
+            let voter = lifecycle.target_voter();
+            if let Some((to, message)) =
+                follower.poll_transmit(now, lifecycle.metadata_commit(), voter)
+            {
+                router.send(to, message);
+            }
+        }
         let current = MemberStatus {
             membership: lifecycle.membership(),
             lease_until: lifecycle.lease_until(),
@@ -405,9 +434,23 @@ async fn run_membership(
             .membership
             .fenced
             .set(i64::from(!lifecycle.lease_valid(now)));
-        let wake = tokio::time::Instant::from_std(lifecycle.poll_timeout());
+        let mut wake = lifecycle.poll_timeout();
+        if let Some((follower, _)) = &follower {
+            wake = wake.min(follower.poll_timeout());
+        }
+        let wake = tokio::time::Instant::from_std(wake);
         tokio::select! {
             reply = replies.recv() => match reply {
+                Some((_, reply)) if follower.as_ref().is_some_and(|(f, _)| f.owns(&reply)) => {
+                    let Some((follower, publish)) = follower.as_mut() else { continue };
+                    match follower.handle_reply(Instant::now(), reply) {
+                        Ok(true) => {
+                            publish.send_replace(Arc::new(follower.image().clone()));
+                        }
+                        Ok(false) => {}
+                        Err(error) => crate::failstop::invariant_failure("following the metadata log", &error),
+                    }
+                }
                 Some((from, reply)) => lifecycle.handle_reply(Instant::now(), from, reply),
                 None => return,
             },

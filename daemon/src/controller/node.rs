@@ -20,9 +20,13 @@ use super::decide::{Heartbeat, on_heartbeat, on_register, on_session_expired};
 use super::error::{ApplyError, DecideError};
 use super::image::MetadataImage;
 use super::plan::{DesiredSpec, plan_spec};
+use super::quorum::MetadataRead;
 use super::quorum::{Committed, Quorum, QuorumError, Role};
 use super::records::{BrokerId, RECORDS_PER_BATCH_MAX, Record, RecordBatch};
-use super::rpc::{ClusterMessage, HeartbeatRequest, Outcome, RegisterRequest, Reply};
+use super::rpc::{
+    ClusterMessage, HeartbeatRequest, METADATA_CHUNK_BYTES_MAX, MetadataChunk, Outcome,
+    RegisterRequest, Reply,
+};
 use super::sessions::SessionTable;
 
 /// Kafka's error codes for what a refusal means to the broker asking.
@@ -183,6 +187,10 @@ impl ControllerNode {
             ClusterMessage::Reply(_) => {
                 tracing::debug!(event = "controller_unexpected_reply", from);
             }
+            ClusterMessage::MetadataFetch {
+                request_id,
+                after_index,
+            } => self.serve_fetch(from, request_id, after_index),
         }
     }
 
@@ -385,6 +393,7 @@ impl ControllerNode {
                         request_id: request.request_id,
                         outcome: Outcome::HeartbeatAck {
                             fenced: decision.fenced,
+                            metadata_commit: 0,
                         },
                     });
                 }
@@ -456,6 +465,35 @@ impl ControllerNode {
         self.desired = desired;
     }
 
+    /// Any voter serves its committed log to a broker that does not vote.
+    fn serve_fetch(&mut self, from: BrokerId, request_id: u64, after_index: u64) {
+        let read = self
+            .quorum
+            .entries_after(after_index, METADATA_CHUNK_BYTES_MAX as u64 / 2);
+        let outcome = match read {
+            Ok(MetadataRead::Entries(entries)) => Outcome::Metadata(MetadataChunk::Entries(
+                entries.into_iter().map(|e| (e.index, e.data)).collect(),
+            )),
+            Ok(MetadataRead::Snapshot { index, image, .. })
+                if image.len() <= METADATA_CHUNK_BYTES_MAX =>
+            {
+                Outcome::Metadata(MetadataChunk::Snapshot { index, image })
+            }
+            Ok(MetadataRead::Snapshot { image, .. }) => Outcome::Refused {
+                code: code::UNKNOWN_SERVER_ERROR,
+                message: format!(
+                    "the metadata snapshot is {} bytes; one message carries at most {METADATA_CHUNK_BYTES_MAX}",
+                    image.len()
+                ),
+            },
+            Err(error) => Outcome::Refused {
+                code: code::UNKNOWN_SERVER_ERROR,
+                message: error.to_string(),
+            },
+        };
+        self.reply(from, request_id, outcome);
+    }
+
     fn answers_brokers(&mut self, from: BrokerId, request_id: u64) -> bool {
         if self.active {
             return true;
@@ -494,7 +532,13 @@ impl ControllerNode {
         self.refuse(to, request_id, code, || error.to_string());
     }
 
-    fn reply(&mut self, to: BrokerId, request_id: u64, outcome: Outcome) {
+    fn reply(&mut self, to: BrokerId, request_id: u64, mut outcome: Outcome) {
+        if let Outcome::HeartbeatAck {
+            metadata_commit, ..
+        } = &mut outcome
+        {
+            *metadata_commit = self.quorum.commit_index();
+        }
         self.outbox.push_back((
             to,
             ClusterMessage::Reply(Reply {

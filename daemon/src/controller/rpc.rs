@@ -10,8 +10,10 @@
 //! heartbeat (3) := request_id:u64 broker_id:i32 broker_epoch:i64
 //!                  metadata_offset:i64 want_fence:u8 spec_hash
 //! reply     (4) := request_id:u64 outcome
+//! fetch     (5) := request_id:u64 after_index:u64
 //! ```
 
+use bytes::Bytes;
 use raft::eraftpb::Message;
 
 use super::codec::{Reader, Writer};
@@ -32,7 +34,31 @@ pub enum ClusterMessage {
     Register(RegisterRequest),
     Heartbeat(HeartbeatRequest),
     Reply(Reply),
+    /// A broker that is not a voter asks a voter for the committed metadata
+    /// log after `after_index`.
+    MetadataFetch {
+        request_id: u64,
+        after_index: u64,
+    },
 }
+
+/// Committed metadata log entries, or the snapshot they were compacted into.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetadataChunk {
+    /// In index order; empty `data` is a leader's no-op.
+    Entries(Vec<(u64, Bytes)>),
+    Snapshot {
+        index: u64,
+        image: Bytes,
+    },
+}
+
+/// Metadata answers fit one transport message with room for the header.
+pub const METADATA_CHUNK_BYTES_MAX: usize = 15 * 1024 * 1024;
+const _: () = assert!(
+    METADATA_CHUNK_BYTES_MAX + 64 * 1024 <= crate::transport::frame::MESSAGE_BYTES_MAX as usize
+);
+const METADATA_ENTRIES_MAX: usize = 65_535;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegisterRequest {
@@ -64,8 +90,11 @@ pub struct Reply {
 pub enum Outcome {
     /// The registration is committed: the broker's epoch is its index.
     Registered { broker_epoch: i64 },
-    /// The heartbeat's effect (if any) is committed.
-    HeartbeatAck { fenced: bool },
+    /// The heartbeat's effect (if any) is committed; `metadata_commit` is
+    /// the controller's commit index, so a follower knows it is behind.
+    HeartbeatAck { fenced: bool, metadata_commit: u64 },
+    /// The answer to a `MetadataFetch`.
+    Metadata(MetadataChunk),
     /// This node is not the active controller; `leader` is who it believes is.
     NotController { leader: Option<BrokerId> },
     /// Refused with a Kafka error code and why.
@@ -113,6 +142,14 @@ impl ClusterMessage {
                 out.u64(reply.request_id);
                 encode_outcome(&mut out, &reply.outcome)?;
             }
+            ClusterMessage::MetadataFetch {
+                request_id,
+                after_index,
+            } => {
+                out.u8(5);
+                out.u64(*request_id);
+                out.u64(*after_index);
+            }
         }
         Ok(out.bytes)
     }
@@ -143,6 +180,10 @@ impl ClusterMessage {
                 request_id: input.u64("request id")?,
                 outcome: decode_outcome(&mut input)?,
             }),
+            5 => ClusterMessage::MetadataFetch {
+                request_id: input.u64("request id")?,
+                after_index: input.u64("after index")?,
+            },
             kind => return Err(RpcError::Kind(kind)),
         };
         input.finish("cluster message")?;
@@ -156,9 +197,28 @@ fn encode_outcome(out: &mut Writer, outcome: &Outcome) -> Result<(), CodecError>
             out.u8(1);
             out.i64(*broker_epoch);
         }
-        Outcome::HeartbeatAck { fenced } => {
+        Outcome::HeartbeatAck {
+            fenced,
+            metadata_commit,
+        } => {
             out.u8(2);
             out.bool(*fenced);
+            out.u64(*metadata_commit);
+        }
+        Outcome::Metadata(MetadataChunk::Entries(entries)) => {
+            out.u8(5);
+            out.length("metadata entries", entries.len(), METADATA_ENTRIES_MAX)?;
+            for (index, data) in entries {
+                out.u64(*index);
+                out.length("metadata entry", data.len(), METADATA_CHUNK_BYTES_MAX)?;
+                out.bytes.extend_from_slice(data);
+            }
+        }
+        Outcome::Metadata(MetadataChunk::Snapshot { index, image }) => {
+            out.u8(6);
+            out.u64(*index);
+            out.length("metadata snapshot", image.len(), METADATA_CHUNK_BYTES_MAX)?;
+            out.bytes.extend_from_slice(image);
         }
         Outcome::NotController { leader } => {
             out.u8(3);
@@ -181,7 +241,25 @@ fn decode_outcome(input: &mut Reader<'_>) -> Result<Outcome, CodecError> {
         },
         2 => Outcome::HeartbeatAck {
             fenced: input.bool("fenced")?,
+            metadata_commit: input.u64("metadata commit")?,
         },
+        5 => {
+            let count = input.length("metadata entries", METADATA_ENTRIES_MAX, 8 + 4)?;
+            let mut entries = Vec::with_capacity(count.min(1024));
+            for _ in 0..count {
+                let index = input.u64("entry index")?;
+                let len = input.length("metadata entry", METADATA_CHUNK_BYTES_MAX, 1)?;
+                let data = Bytes::copy_from_slice(input.take("metadata entry", len)?);
+                entries.push((index, data));
+            }
+            Outcome::Metadata(MetadataChunk::Entries(entries))
+        }
+        6 => {
+            let index = input.u64("snapshot index")?;
+            let len = input.length("metadata snapshot", METADATA_CHUNK_BYTES_MAX, 1)?;
+            let image = Bytes::copy_from_slice(input.take("metadata snapshot", len)?);
+            Outcome::Metadata(MetadataChunk::Snapshot { index, image })
+        }
         3 => Outcome::NotController {
             leader: match input.i32("leader")? {
                 id if id >= 0 => Some(id),
@@ -255,7 +333,28 @@ mod tests {
             }),
             ClusterMessage::Reply(Reply {
                 request_id: 2,
-                outcome: Outcome::HeartbeatAck { fenced: true },
+                outcome: Outcome::HeartbeatAck {
+                    fenced: true,
+                    metadata_commit: 77,
+                },
+            }),
+            ClusterMessage::MetadataFetch {
+                request_id: 6,
+                after_index: 41,
+            },
+            ClusterMessage::Reply(Reply {
+                request_id: 7,
+                outcome: Outcome::Metadata(MetadataChunk::Entries(vec![
+                    (42, Bytes::new()),
+                    (43, Bytes::from_static(b"batch")),
+                ])),
+            }),
+            ClusterMessage::Reply(Reply {
+                request_id: 8,
+                outcome: Outcome::Metadata(MetadataChunk::Snapshot {
+                    index: 90,
+                    image: Bytes::from_static(b"image"),
+                }),
             }),
             ClusterMessage::Reply(Reply {
                 request_id: 3,

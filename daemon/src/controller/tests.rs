@@ -14,7 +14,7 @@ use crate::config::HostPort;
 const SESSION: Duration = Duration::from_millis(1500);
 const MS: Duration = Duration::from_millis(1);
 
-pub(super) fn registration(broker_id: BrokerId, incarnation: u128) -> BrokerRegistration {
+pub(crate) fn registration(broker_id: BrokerId, incarnation: u128) -> BrokerRegistration {
     let ip = format!("127.0.0.{}", broker_id.rem_euclid(250) + 1);
     BrokerRegistration {
         broker_id,
@@ -28,7 +28,7 @@ pub(super) fn registration(broker_id: BrokerId, incarnation: u128) -> BrokerRegi
     }
 }
 
-pub(super) fn declared(brokers: &[(BrokerId, Option<&str>)]) -> Vec<PlacementBroker> {
+pub(crate) fn declared(brokers: &[(BrokerId, Option<&str>)]) -> Vec<PlacementBroker> {
     brokers
         .iter()
         .map(|(broker_id, rack)| PlacementBroker {

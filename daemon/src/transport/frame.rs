@@ -7,6 +7,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 /// Length and kind.
 pub const FRAME_HEADER_BYTES: usize = 5;
+/// The largest message payload (see `FrameKind::max_payload`).
+pub const MESSAGE_BYTES_MAX: u32 = 16 * 1024 * 1024;
 
 /// What a frame carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,11 +35,13 @@ impl FrameKind {
         }
     }
 
-    /// The largest payload of this kind.
+    /// The largest payload of this kind. A message may carry a metadata
+    /// snapshot (a Raft `MsgSnapshot`, or a chunk a broker fetches), so it
+    /// is bounded at 16 MiB; only admitted peers can send one.
     pub fn max_payload(self) -> u32 {
         match self {
             FrameKind::Hello => 4 * 1024,
-            FrameKind::Message => 1024 * 1024,
+            FrameKind::Message => MESSAGE_BYTES_MAX,
         }
     }
 }
@@ -169,7 +173,7 @@ mod tests {
             parse_header([0xff, 0xff, 0xff, 0xff, 2])
                 .unwrap_err()
                 .to_string(),
-            "Message frame of 4294967295 bytes exceeds its limit of 1048576"
+            "Message frame of 4294967295 bytes exceeds its limit of 16777216"
         );
         assert_eq!(
             parse_header([0, 0, 0, 0, 9]),
