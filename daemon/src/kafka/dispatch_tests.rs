@@ -395,7 +395,7 @@ fn every_advertised_version_answers_in_its_own_format() {
                         r.results[0].error_message
                     );
                     assert_eq!(
-                        broker.topic("t").unwrap().partitions.len(),
+                        broker.topic("t").unwrap().partition_count() as usize,
                         3 + version as usize
                     );
                 }
