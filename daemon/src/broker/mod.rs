@@ -658,3 +658,7 @@ mod tests {
         assert!(!data_dir.exists(), "nothing created before refusing");
     }
 }
+
+#[cfg(test)]
+#[path = "assignment_tests.rs"]
+mod assignment_tests;
