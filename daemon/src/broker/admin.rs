@@ -67,6 +67,18 @@ impl Broker {
         )))
     }
 
+    /// The refusal for any topic change through the Kafka API on a cluster
+    /// member (the controller owns topics there); None on a single node.
+    pub fn cluster_topic_change_refusal(&self, name: &str) -> Option<AdminError> {
+        self.member.then(|| {
+            AdminError::PolicyViolation(format!(
+                "topic {name}: in a cluster, topics change through the spec file ({}) and the controller; \
+                 changing them through the Kafka API is not built yet",
+                self.spec_file()
+            ))
+        })
+    }
+
     /// The Kafka-named overrides an API-created topic was given.
     pub fn topic_overrides(&self, name: &str) -> BTreeMap<String, String> {
         self.lock_registry()
@@ -90,7 +102,7 @@ impl Broker {
         let pairs: Vec<(String, String)> = overrides.clone().into_iter().collect();
         let config = self
             .spec()
-            .new_topic_config(Some(topic.partitions.len() as i32), &pairs)
+            .new_topic_config(Some(topic.partition_count()), &pairs)
             .map_err(AdminError::InvalidConfig)?;
         if validate_only {
             return Ok(());
@@ -118,7 +130,7 @@ impl Broker {
         let topic = self
             .topic(name)
             .ok_or_else(|| AdminError::UnknownTopic(name.to_string()))?;
-        let current = topic.partitions.len() as i32;
+        let current = topic.partition_count();
         if count <= current {
             return Err(AdminError::InvalidPartitions(format!(
                 "topic {name} has {current} partitions; the new count {count} must be larger"

@@ -30,14 +30,21 @@ fn populate(broker: &Broker) {
     let topic = broker
         .create_topic("t", Some(3), &[], false)
         .expect("topic");
-    for partition in &topic.partitions {
+    for partition in topic.hosted_partitions() {
         for i in 0..5 {
             let batch = encode_batch(2, 10, 1_000 + i, Compression::None);
             let info = partition.append(&batch, now_ms()).expect("append");
             partition.advance_high_watermark(info.last_offset + 1);
         }
     }
-    assert_eq!(topic.partitions[1].delete_records_before(3).unwrap(), 3);
+    assert_eq!(
+        topic
+            .partition(1)
+            .unwrap()
+            .delete_records_before(3)
+            .unwrap(),
+        3
+    );
 }
 
 fn file(dir: &Path, name: &str) -> String {
@@ -64,7 +71,7 @@ fn a_data_directory_keeps_every_partitions_offsets_in_three_files() {
         }
     }
     let broker = open(dir.path());
-    let offsets = broker.topic("t").unwrap().partitions[1].offsets();
+    let offsets = broker.topic("t").unwrap().partition(1).unwrap().offsets();
     assert_eq!(
         offsets.log_start_offset, 3,
         "DeleteRecords survives a restart"
@@ -94,7 +101,7 @@ fn a_data_directory_from_before_is_adopted_with_its_log_start_offsets() {
     }
 
     let broker = open(dir.path());
-    let offsets = broker.topic("t").unwrap().partitions[1].offsets();
+    let offsets = broker.topic("t").unwrap().partition(1).unwrap().offsets();
     assert_eq!(
         offsets.log_start_offset, 3,
         "the old log start offset is kept"
@@ -119,7 +126,7 @@ fn a_deleted_topic_leaves_the_checkpoints_before_its_files_go() {
     }
     // Recreated under the same name, it starts from nothing.
     let topic = broker.create_topic("t", Some(3), &[], false).unwrap();
-    assert_eq!(topic.partitions[1].offsets().log_start_offset, 0);
+    assert_eq!(topic.partition(1).unwrap().offsets().log_start_offset, 0);
 }
 
 #[test]
@@ -134,7 +141,7 @@ fn idempotent_producers_expire_after_the_specs_producer_id_expiration() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::open(spec, 1, dir.path().to_path_buf()).unwrap();
     let topic = broker.create_topic("t", Some(1), &[], false).unwrap();
-    let partition = &topic.partitions[0];
+    let partition = &topic.partition(0).unwrap();
     let now = now_ms();
     partition
         .append(&encode_idempotent_batch(7, 0, 0, 3, now), now)
@@ -158,7 +165,7 @@ fn close_closes_every_log_even_those_still_held() {
     let broker = open(dir.path());
     populate(&broker);
     let _groups = broker.start_group_coordinator().unwrap();
-    let held = broker.topic("t").unwrap().partitions[0].clone();
+    let held = broker.topic("t").unwrap().partition(0).unwrap().clone();
     broker.close().unwrap();
     let mut closed = 0;
     for entry in std::fs::read_dir(dir.path()).unwrap() {
@@ -182,5 +189,8 @@ fn close_closes_every_log_even_those_still_held() {
     assert_eq!(closed, 3 + crate::group::OFFSETS_TOPIC_PARTITIONS as usize);
     let batch = encode_batch(1, 10, 1_000, Compression::None);
     let refused = held.append(&batch, now_ms()).unwrap_err();
-    assert!(matches!(refused, LogError::Closed { .. }), "{refused}");
+    assert!(
+        matches!(refused, PartitionError::Log(LogError::Closed { .. })),
+        "{refused}"
+    );
 }

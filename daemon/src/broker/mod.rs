@@ -3,7 +3,10 @@
 //! Kafka request handlers in `kafka/` call into this; it does no networking.
 
 mod admin;
+mod assignment;
+mod cluster_view;
 mod io_pool;
+mod leadership;
 mod log_config;
 mod parallel;
 mod partition;
@@ -13,11 +16,12 @@ mod reload;
 mod topic;
 
 pub use admin::AdminError;
+pub use assignment::{AssignmentError, HostedPartition, TopicAssignment};
+pub use cluster_view::{ClusterView, ViewBroker, ViewPartition, ViewTopic};
 pub use io_pool::{IoPool, IoPoolError, JobCost};
+pub use leadership::{Leadership, NO_EPOCH_CHECK, PartitionError, SINGLE_NODE_LEADER_EPOCH};
 pub use log_config::log_config_for;
-pub use partition::{
-    Partition, PartitionOffsets, PartitionRead, PartitionStats, SINGLE_NODE_LEADER_EPOCH,
-};
+pub use partition::{Partition, PartitionOffsets, PartitionRead, PartitionStats};
 pub use producer_ids::{PRODUCER_ID_BLOCK, ProducerIdAllocator, ProducerIdError};
 pub use registry::{RegistryEntry, RegistryError, TopicOrigin, TopicRegistry};
 pub use reload::AppliedAction;
@@ -113,6 +117,14 @@ pub struct Broker {
     storage: Arc<dyn Storage>,
     /// The data directory's recovery point, log start and cleaner offsets.
     checkpoints: Arc<DirCheckpoints>,
+    /// A member of a multi-broker cluster (`open_member`): the controller
+    /// decides topics and leaders; a single node decides them itself.
+    member: bool,
+    /// The cluster as the owner last described it (members only).
+    cluster_view: RwLock<Option<Arc<ClusterView>>>,
+    /// Serialises `apply_assignment` calls (held across their file I/O;
+    /// requests never take it).
+    assignments: Mutex<()>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -141,6 +153,30 @@ impl Broker {
         node_id: i32,
         data_dir: PathBuf,
         storage: Arc<dyn Storage>,
+    ) -> Result<Arc<Self>, BrokerError> {
+        Self::open_in_mode(spec, node_id, data_dir, storage, false)
+    }
+
+    /// Locks the data directory of a member of a multi-broker cluster. No
+    /// topic is opened: the controller places partitions, and its owner
+    /// hands this broker its share through `apply_assignment`. Topics are
+    /// neither created from the spec's `[topics]` nor through the Kafka API
+    /// here (the controller creates them), and the group coordinator is not
+    /// started (it will follow the offsets topic's leaders).
+    pub fn open_member(
+        spec: ClusterSpec,
+        node_id: i32,
+        data_dir: PathBuf,
+    ) -> Result<Arc<Self>, BrokerError> {
+        Self::open_in_mode(spec, node_id, data_dir, crate::log::os_storage(), true)
+    }
+
+    fn open_in_mode(
+        spec: ClusterSpec,
+        node_id: i32,
+        data_dir: PathBuf,
+        storage: Arc<dyn Storage>,
+        member: bool,
     ) -> Result<Arc<Self>, BrokerError> {
         if spec.broker(node_id).is_none() {
             return Err(BrokerError::UnknownNode { node_id });
@@ -173,7 +209,13 @@ impl Broker {
             io: IoPool::default(),
             storage,
             checkpoints,
+            member,
+            cluster_view: RwLock::new(None),
+            assignments: Mutex::new(()),
         });
+        if member {
+            return Ok(broker);
+        }
         broker.open_all_topics()?;
         // Every partition's offsets, in three files, before anything is served.
         broker.checkpoints.write(now_ms(), false)?;
@@ -298,8 +340,85 @@ impl Broker {
             .collect()
     }
 
+    /// Whether this broker is a member of a multi-broker cluster.
+    pub fn is_cluster_member(&self) -> bool {
+        self.member
+    }
+
+    /// Replaces the cluster view Metadata and DescribeCluster answer from.
+    pub fn set_cluster_view(&self, view: ClusterView) {
+        *self
+            .cluster_view
+            .write()
+            .expect("cluster view lock poisoned") = Some(Arc::new(view));
+    }
+
+    /// The cluster view, once its owner set one (never on a single node).
+    pub fn cluster_view(&self) -> Option<Arc<ClusterView>> {
+        self.cluster_view
+            .read()
+            .expect("cluster view lock poisoned")
+            .clone()
+    }
+
+    /// The partition a request for `topic`-`index` must be served by, as
+    /// its leader: it must exist, be hosted here, be led here, and
+    /// `current_leader_epoch` (`NO_EPOCH_CHECK`: none) must be its epoch.
+    pub fn leader_partition(
+        &self,
+        topic: &str,
+        index: i32,
+        current_leader_epoch: i32,
+    ) -> Result<Arc<Partition>, PartitionError> {
+        let partition = self.hosted_partition(topic, index)?;
+        partition.check_leader(current_leader_epoch)?;
+        Ok(partition)
+    }
+
+    /// The partition `topic`-`index` if this broker hosts it, or why not.
+    /// A topic with no partition here is known from the cluster view.
+    pub fn hosted_partition(
+        &self,
+        topic: &str,
+        index: i32,
+    ) -> Result<Arc<Partition>, PartitionError> {
+        let count = match self.topic(topic) {
+            Some(local) => {
+                if let Some(partition) = local.partition(index) {
+                    return Ok(partition.clone());
+                }
+                local.partition_count()
+            }
+            None => match self.cluster_view().and_then(|v| {
+                v.topics
+                    .get(topic)
+                    .map(|t| i32::try_from(t.partitions.len()).unwrap_or(i32::MAX))
+            }) {
+                Some(count) => count,
+                None => {
+                    return Err(PartitionError::UnknownTopic {
+                        topic: topic.to_string(),
+                    });
+                }
+            },
+        };
+        if !(0..count).contains(&index) {
+            return Err(PartitionError::UnknownPartition {
+                topic: topic.to_string(),
+                index,
+                count,
+            });
+        }
+        Err(PartitionError::NotHosted {
+            topic: topic.to_string(),
+            index,
+            broker: self.node_id,
+        })
+    }
+
+    /// How many partitions this broker hosts, over every topic.
     pub fn partition_count(&self) -> usize {
-        self.topics().iter().map(|t| t.partitions.len()).sum()
+        self.topics().iter().map(|t| t.hosted_count()).sum()
     }
 
     /// Creates a topic (CreateTopics, or first use when the spec allows it).
@@ -310,6 +429,9 @@ impl Broker {
         configs: &[(String, String)],
         validate_only: bool,
     ) -> Result<Arc<Topic>, CreateTopicError> {
+        if self.member {
+            return Err(CreateTopicError::ManagedByController(name.to_string()));
+        }
         let spec = self.spec();
         let request = TopicRequest::for_api(&spec, name, partitions, configs)?;
         if validate_only {
@@ -348,6 +470,9 @@ impl Broker {
         name: &str,
         request: TopicRequest,
     ) -> Result<Arc<Topic>, CreateTopicError> {
+        if self.member {
+            return Err(CreateTopicError::ManagedByController(name.to_string()));
+        }
         let mut registry = self.lock_registry();
         if let Some(existing) = self.topic(name) {
             if request.is_new {
@@ -373,7 +498,7 @@ impl Broker {
             .write()
             .expect("topics lock poisoned")
             .insert(name.to_string(), topic.clone());
-        tracing::info!(event = "topic_ready", topic = %name, partitions = topic.partitions.len(), origin = ?request.origin);
+        tracing::info!(event = "topic_ready", topic = %name, partitions = topic.partition_count(), origin = ?request.origin);
         Ok(topic)
     }
 
@@ -391,7 +516,7 @@ impl Broker {
             self.sync_wakeup.notified().await;
             let mut syncs = tokio::task::JoinSet::new();
             for topic in self.topics() {
-                for partition in &topic.partitions {
+                for partition in topic.hosted_partitions() {
                     if partition.take_sync_request() {
                         let partition = partition.clone();
                         syncs.spawn_blocking(move || (partition.sync(now_ms()), partition));
@@ -439,7 +564,7 @@ impl Broker {
 
     fn clean_due(&self) {
         for topic in self.topics() {
-            for partition in &topic.partitions {
+            for partition in topic.hosted_partitions() {
                 if let Err(e) = partition.clean(now_ms()) {
                     tracing::error!(event = "clean_failed", partition = ?partition, error = %e);
                 }
@@ -452,7 +577,7 @@ impl Broker {
             i64::try_from(self.spec().cluster.producer_id_expiration_ms).unwrap_or(i64::MAX);
         let retention = retention_due.then_some(producer_expiry_ms);
         for topic in self.topics() {
-            for partition in &topic.partitions {
+            for partition in topic.hosted_partitions() {
                 if let Err(e) = partition.housekeeping(now_ms, retention) {
                     tracing::error!(event = "housekeeping_failed", partition = ?partition, error = %e);
                 }
@@ -533,3 +658,7 @@ mod tests {
         assert!(!data_dir.exists(), "nothing created before refusing");
     }
 }
+
+#[cfg(test)]
+#[path = "assignment_tests.rs"]
+mod assignment_tests;

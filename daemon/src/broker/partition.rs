@@ -7,14 +7,11 @@ use std::time::Instant;
 
 use tokio::sync::watch;
 
+use super::leadership::{Leadership, PartitionError};
 use crate::failstop;
 use crate::log::{
     AppendInfo, CleanStats, FlushPolicy, LogConfig, LogError, PartitionLog, ReadSlice,
 };
-
-/// The partition's leader epoch while Sluice runs on a single node: there is
-/// never another leader, so the epoch never moves.
-pub const SINGLE_NODE_LEADER_EPOCH: i32 = 0;
 
 /// A read, with the offsets the fetch response reports beside it.
 #[derive(Debug)]
@@ -50,6 +47,10 @@ pub struct Partition {
     fsync_before_ack: AtomicBool,
     /// Set by an append that waits for an fsync; cleared by the syncer.
     sync_requested: AtomicBool,
+    /// Whether this broker leads, at which epoch. Changed only with the log
+    /// lock held (lock order: log, then this), so an append sees the
+    /// leadership its batches are stamped with.
+    leadership: Mutex<Leadership>,
 }
 
 impl std::fmt::Debug for Partition {
@@ -59,7 +60,13 @@ impl std::fmt::Debug for Partition {
 }
 
 impl Partition {
-    pub fn new(topic: Arc<str>, index: i32, log: PartitionLog, fsync_before_ack: bool) -> Self {
+    pub fn new(
+        topic: Arc<str>,
+        index: i32,
+        log: PartitionLog,
+        fsync_before_ack: bool,
+        leadership: Leadership,
+    ) -> Self {
         // With fsync-before-ack nothing is visible until a sync proves it
         // durable; after a restart everything recovered was on disk.
         let high_watermark = watch::Sender::new(log.log_end_offset());
@@ -70,7 +77,58 @@ impl Partition {
             high_watermark,
             fsync_before_ack: AtomicBool::new(fsync_before_ack),
             sync_requested: AtomicBool::new(false),
+            leadership: Mutex::new(leadership),
         }
+    }
+
+    pub fn leadership(&self) -> Leadership {
+        *self.lock_leadership()
+    }
+
+    fn lock_leadership(&self) -> MutexGuard<'_, Leadership> {
+        self.leadership
+            .lock()
+            .expect("partition leadership lock poisoned")
+    }
+
+    /// This partition as a leader serves it: `current_leader_epoch` (-1: no
+    /// check) must be ours and this broker must lead. Returns our epoch.
+    pub fn check_leader(&self, current_leader_epoch: i32) -> Result<i32, PartitionError> {
+        self.leadership()
+            .check(&format!("{self:?}"), current_leader_epoch)
+    }
+
+    /// Takes the leadership the controller assigned. Becoming leader at a
+    /// new epoch records it in the leader-epoch cache at the log end, so
+    /// the epoch's first offset is known even before anything is appended
+    /// (KIP-101). Returns whether anything changed.
+    ///
+    /// Panics if the epoch would move back, or change hands without moving:
+    /// the controller bumps the epoch on every leader change, so either is a
+    /// broken invariant upstream, and acting on it could fork the log.
+    pub fn set_leadership(&self, new: Leadership) -> Result<bool, LogError> {
+        let mut log = self.lock_log();
+        let mut current = self.lock_leadership();
+        assert!(
+            new.epoch() >= current.epoch(),
+            "{self:?}: leader epoch would move back from {:?} to {new:?}",
+            *current
+        );
+        if new == *current {
+            return Ok(false);
+        }
+        assert!(
+            new.epoch() > current.epoch(),
+            "{self:?}: leadership changed from {:?} to {new:?} at the same epoch",
+            *current
+        );
+        if let Leadership::Leader { epoch } = new {
+            let assigned = log.assign_leader_epoch(epoch);
+            self.stop_on_storage_failure("leader epoch checkpoint", assigned)?;
+        }
+        tracing::info!(event = "leadership_changed", partition = ?self, from = ?*current, to = ?new);
+        *current = new;
+        Ok(true)
     }
 
     pub(crate) fn lock_log(&self) -> MutexGuard<'_, PartitionLog> {
@@ -83,17 +141,20 @@ impl Partition {
         self.fsync_before_ack.load(Ordering::Relaxed)
     }
 
-    /// Validates and appends a produce's records; with the page-cache policy
+    /// Validates and appends a produce's records, stamped with our leader
+    /// epoch; refused unless this broker leads. With the page-cache policy
     /// the data is acknowledged (and visible) at once.
-    pub fn append(&self, records: &[u8], now_ms: i64) -> Result<AppendInfo, LogError> {
+    pub fn append(&self, records: &[u8], now_ms: i64) -> Result<AppendInfo, PartitionError> {
         // CRCs and decompression without the lock: fetches and other
         // produces to this partition go on meanwhile.
         let rules = self.lock_log().produce_rules();
         let validated = crate::log::validate_produce(records, rules)?;
         let mut log = self.lock_log();
+        // Under the log lock: leadership cannot change until this append is in.
+        let epoch = self.check_leader(super::leadership::NO_EPOCH_CHECK)?;
         let info = self.stop_on_storage_failure(
             "append",
-            log.append_validated_as_leader(records, validated, SINGLE_NODE_LEADER_EPOCH, now_ms),
+            log.append_validated_as_leader(records, validated, epoch, now_ms),
         )?;
         if info.duplicate {
             // A retry: its original is in the log; the caller waits for

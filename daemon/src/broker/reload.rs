@@ -34,6 +34,17 @@ impl Broker {
 
     fn apply_action(&self, action: &ReloadAction) -> Result<(), String> {
         let spec = self.spec();
+        if self.member
+            && !matches!(
+                action,
+                ReloadAction::NeedsRestart { .. }
+                    | ReloadAction::Refused { .. }
+                    | ReloadAction::UpdateClusterSettings { .. }
+            )
+        {
+            // Topics there follow the controller's metadata log, not the local file.
+            return Err("in a cluster the controller carries out topic changes".to_string());
+        }
         match action {
             ReloadAction::CreateTopic { topic, .. } => self.create_declared_topic(&spec, topic),
             ReloadAction::AddPartitions { topic, to, .. } => self.add_partitions(topic, *to),
@@ -75,7 +86,7 @@ impl Broker {
             .ok_or_else(|| format!("topic {name} is not open"))?;
         let new = Arc::new(build(&old)?);
         if let Some(entry) = registry.topics.get_mut(name) {
-            entry.partitions = new.partitions.len() as i32;
+            entry.partitions = new.partition_count();
             entry.origin = new.origin;
         }
         registry.store(&self.data_dir).map_err(|e| e.to_string())?;
@@ -102,7 +113,7 @@ impl Broker {
     ) -> Result<(), String> {
         self.replace_topic(name, |old| {
             let log_config = log_config_for(&config);
-            for partition in &old.partitions {
+            for partition in old.hosted_partitions() {
                 partition.set_config(log_config.clone());
             }
             Ok(Topic {
@@ -137,7 +148,7 @@ impl Broker {
 
     fn release_topic_to_defaults(&self, spec: &ClusterSpec, name: &str) -> Result<(), String> {
         self.set_origin(name, TopicOrigin::Api)?;
-        let partitions = self.topic(name).map_or(1, |t| t.partitions.len() as i32);
+        let partitions = self.topic(name).map_or(1, |t| t.partition_count());
         self.update_topic_config(name, spec.new_topic_config(Some(partitions), &[])?)
     }
 
@@ -153,20 +164,21 @@ impl Broker {
                 .remove(name)
         };
         let Some(topic) = topic else { return Ok(()) };
-        let count = topic.partitions.len() as i32;
+        // Only hosted partitions have directories here.
+        let hosted: Vec<i32> = topic.hosted_partitions().map(|p| p.index).collect();
         for result in topic.close_partitions() {
             result.map_err(|e| e.to_string())?;
         }
         // Gone from the directory's checkpoints, durably, before the files
         // go: a topic created later under this name starts from nothing.
-        for index in 0..count {
+        for &index in &hosted {
             let dir = super::topic::partition_dir(&self.data_dir, name, index);
             self.checkpoints().forget(&dir);
         }
         self.checkpoints()
             .write(now_ms(), true)
             .map_err(|e| e.to_string())?;
-        for index in 0..count {
+        for &index in &hosted {
             let dir = super::topic::partition_dir(&self.data_dir, name, index);
             std::fs::remove_dir_all(&dir)
                 .map_err(|e| format!("removing {}: {e}", dir.display()))?;

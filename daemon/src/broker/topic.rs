@@ -1,11 +1,13 @@
 //! A topic on this broker: its id, resolved settings and partitions.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use thiserror::Error;
 use uuid::Uuid;
 
+use super::leadership::Leadership;
 use super::log_config::log_config_for;
 use super::parallel::{PARTITION_IO_THREADS, parallel_map};
 use super::partition::Partition;
@@ -30,6 +32,11 @@ pub enum CreateTopicError {
     InvalidConfig(String),
     #[error("topic creation through the Kafka API is disabled by the cluster spec")]
     CreationDisabled,
+    /// A cluster member: the controller creates topics.
+    #[error(
+        "topic {0}: in a cluster, topics are created by the controller from the spec file; creating them through the Kafka API is not built yet"
+    )]
+    ManagedByController(String),
     #[error("creating {path}: {source}")]
     Dir {
         path: std::path::PathBuf,
@@ -130,7 +137,7 @@ impl TopicRequest {
         RegistryEntry {
             id: topic.id.hyphenated().to_string(),
             origin: self.origin,
-            partitions: topic.partitions.len() as i32,
+            partitions: topic.partition_count(),
             configs: self.overrides.iter().cloned().collect(),
         }
     }
@@ -142,11 +149,70 @@ pub struct Topic {
     pub id: Uuid,
     pub origin: TopicOrigin,
     pub config: TopicConfig,
-    pub partitions: Vec<Arc<Partition>>,
+    /// How many partitions the topic has in the cluster: indexes
+    /// `0..partition_count`, hosted here or not.
+    pub(super) partition_count: i32,
+    /// The partitions this broker hosts, by index: every one on a single
+    /// node, those the controller placed here in a cluster.
+    pub(super) hosted: BTreeMap<i32, Arc<Partition>>,
 }
 
 pub fn partition_dir(data_dir: &Path, topic: &str, index: i32) -> std::path::PathBuf {
     data_dir.join(format!("{topic}-{index}"))
+}
+
+/// Opens (creating if missing) the logs of `indexes`, recovering existing
+/// ones, with the given leadership each; one filesystem sync covers every
+/// log recovered after a crash.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn open_partitions(
+    storage: &Arc<dyn Storage>,
+    checkpoints: &Arc<DirCheckpoints>,
+    data_dir: &Path,
+    name: &Arc<str>,
+    config: &TopicConfig,
+    indexes: &[(i32, Leadership)],
+    now_ms: i64,
+) -> Result<Vec<Arc<Partition>>, CreateTopicError> {
+    let log_config = log_config_for(config);
+    let fsync = matches!(config.flush, FlushMode::Fsync);
+    let opened = parallel_map(indexes, PARTITION_IO_THREADS, |&(index, _)| {
+        let dir = partition_dir(data_dir, name, index);
+        std::fs::create_dir_all(&dir).map_err(|source| CreateTopicError::Dir {
+            path: dir.clone(),
+            source,
+        })?;
+        Ok::<_, CreateTopicError>(PartitionLog::open_unsettled(
+            Arc::clone(storage),
+            Arc::clone(checkpoints),
+            &dir,
+            log_config.clone(),
+            now_ms,
+        )?)
+    });
+    let opened = opened.into_iter().collect::<Result<Vec<_>, _>>()?;
+    // One sync for every partition recovered after a crash, not a few each.
+    let recovered = opened.iter().filter(|o| o.needs_sync()).count();
+    if recovered > 0 {
+        let started = std::time::Instant::now();
+        storage
+            .sync_filesystem(data_dir)
+            .map_err(LogError::io("syncfs", data_dir))?;
+        tracing::info!(event = "recovered_partitions_synced", topic = %name, partitions = recovered, millis = started.elapsed().as_millis() as u64);
+    }
+    let mut partitions = Vec::with_capacity(opened.len());
+    for (&(index, leadership), unsettled) in indexes.iter().zip(opened) {
+        let (log, report) = unsettled.settle()?;
+        tracing::debug!(event = "partition_recovered", topic = %name, partition = index, report = ?report);
+        partitions.push(Arc::new(Partition::new(
+            name.clone(),
+            index,
+            log,
+            fsync,
+            leadership,
+        )));
+    }
+    Ok(partitions)
 }
 
 impl Topic {
@@ -157,12 +223,14 @@ impl Topic {
             id: request.id,
             origin: request.origin,
             config: request.config.clone(),
-            partitions: Vec::new(),
+            partition_count: request.partitions,
+            hosted: BTreeMap::new(),
         }
     }
 
-    /// Opens every partition directory, creating missing ones; existing logs
-    /// go through recovery.
+    /// A topic whose partitions are all hosted here (a single node), led
+    /// here at `SINGLE_NODE_LEADER_EPOCH`: opens every partition directory,
+    /// creating missing ones; existing logs go through recovery.
     pub fn open(
         storage: &Arc<dyn Storage>,
         checkpoints: &Arc<DirCheckpoints>,
@@ -173,46 +241,47 @@ impl Topic {
     ) -> Result<Self, CreateTopicError> {
         assert!(request.partitions >= 1);
         let name: Arc<str> = name.into();
-        let log_config = log_config_for(&request.config);
-        let fsync = matches!(request.config.flush, FlushMode::Fsync);
-        let indexes: Vec<i32> = (0..request.partitions).collect();
-        let opened = parallel_map(&indexes, PARTITION_IO_THREADS, |&index| {
-            let dir = partition_dir(data_dir, &name, index);
-            std::fs::create_dir_all(&dir).map_err(|source| CreateTopicError::Dir {
-                path: dir.clone(),
-                source,
-            })?;
-            Ok::<_, CreateTopicError>(PartitionLog::open_unsettled(
-                Arc::clone(storage),
-                Arc::clone(checkpoints),
-                &dir,
-                log_config.clone(),
-                now_ms,
-            )?)
-        });
-        let opened = opened.into_iter().collect::<Result<Vec<_>, _>>()?;
-        // One sync for every partition recovered after a crash, not a few each.
-        let recovered = opened.iter().filter(|o| o.needs_sync()).count();
-        if recovered > 0 {
-            let started = std::time::Instant::now();
-            storage
-                .sync_filesystem(data_dir)
-                .map_err(LogError::io("syncfs", data_dir))?;
-            tracing::info!(event = "recovered_partitions_synced", topic = %name, partitions = recovered, millis = started.elapsed().as_millis() as u64);
-        }
-        let mut partitions = Vec::with_capacity(opened.len());
-        for (index, unsettled) in (0..).zip(opened) {
-            let (log, report) = unsettled.settle()?;
-            tracing::debug!(event = "partition_recovered", topic = %name, partition = index, report = ?report);
-            partitions.push(Arc::new(Partition::new(name.clone(), index, log, fsync)));
-        }
+        let indexes: Vec<(i32, Leadership)> = (0..request.partitions)
+            .map(|index| (index, Leadership::SINGLE_NODE))
+            .collect();
+        let partitions = open_partitions(
+            storage,
+            checkpoints,
+            data_dir,
+            &name,
+            &request.config,
+            &indexes,
+            now_ms,
+        )?;
         Ok(Self {
             name,
             id: request.id,
             origin: request.origin,
             config: request.config.clone(),
-            partitions,
+            partition_count: request.partitions,
+            hosted: partitions.into_iter().map(|p| (p.index, p)).collect(),
         })
+    }
+
+    /// A topic of `partition_count` partitions hosting `hosted` here (a
+    /// cluster member's assignment).
+    pub(super) fn assigned(
+        name: Arc<str>,
+        id: Uuid,
+        origin: TopicOrigin,
+        config: TopicConfig,
+        partition_count: i32,
+        hosted: BTreeMap<i32, Arc<Partition>>,
+    ) -> Self {
+        assert!(hosted.keys().all(|i| (0..partition_count).contains(i)));
+        Self {
+            name,
+            id,
+            origin,
+            config,
+            partition_count,
+            hosted,
+        }
     }
 
     /// The same topic sharing the same partitions (for replacing one field).
@@ -222,11 +291,13 @@ impl Topic {
             id: self.id,
             origin: self.origin,
             config: self.config.clone(),
-            partitions: self.partitions.clone(),
+            partition_count: self.partition_count,
+            hosted: self.hosted.clone(),
         }
     }
 
-    /// The topic with partitions added up to `count` (never removed).
+    /// The topic with partitions added up to `count` (never removed), all
+    /// hosted and led here: a single node growing a topic.
     pub fn with_partitions(
         &self,
         storage: &Arc<dyn Storage>,
@@ -235,50 +306,59 @@ impl Topic {
         count: i32,
         now_ms: i64,
     ) -> Result<Self, CreateTopicError> {
-        if !(1..=TOPIC_PARTITIONS_MAX).contains(&count) || (count as usize) < self.partitions.len()
-        {
+        if !(1..=TOPIC_PARTITIONS_MAX).contains(&count) || count < self.partition_count {
             return Err(CreateTopicError::InvalidPartitions(count));
         }
-        let log_config = log_config_for(&self.config);
-        let fsync = matches!(self.config.flush, FlushMode::Fsync);
-        let mut partitions = self.partitions.clone();
-        for index in self.partitions.len() as i32..count {
-            let dir = partition_dir(data_dir, &self.name, index);
-            std::fs::create_dir_all(&dir).map_err(|source| CreateTopicError::Dir {
-                path: dir.clone(),
-                source,
-            })?;
-            let opened = PartitionLog::open_unsettled(
-                Arc::clone(storage),
-                Arc::clone(checkpoints),
-                &dir,
-                log_config.clone(),
-                now_ms,
-            )?;
-            opened.sync_recovered()?;
-            let (log, _) = opened.settle()?;
-            partitions.push(Arc::new(Partition::new(
-                self.name.clone(),
-                index,
-                log,
-                fsync,
-            )));
-        }
+        let added: Vec<(i32, Leadership)> = (self.partition_count..count)
+            .map(|index| (index, Leadership::SINGLE_NODE))
+            .collect();
+        let opened = open_partitions(
+            storage,
+            checkpoints,
+            data_dir,
+            &self.name,
+            &self.config,
+            &added,
+            now_ms,
+        )?;
+        let mut hosted = self.hosted.clone();
+        hosted.extend(opened.into_iter().map(|p| (p.index, p)));
         Ok(Self {
-            partitions,
+            partition_count: count,
+            hosted,
             ..self.shallow_clone()
         })
     }
 
-    pub fn partition(&self, index: i32) -> Option<&Arc<Partition>> {
-        usize::try_from(index)
-            .ok()
-            .and_then(|i| self.partitions.get(i))
+    /// How many partitions the topic has, hosted here or not.
+    pub fn partition_count(&self) -> i32 {
+        self.partition_count
     }
 
-    /// Closes each partition's log cleanly, on the partition I/O threads.
+    /// Whether `index` names one of the topic's partitions (hosted or not).
+    pub fn has_partition(&self, index: i32) -> bool {
+        (0..self.partition_count).contains(&index)
+    }
+
+    /// The partitions hosted here, in index order.
+    pub fn hosted_partitions(&self) -> impl Iterator<Item = &Arc<Partition>> {
+        self.hosted.values()
+    }
+
+    /// How many of the partitions are hosted here.
+    pub fn hosted_count(&self) -> usize {
+        self.hosted.len()
+    }
+
+    /// The hosted partition `index`, if this broker hosts it.
+    pub fn partition(&self, index: i32) -> Option<&Arc<Partition>> {
+        self.hosted.get(&index)
+    }
+
+    /// Closes each hosted partition's log cleanly, on the partition I/O threads.
     pub fn close_partitions(&self) -> Vec<Result<(), LogError>> {
-        parallel_map(&self.partitions, PARTITION_IO_THREADS, |partition| {
+        let hosted: Vec<&Arc<Partition>> = self.hosted.values().collect();
+        parallel_map(&hosted, PARTITION_IO_THREADS, |partition| {
             partition.close(super::now_ms())
         })
     }

@@ -128,10 +128,15 @@ impl GroupCoordinator {
                 .set_topic_overrides(OFFSETS_TOPIC, wanted, false)
                 .map_err(|e| GroupError::Storage(e.to_string()))?;
         }
-        if topic.partitions.len() != OFFSETS_TOPIC_PARTITIONS as usize {
+        // This coordinator serves every group, so it needs every offsets
+        // partition here (a single node hosts them all).
+        if topic.partition_count() != OFFSETS_TOPIC_PARTITIONS
+            || topic.hosted_count() != OFFSETS_TOPIC_PARTITIONS as usize
+        {
             return Err(GroupError::Storage(format!(
-                "{OFFSETS_TOPIC} has {} partitions, expected {OFFSETS_TOPIC_PARTITIONS}",
-                topic.partitions.len()
+                "{OFFSETS_TOPIC} has {} partitions of which {} are hosted here, expected all {OFFSETS_TOPIC_PARTITIONS}",
+                topic.partition_count(),
+                topic.hosted_count()
             )));
         }
         let config = CoordinatorConfig {
@@ -139,7 +144,7 @@ impl GroupCoordinator {
             ..CoordinatorConfig::default()
         };
         let mut core = Coordinator::new(config);
-        for partition in &topic.partitions {
+        for partition in topic.hosted_partitions() {
             let replayed = replay(partition, &mut core)?;
             tracing::debug!(
                 event = "offsets_replayed",
@@ -154,8 +159,8 @@ impl GroupCoordinator {
                 joins: HashMap::new(),
                 syncs: HashMap::new(),
             }),
-            offsets: topic.partitions.clone(),
-            append_order: topic.partitions.iter().map(|_| Mutex::new(())).collect(),
+            offsets: topic.hosted_partitions().cloned().collect(),
+            append_order: topic.hosted_partitions().map(|_| Mutex::new(())).collect(),
             wakeup: Notify::new(),
         }))
     }

@@ -162,7 +162,7 @@ fn the_offsets_topic_is_created_with_its_fixed_partition_count() {
     let (broker, _c) = open(dir.path());
     assert!(broker.topic(OFFSETS_TOPIC).is_some());
     assert_eq!(
-        broker.topic(OFFSETS_TOPIC).unwrap().partitions.len(),
+        broker.topic(OFFSETS_TOPIC).unwrap().hosted_count(),
         OFFSETS_TOPIC_PARTITIONS as usize
     );
 }

@@ -29,7 +29,7 @@ fn scratch_broker() -> (tempfile::TempDir, Arc<Broker>) {
     (dir, broker)
 }
 
-fn batch() -> Bytes {
+pub(super) fn batch() -> Bytes {
     let record = crate::log::producer_record(
         0,
         1_700_000_000_000,
@@ -45,7 +45,7 @@ fn batch() -> Bytes {
     buf.freeze()
 }
 
-fn frame<R: Encodable>(key: ApiKey, version: i16, body: &R) -> Bytes {
+pub(super) fn frame<R: Encodable>(key: ApiKey, version: i16, body: &R) -> Bytes {
     let header = RequestHeader::default()
         .with_request_api_key(key as i16)
         .with_request_api_version(version)
@@ -257,7 +257,7 @@ fn request(key: ApiKey, version: i16) -> Bytes {
 
 /// Runs `dispatch` to its reply on a runtime of its own, as a connection
 /// would await it.
-fn dispatch_now(
+pub(super) fn dispatch_now(
     broker: &Arc<Broker>,
     limits: &ListenerLimits,
     frame: Bytes,
@@ -269,7 +269,7 @@ fn dispatch_now(
         .block_on(super::dispatch::dispatch(broker, limits, frame))
 }
 
-fn answer(reply: Reply) -> Vec<u8> {
+pub(super) fn answer(reply: Reply) -> Vec<u8> {
     let frame = match reply {
         Reply::Nothing => panic!("every sample expects an answer"),
         Reply::Ready(frame) => frame,
@@ -284,7 +284,7 @@ fn answer(reply: Reply) -> Vec<u8> {
     frame.to_vec().unwrap()
 }
 
-fn check_decodes<R: Decodable>(key: ApiKey, version: i16, bytes: Vec<u8>) -> R {
+pub(super) fn check_decodes<R: Decodable>(key: ApiKey, version: i16, bytes: Vec<u8>) -> R {
     let mut bytes = Bytes::from(bytes);
     let header = ResponseHeader::decode(&mut bytes, key.response_header_version(version)).unwrap();
     assert_eq!(header.correlation_id, 7);
@@ -395,7 +395,7 @@ fn every_advertised_version_answers_in_its_own_format() {
                         r.results[0].error_message
                     );
                     assert_eq!(
-                        broker.topic("t").unwrap().partitions.len(),
+                        broker.topic("t").unwrap().partition_count() as usize,
                         3 + version as usize
                     );
                 }

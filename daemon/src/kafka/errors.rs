@@ -2,7 +2,7 @@
 
 use kafka_protocol::ResponseError;
 
-use crate::broker::{AdminError, CreateTopicError};
+use crate::broker::{AdminError, CreateTopicError, PartitionError};
 use crate::log::{LogError, ProducerError};
 
 pub const NONE: i16 = 0;
@@ -34,6 +34,23 @@ pub fn log_error_code(error: &LogError) -> i16 {
     kind.code()
 }
 
+/// The code a partition's answer carries when this broker cannot serve it
+/// (KIP-320 epochs; librdkafka refreshes its metadata on 6, 74 and 75).
+pub fn partition_error_code(error: &PartitionError) -> i16 {
+    let kind = match error {
+        PartitionError::UnknownTopic { .. } | PartitionError::UnknownPartition { .. } => {
+            ResponseError::UnknownTopicOrPartition
+        }
+        PartitionError::NotHosted { .. } | PartitionError::NotLeader { .. } => {
+            ResponseError::NotLeaderOrFollower
+        }
+        PartitionError::FencedLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
+        PartitionError::UnknownLeaderEpoch { .. } => ResponseError::UnknownLeaderEpoch,
+        PartitionError::Log(error) => return log_error_code(error),
+    };
+    kind.code()
+}
+
 /// The code a CreateTopics (or auto-creation) answer carries.
 pub fn create_topic_error_code(error: &CreateTopicError) -> i16 {
     let kind = match error {
@@ -42,7 +59,9 @@ pub fn create_topic_error_code(error: &CreateTopicError) -> i16 {
         CreateTopicError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
         CreateTopicError::InvalidReplicationFactor(..) => ResponseError::InvalidReplicationFactor,
         CreateTopicError::InvalidConfig(_) => ResponseError::InvalidConfig,
-        CreateTopicError::CreationDisabled => ResponseError::PolicyViolation,
+        CreateTopicError::CreationDisabled | CreateTopicError::ManagedByController(_) => {
+            ResponseError::PolicyViolation
+        }
         CreateTopicError::Dir { .. } | CreateTopicError::Log(_) | CreateTopicError::Registry(_) => {
             ResponseError::KafkaStorageError
         }

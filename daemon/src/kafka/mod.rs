@@ -12,6 +12,8 @@ pub mod response;
 pub mod versions;
 
 #[cfg(test)]
+mod dispatch_cluster_tests;
+#[cfg(test)]
 mod dispatch_group_tests;
 #[cfg(test)]
 mod dispatch_tests;

@@ -26,14 +26,17 @@ pub fn refresh(broker: &Broker) {
     }
     let counters = [&m.bytes_in, &m.bytes_out, &m.records_in, &m.records_out];
     let mut held: HashSet<(String, String)> = HashSet::new();
-    let (mut partitions, mut under_min_isr) = (0i64, 0i64);
+    let (mut partitions, mut led, mut under_min_isr) = (0i64, 0i64, 0i64);
     for topic in broker.topics() {
-        // A single node's ISR is itself: one replica.
+        // One replica per partition: its ISR is itself.
         if i64::from(topic.config.min_insync_replicas) > 1 {
-            under_min_isr += topic.partitions.len() as i64;
+            under_min_isr += topic.hosted_count() as i64;
         }
-        for partition in &topic.partitions {
+        for partition in topic.hosted_partitions() {
             partitions += 1;
+            if partition.leadership().is_leader() {
+                led += 1;
+            }
             let index = partition.index.to_string();
             let labels = [&*topic.name, index.as_str()];
             for family in counters {
@@ -72,7 +75,7 @@ pub fn refresh(broker: &Broker) {
     }
     let b = &m.broker;
     b.partitions.set(partitions);
-    b.leader_partitions.set(partitions);
+    b.leader_partitions.set(led);
     b.under_replicated.set(0);
     b.under_min_isr.set(under_min_isr);
     b.offline.set(0);

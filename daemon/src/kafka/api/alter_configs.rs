@@ -165,6 +165,9 @@ fn alter(
     let name = target.name;
     match target.resource_type {
         RESOURCE_TOPIC => {
+            if let Some(refusal) = broker.cluster_topic_change_refusal(name) {
+                return Err(refusal);
+            }
             if broker.topic(name).is_none() || name.starts_with("__") {
                 return Err(AdminError::UnknownTopic(name.to_string()));
             }

@@ -54,6 +54,9 @@ fn grow(
     node: i32,
     validate_only: bool,
 ) -> Result<(), AdminError> {
+    if let Some(refusal) = ctx.broker.cluster_topic_change_refusal(name) {
+        return Err(refusal);
+    }
     if ctx.broker.topic(name).is_none() || name.starts_with("__") {
         return Err(AdminError::UnknownTopic(name.to_string()));
     }

@@ -72,6 +72,10 @@ fn create_one(
 ) -> CreatableTopicResult {
     let broker = &ctx.broker;
     let spec = broker.spec();
+    if broker.is_cluster_member() {
+        let e = CreateTopicError::ManagedByController(topic.name.to_string());
+        return failed(result, create_topic_error_code(&e), e.to_string());
+    }
     if !spec.cluster.allow_api_topic_creation {
         let e = CreateTopicError::CreationDisabled;
         return failed(result, create_topic_error_code(&e), e.to_string());

@@ -8,8 +8,9 @@ use kafka_protocol::messages::delete_records_response::{
 };
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
+use crate::broker::NO_EPOCH_CHECK;
 use crate::kafka::dispatch::{DispatchError, Reply, RequestContext};
-use crate::kafka::errors::log_error_code;
+use crate::kafka::errors::{log_error_code, partition_error_code};
 
 pub fn handle(ctx: &RequestContext, request: DeleteRecordsRequest) -> Result<Reply, DispatchError> {
     let topics = request
@@ -17,7 +18,7 @@ pub fn handle(ctx: &RequestContext, request: DeleteRecordsRequest) -> Result<Rep
         .into_iter()
         .map(|topic| {
             let name = topic.name.to_string();
-            let found = ctx.broker.topic(&name).filter(|_| !name.starts_with("__"));
+            let internal = name.starts_with("__") && ctx.broker.topic(&name).is_some();
             let partitions = topic
                 .partitions
                 .iter()
@@ -25,15 +26,17 @@ pub fn handle(ctx: &RequestContext, request: DeleteRecordsRequest) -> Result<Rep
                     let result = DeleteRecordsPartitionResult::default()
                         .with_partition_index(p.partition_index)
                         .with_low_watermark(-1);
-                    let outcome = match found.as_ref().and_then(|t| t.partition(p.partition_index))
-                    {
-                        None if name.starts_with("__") && ctx.broker.topic(&name).is_some() => {
-                            Err(ResponseError::PolicyViolation.code())
-                        }
-                        None => Err(ResponseError::UnknownTopicOrPartition.code()),
-                        Some(partition) => partition
-                            .delete_records_before(p.offset)
-                            .map_err(|e| log_error_code(&e)),
+                    let outcome = if internal {
+                        Err(ResponseError::PolicyViolation.code())
+                    } else {
+                        ctx.broker
+                            .leader_partition(&name, p.partition_index, NO_EPOCH_CHECK)
+                            .map_err(|e| partition_error_code(&e))
+                            .and_then(|partition| {
+                                partition
+                                    .delete_records_before(p.offset)
+                                    .map_err(|e| log_error_code(&e))
+                            })
                     };
                     match outcome {
                         Ok(low_watermark) => result.with_low_watermark(low_watermark),

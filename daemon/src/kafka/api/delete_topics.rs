@@ -57,6 +57,9 @@ pub fn handle(ctx: &RequestContext, request: DeleteTopicsRequest) -> Result<Repl
 }
 
 fn delete(ctx: &RequestContext, name: &str) -> Result<(), AdminError> {
+    if let Some(refusal) = ctx.broker.cluster_topic_change_refusal(name) {
+        return Err(refusal);
+    }
     if name.starts_with("__") && ctx.broker.topic(name).is_some() {
         return Err(AdminError::PolicyViolation(format!(
             "{name} is an internal topic and cannot be deleted"

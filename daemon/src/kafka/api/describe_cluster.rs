@@ -1,4 +1,5 @@
-//! DescribeCluster: the brokers (here: this one), the controller and the
+//! DescribeCluster: the brokers (a single node: this one; a cluster member:
+//! the live ones of its cluster view), the controller and the
 //! operations clients may perform on the cluster: all of them, as Kafka
 //! answers when no authorizer is configured.
 
@@ -26,9 +27,11 @@ pub fn handle(
     let spec = broker.spec();
     let (host, port) = broker.advertised_endpoint();
     let rack = broker.broker_spec().rack;
+    let view = broker.cluster_view();
+    let controller_id = view.as_ref().map_or(broker.node_id(), |v| v.controller_id);
     let mut response = DescribeClusterResponse::default()
         .with_cluster_id(string(&spec.cluster.name))
-        .with_controller_id(BrokerId(broker.node_id()))
+        .with_controller_id(BrokerId(controller_id))
         .with_endpoint_type(ENDPOINT_BROKERS)
         .with_cluster_authorized_operations(if request.include_cluster_authorized_operations {
             CLUSTER_OPERATIONS
@@ -41,12 +44,25 @@ pub fn handle(
         response.error_message = Some(string("only broker endpoints (type 1) exist"));
         return ctx.encode(&response).map(Reply::Ready);
     }
-    response.brokers = vec![
-        DescribeClusterBroker::default()
-            .with_broker_id(BrokerId(broker.node_id()))
-            .with_host(string(&host))
-            .with_port(port)
-            .with_rack(rack.map(|r| string(&r))),
-    ];
+    response.brokers = match &view {
+        Some(view) => view
+            .brokers
+            .iter()
+            .map(|b| {
+                DescribeClusterBroker::default()
+                    .with_broker_id(BrokerId(b.id))
+                    .with_host(string(&b.host))
+                    .with_port(b.port)
+                    .with_rack(b.rack.as_deref().map(string))
+            })
+            .collect(),
+        None => vec![
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(broker.node_id()))
+                .with_host(string(&host))
+                .with_port(port)
+                .with_rack(rack.map(|r| string(&r))),
+        ],
+    };
     ctx.encode(&response).map(Reply::Ready)
 }

@@ -11,9 +11,9 @@ use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::{BrokerId, FetchRequest};
 use tokio::sync::watch;
 
-use crate::broker::{Broker, SINGLE_NODE_LEADER_EPOCH};
+use crate::broker::Broker;
 use crate::kafka::dispatch::{DispatchError, Reply, RequestContext};
-use crate::kafka::errors::log_error_code;
+use crate::kafka::errors::{log_error_code, partition_error_code};
 use crate::kafka::fetch_encode::{
     FetchAnswer, PartitionAnswer, TopicAnswer, encode_fetch_response,
 };
@@ -215,15 +215,11 @@ impl FetchPlan {
             data: data.with_error_code(code),
             records: None,
         };
-        let Some(partition) = broker
-            .topic(topic)
-            .and_then(|t| t.partition(wanted.index).cloned())
-        else {
-            return fail(data, ResponseError::UnknownTopicOrPartition.code());
-        };
-        if let Some(code) = leader_epoch_error(wanted.current_leader_epoch) {
-            return fail(data, code);
-        }
+        let partition =
+            match broker.leader_partition(topic, wanted.index, wanted.current_leader_epoch) {
+                Ok(partition) => partition,
+                Err(e) => return fail(data, partition_error_code(&e)),
+            };
         let remaining = self.max_bytes.saturating_sub(*total_bytes);
         let max_bytes = wanted.max_bytes.min(remaining);
         match partition.read(wanted.fetch_offset, max_bytes, *total_bytes == 0) {
@@ -270,14 +266,5 @@ fn with_offsets(
         data.with_log_start_offset(log_start_offset)
     } else {
         data
-    }
-}
-
-/// A client that names a leader epoch must name ours.
-pub(crate) fn leader_epoch_error(current_leader_epoch: i32) -> Option<i16> {
-    match current_leader_epoch {
-        e if e < 0 || e == SINGLE_NODE_LEADER_EPOCH => None,
-        e if e > SINGLE_NODE_LEADER_EPOCH => Some(ResponseError::UnknownLeaderEpoch.code()),
-        _ => Some(ResponseError::FencedLeaderEpoch.code()),
     }
 }

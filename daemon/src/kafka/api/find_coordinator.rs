@@ -1,5 +1,6 @@
 //! FindCoordinator: this broker coordinates every group (single node; in a
-//! cluster, the leader of the group's offsets partition will).
+//! cluster, the leader of the group's offsets partition will: until then a
+//! cluster member answers COORDINATOR_NOT_AVAILABLE, saying why).
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -23,6 +24,12 @@ pub fn handle(
     } else {
         0
     };
+    // The message field exists from v1 on.
+    let message = (ctx.broker.is_cluster_member() && ctx.version >= 1).then(|| {
+        string(
+            "consumer groups are not built yet in a cluster: the group coordinator runs on a single node only",
+        )
+    });
     let (node, host, port) = if error == 0 {
         (BrokerId(ctx.broker.node_id()), string(&host), port)
     } else {
@@ -36,11 +43,13 @@ pub fn handle(
                 .with_node_id(node)
                 .with_host(host)
                 .with_port(port)
-                .with_error_code(error),
+                .with_error_code(error)
+                .with_error_message(message),
         ];
     } else {
         response = response
             .with_error_code(error)
+            .with_error_message(message)
             .with_node_id(node)
             .with_host(host)
             .with_port(port);

@@ -7,9 +7,9 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
-use crate::broker::{Partition, SINGLE_NODE_LEADER_EPOCH};
+use crate::broker::Partition;
 use crate::kafka::dispatch::{DispatchError, Reply, RequestContext};
-use crate::kafka::errors::log_error_code;
+use crate::kafka::errors::{log_error_code, partition_error_code};
 
 const LATEST_TIMESTAMP: i64 = -1;
 const EARLIEST_TIMESTAMP: i64 = -2;
@@ -30,7 +30,6 @@ pub fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> Result<Reply
         .topics
         .into_iter()
         .map(|topic| {
-            let found = ctx.broker.topic(topic.name.as_str());
             let partitions = topic
                 .partitions
                 .into_iter()
@@ -39,15 +38,14 @@ pub fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> Result<Reply
                         .with_partition_index(p.partition_index)
                         .with_timestamp(-1)
                         .with_offset(-1);
-                    match found.as_ref().and_then(|t| t.partition(p.partition_index)) {
-                        None => base.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
-                        Some(partition) => answer(
-                            partition,
-                            p.timestamp,
-                            p.current_leader_epoch,
-                            base,
-                            ctx.version,
-                        ),
+                    // Only the leader answers (Kafka's fetchOnlyFromLeader for clients).
+                    match ctx.broker.leader_partition(
+                        topic.name.as_str(),
+                        p.partition_index,
+                        p.current_leader_epoch,
+                    ) {
+                        Err(e) => base.with_error_code(partition_error_code(&e)),
+                        Ok(partition) => answer(&partition, p.timestamp, base, ctx.version),
                     }
                 })
                 .collect();
@@ -63,24 +61,15 @@ pub fn handle(ctx: &RequestContext, request: ListOffsetsRequest) -> Result<Reply
 fn answer(
     partition: &Partition,
     timestamp: i64,
-    current_leader_epoch: i32,
     base: ListOffsetsPartitionResponse,
     version: i16,
 ) -> ListOffsetsPartitionResponse {
     // The leader epoch field exists from v4 on.
     let epoch = if version >= 4 {
-        SINGLE_NODE_LEADER_EPOCH
+        partition.leadership().epoch()
     } else {
         -1
     };
-    if current_leader_epoch >= 0 && current_leader_epoch != SINGLE_NODE_LEADER_EPOCH {
-        let code = if current_leader_epoch > SINGLE_NODE_LEADER_EPOCH {
-            ResponseError::UnknownLeaderEpoch
-        } else {
-            ResponseError::FencedLeaderEpoch
-        };
-        return base.with_error_code(code.code());
-    }
     let offsets = partition.offsets();
     // Records at or above the high watermark are not visible to consumers.
     let visible =

@@ -1,5 +1,8 @@
-//! Metadata: this broker, and the topics asked for (creating unknown ones
-//! on first use when the spec allows it).
+//! Metadata: the brokers and the topics asked for. A single node describes
+//! itself and its topics (creating unknown ones on first use when the spec
+//! allows it); a cluster member answers from the cluster view its owner
+//! keeps (every live broker, every partition's leader), and never creates
+//! topics (the controller does).
 
 use std::sync::Arc;
 
@@ -12,7 +15,7 @@ use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
 use super::topic_name;
-use crate::broker::{Broker, SINGLE_NODE_LEADER_EPOCH, Topic};
+use crate::broker::{Broker, ClusterView, Leadership, Topic, ViewTopic};
 use crate::kafka::dispatch::{DispatchError, Reply, RequestContext};
 use crate::kafka::errors::create_topic_error_code;
 
@@ -29,7 +32,8 @@ pub fn may_create_topics(ctx: &RequestContext, request: &MetadataRequest) -> boo
 }
 
 fn may_auto_create(ctx: &RequestContext, request: &MetadataRequest) -> bool {
-    ctx.broker.spec().cluster.auto_create_topics
+    !ctx.broker.is_cluster_member()
+        && ctx.broker.spec().cluster.auto_create_topics
         && (ctx.version < 4 || request.allow_auto_topic_creation)
 }
 
@@ -41,6 +45,12 @@ pub fn handle(ctx: &RequestContext, request: MetadataRequest) -> Result<Reply, D
         None => true,
         Some(list) => list.is_empty() && ctx.version == 0,
     };
+    if let Some(view) = broker.cluster_view() {
+        let response = from_view(&view, request, all_topics, ctx.version);
+        return ctx
+            .encode(&with_cluster_id(response, &spec.cluster.name, ctx.version))
+            .map(Reply::Ready);
+    }
     let may_create = may_auto_create(ctx, &request);
     let topics = if all_topics {
         broker
@@ -80,10 +90,140 @@ pub fn handle(ctx: &RequestContext, request: MetadataRequest) -> Result<Reply, D
     if version >= 1 {
         response.controller_id = BrokerId(broker.node_id());
     }
+    ctx.encode(&with_cluster_id(response, &spec.cluster.name, version))
+        .map(Reply::Ready)
+}
+
+fn with_cluster_id(mut response: MetadataResponse, name: &str, version: i16) -> MetadataResponse {
     if version >= 2 {
-        response.cluster_id = Some(StrBytes::from_string(spec.cluster.name.clone()));
+        response.cluster_id = Some(StrBytes::from_string(name.to_string()));
     }
-    ctx.encode(&response).map(Reply::Ready)
+    response
+}
+
+/// A cluster member's answer: brokers, controller and partitions as the
+/// view says, whether or not this broker hosts them.
+fn from_view(
+    view: &ClusterView,
+    request: MetadataRequest,
+    all_topics: bool,
+    version: i16,
+) -> MetadataResponse {
+    let topics = if all_topics {
+        view.topics
+            .iter()
+            .filter(|(name, _)| name.as_str() != crate::group::OFFSETS_TOPIC)
+            .map(|(name, topic)| describe_view_topic(name, topic, version))
+            .collect()
+    } else {
+        request
+            .topics
+            .unwrap_or_default()
+            .into_iter()
+            .map(|wanted| match wanted.name {
+                Some(name) => match view.topics.get(name.as_str()) {
+                    Some(topic) => describe_view_topic(name.as_str(), topic, version),
+                    None => MetadataResponseTopic::default()
+                        .with_name(Some(name))
+                        .with_error_code(ResponseError::UnknownTopicOrPartition.code()),
+                },
+                None => match view.topic_by_id(wanted.topic_id) {
+                    Some((name, topic)) => describe_view_topic(name, topic, version),
+                    None => MetadataResponseTopic::default()
+                        .with_topic_id(wanted.topic_id)
+                        .with_error_code(ResponseError::UnknownTopicId.code()),
+                },
+            })
+            .collect()
+    };
+    let brokers = view
+        .brokers
+        .iter()
+        .map(|b| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.id))
+                .with_host(StrBytes::from_string(b.host.clone()))
+                .with_port(b.port)
+                .with_rack(
+                    b.rack
+                        .clone()
+                        .filter(|_| version >= 1)
+                        .map(StrBytes::from_string),
+                )
+        })
+        .collect();
+    let mut response = MetadataResponse::default()
+        .with_brokers(brokers)
+        .with_topics(topics);
+    if version >= 1 {
+        response.controller_id = BrokerId(view.controller_id);
+    }
+    response
+}
+
+fn describe_view_topic(name: &str, topic: &ViewTopic, version: i16) -> MetadataResponseTopic {
+    let ids = |list: &[i32]| list.iter().copied().map(BrokerId).collect::<Vec<_>>();
+    let partitions = (0..)
+        .zip(&topic.partitions)
+        .map(|(index, p)| {
+            partition_answer(
+                index,
+                p.leader,
+                p.leader_epoch,
+                ids(&p.replicas),
+                ids(&p.isr),
+                ids(&p.offline),
+                version,
+            )
+        })
+        .collect();
+    topic_answer(name, topic.id, partitions, version)
+}
+
+/// One partition's answer; LEADER_NOT_AVAILABLE while none leads. Fields
+/// only from the version that carries them.
+fn partition_answer(
+    index: i32,
+    leader: i32,
+    leader_epoch: i32,
+    replicas: Vec<BrokerId>,
+    isr: Vec<BrokerId>,
+    offline: Vec<BrokerId>,
+    version: i16,
+) -> MetadataResponsePartition {
+    let mut partition = MetadataResponsePartition::default()
+        .with_partition_index(index)
+        .with_leader_id(BrokerId(leader))
+        .with_replica_nodes(replicas)
+        .with_isr_nodes(isr);
+    if leader < 0 {
+        partition.error_code = ResponseError::LeaderNotAvailable.code();
+    }
+    if version >= 5 {
+        partition.offline_replicas = offline;
+    }
+    if version >= 7 {
+        partition.leader_epoch = leader_epoch;
+    }
+    partition
+}
+
+fn topic_answer(
+    name: &str,
+    id: Uuid,
+    partitions: Vec<MetadataResponsePartition>,
+    version: i16,
+) -> MetadataResponseTopic {
+    let mut described = MetadataResponseTopic::default()
+        .with_name(Some(topic_name(name)))
+        .with_partitions(partitions);
+    if version >= 1 {
+        described.is_internal = name.starts_with("__");
+    }
+    if version >= 10 {
+        described.topic_id = id;
+    }
+    described
 }
 
 fn lookup_or_create(
@@ -119,34 +259,31 @@ fn lookup_by_id(broker: &Arc<Broker>, id: Uuid, version: i16) -> MetadataRespons
     }
 }
 
-/// Fields are set only from the version that carries them: the codec
-/// refuses to encode a non-default value a version does not have.
+/// A topic as this broker alone knows it: the leadership of the partitions
+/// it hosts (a single node: all of them, led here), LEADER_NOT_AVAILABLE for
+/// the others (a member before its owner set a cluster view).
 fn describe(broker: &Broker, topic: &Topic, version: i16) -> MetadataResponseTopic {
     let me = BrokerId(broker.node_id());
-    let partitions = topic
-        .partitions
-        .iter()
-        .map(|p| {
-            let partition = MetadataResponsePartition::default()
-                .with_partition_index(p.index)
-                .with_leader_id(me)
-                .with_replica_nodes(vec![me])
-                .with_isr_nodes(vec![me]);
-            if version >= 7 {
-                partition.with_leader_epoch(SINGLE_NODE_LEADER_EPOCH)
-            } else {
-                partition
-            }
-        })
+    let partitions = (0..topic.partition_count())
+        .map(
+            |index| match topic.partition(index).map(|p| p.leadership()) {
+                Some(Leadership::Leader { epoch }) => {
+                    partition_answer(index, me.0, epoch, vec![me], vec![me], Vec::new(), version)
+                }
+                Some(Leadership::NotLeader { leader, epoch }) => partition_answer(
+                    index,
+                    leader.unwrap_or(-1),
+                    epoch,
+                    vec![me],
+                    Vec::new(),
+                    Vec::new(),
+                    version,
+                ),
+                None => {
+                    partition_answer(index, -1, -1, Vec::new(), Vec::new(), Vec::new(), version)
+                }
+            },
+        )
         .collect();
-    let mut described = MetadataResponseTopic::default()
-        .with_name(Some(topic_name(&topic.name)))
-        .with_partitions(partitions);
-    if version >= 1 {
-        described.is_internal = topic.name.starts_with("__");
-    }
-    if version >= 10 {
-        described.topic_id = topic.id;
-    }
-    described
+    topic_answer(&topic.name, topic.id, partitions, version)
 }

@@ -79,10 +79,9 @@ fn sort_partitions(
             let metadata = optional(&p.committed_metadata).unwrap_or_default();
             let code = if !available {
                 Some(not_available())
-            } else if found
+            } else if !found
                 .as_ref()
-                .and_then(|t| t.partition(p.partition_index))
-                .is_none()
+                .is_some_and(|t| t.has_partition(p.partition_index))
             {
                 Some(ResponseError::UnknownTopicOrPartition.code())
             } else if let Err(e) = Coordinator::check_offset_metadata(&metadata) {

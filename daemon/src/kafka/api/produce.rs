@@ -10,9 +10,9 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use crate::broker::{JobCost, Partition, now_ms};
+use crate::broker::{JobCost, NO_EPOCH_CHECK, Partition, now_ms};
 use crate::kafka::dispatch::{DispatchError, Reply, RequestContext};
-use crate::kafka::errors::log_error_code;
+use crate::kafka::errors::partition_error_code;
 
 /// Record bytes up to which an uncompressed produce is a short job (see
 /// `JobCost`): its CRCs and page-cache write take well under a millisecond.
@@ -158,12 +158,11 @@ fn append(
         // Only the group coordinator writes its offsets log.
         return rejected(index, ResponseError::InvalidTopicException.code(), None);
     }
-    let Some(partition) = ctx
-        .broker
-        .topic(topic)
-        .and_then(|t| t.partition(index).cloned())
-    else {
-        return rejected(index, ResponseError::UnknownTopicOrPartition.code(), None);
+    // Produce carries no leader epoch: only leadership is checked here, and
+    // again under the log lock by the append itself.
+    let partition = match ctx.broker.leader_partition(topic, index, NO_EPOCH_CHECK) {
+        Ok(partition) => partition,
+        Err(e) => return rejected(index, partition_error_code(&e), Some(e.to_string())),
     };
     let Some(records) = records.filter(|r| !r.is_empty()) else {
         return rejected(
@@ -189,7 +188,7 @@ fn append(
         }
         Err(e) => {
             tracing::debug!(event = "produce_refused", partition = ?partition, error = %e);
-            return rejected(index, log_error_code(&e), Some(e.to_string()));
+            return rejected(index, partition_error_code(&e), Some(e.to_string()));
         }
     };
     let wait_for = if acks != 0 && partition.fsync_before_ack() {

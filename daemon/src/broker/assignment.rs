@@ -1,0 +1,227 @@
+//! A cluster member's share of the partitions: its owner (the cluster
+//! publisher, following the controller's metadata image) hands over each
+//! topic with the partitions placed here and their leadership, and the
+//! broker opens their logs and takes that leadership. Plain data in, so the
+//! broker knows nothing of the controller.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use thiserror::Error;
+use uuid::Uuid;
+
+use super::leadership::Leadership;
+use super::topic::{CreateTopicError, TOPIC_PARTITIONS_MAX, Topic, open_partitions};
+use super::{Broker, TopicOrigin, log_config_for, now_ms};
+use crate::log::LogError;
+
+/// One topic as the controller placed it, and this broker's share of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicAssignment {
+    pub name: String,
+    pub id: Uuid,
+    /// Kafka-named settings over the spec's topic defaults, e.g.
+    /// `("retention.ms", "86400000")`.
+    pub configs: Vec<(String, String)>,
+    /// The topic's partitions in the whole cluster.
+    pub partition_count: i32,
+    /// The partitions placed on this broker, with their leadership.
+    pub hosted: Vec<HostedPartition>,
+}
+
+/// A partition placed on this broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostedPartition {
+    pub index: i32,
+    pub leadership: Leadership,
+}
+
+#[derive(Debug, Error)]
+pub enum AssignmentError {
+    #[error(
+        "assignments are for cluster members (Broker::open_member); a single node hosts its topics itself"
+    )]
+    NotAMember,
+    #[error("topic {topic}: {reason}")]
+    Invalid { topic: String, reason: String },
+    #[error("topic {topic}: invalid settings: {reason}")]
+    InvalidConfig { topic: String, reason: String },
+    #[error(
+        "topic {topic} is open here with id {open}, the assignment names {assigned}: removing a topic is not built yet"
+    )]
+    IdChanged {
+        topic: String,
+        open: Uuid,
+        assigned: Uuid,
+    },
+    #[error("opening topic {topic}: {source}")]
+    Open {
+        topic: String,
+        source: CreateTopicError,
+    },
+    #[error("{partition}: taking leadership {leadership:?}: {source}")]
+    Leadership {
+        partition: String,
+        leadership: Leadership,
+        source: LogError,
+    },
+}
+
+impl TopicAssignment {
+    fn check(&self) -> Result<(), AssignmentError> {
+        let invalid = |reason: String| AssignmentError::Invalid {
+            topic: self.name.clone(),
+            reason,
+        };
+        if !(1..=TOPIC_PARTITIONS_MAX).contains(&self.partition_count) {
+            return Err(invalid(format!(
+                "partition count {} is not in 1..={TOPIC_PARTITIONS_MAX}",
+                self.partition_count
+            )));
+        }
+        let mut seen = BTreeSet::new();
+        for hosted in &self.hosted {
+            if !(0..self.partition_count).contains(&hosted.index) {
+                return Err(invalid(format!(
+                    "hosted partition {} is beyond the topic's {} partition(s)",
+                    hosted.index, self.partition_count
+                )));
+            }
+            if !seen.insert(hosted.index) {
+                return Err(invalid(format!("partition {} listed twice", hosted.index)));
+            }
+            if hosted.leadership.epoch() < 0 {
+                return Err(invalid(format!(
+                    "partition {}: leader epoch {} is negative",
+                    hosted.index,
+                    hosted.leadership.epoch()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Broker {
+    /// Brings one topic to `assignment`, idempotently: opens the logs of
+    /// hosted partitions not open yet (directories `<topic>-<index>`,
+    /// recovered as at startup), applies the settings, and sets each hosted
+    /// partition's leadership (becoming leader at a higher epoch records it
+    /// in the leader-epoch cache at the log end; an epoch never moves back:
+    /// that panics, see `Partition::set_leadership`).
+    ///
+    /// Nothing stops being hosted yet: a partition open here but missing
+    /// from `assignment.hosted`, a smaller partition count or another topic
+    /// id is kept or refused; removal comes with reassignment and deletion.
+    /// Nothing goes to the topic registry either: in a cluster the metadata
+    /// log is the record of topics.
+    ///
+    /// Logs are opened without the topics lock, and the new topic replaces
+    /// the old one in a single write, so produce and fetch on partitions
+    /// already open go on meanwhile.
+    pub fn apply_assignment(&self, assignment: &TopicAssignment) -> Result<(), AssignmentError> {
+        if !self.member {
+            return Err(AssignmentError::NotAMember);
+        }
+        assignment.check()?;
+        let _serial = self.assignments.lock().expect("assignments lock poisoned");
+        let name = assignment.name.as_str();
+        let spec = self.spec();
+        let config = spec
+            .new_topic_config(Some(assignment.partition_count), &assignment.configs)
+            .map_err(|reason| AssignmentError::InvalidConfig {
+                topic: name.to_string(),
+                reason,
+            })?;
+        let existing = self.topic(name);
+        if let Some(open) = &existing {
+            if open.id != assignment.id {
+                return Err(AssignmentError::IdChanged {
+                    topic: name.to_string(),
+                    open: open.id,
+                    assigned: assignment.id,
+                });
+            }
+            if assignment.partition_count < open.partition_count() {
+                return Err(AssignmentError::Invalid {
+                    topic: name.to_string(),
+                    reason: format!(
+                        "partition count would shrink from {} to {}: partitions are never removed",
+                        open.partition_count(),
+                        assignment.partition_count
+                    ),
+                });
+            }
+        }
+        let topic_name: Arc<str> = existing
+            .as_ref()
+            .map_or_else(|| name.into(), |t| t.name.clone());
+        let mut hosted: BTreeMap<i32, Arc<super::Partition>> = existing
+            .as_ref()
+            .map(|t| {
+                t.hosted_partitions()
+                    .map(|p| (p.index, p.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let to_open: Vec<(i32, Leadership)> = assignment
+            .hosted
+            .iter()
+            .filter(|h| !hosted.contains_key(&h.index))
+            .map(|h| (h.index, Leadership::UNASSIGNED))
+            .collect();
+        let opened = open_partitions(
+            self.storage(),
+            self.checkpoints(),
+            &self.data_dir,
+            &topic_name,
+            &config,
+            &to_open,
+            now_ms(),
+        )
+        .map_err(|source| AssignmentError::Open {
+            topic: name.to_string(),
+            source,
+        })?;
+        let opened_count = opened.len();
+        hosted.extend(opened.into_iter().map(|p| (p.index, p)));
+        if existing.as_ref().is_some_and(|t| t.config != config) {
+            let log_config = log_config_for(&config);
+            for partition in hosted.values() {
+                partition.set_config(log_config.clone());
+            }
+        }
+        // New partitions take their leadership before anyone can see them.
+        for wanted in &assignment.hosted {
+            let partition = &hosted[&wanted.index];
+            partition
+                .set_leadership(wanted.leadership)
+                .map_err(|source| AssignmentError::Leadership {
+                    partition: format!("{partition:?}"),
+                    leadership: wanted.leadership,
+                    source,
+                })?;
+        }
+        let origin = if spec.topics.contains_key(name) {
+            TopicOrigin::Spec
+        } else {
+            TopicOrigin::Api
+        };
+        let topic = Topic::assigned(
+            topic_name,
+            assignment.id,
+            origin,
+            config,
+            assignment.partition_count,
+            hosted,
+        );
+        self.topics
+            .write()
+            .expect("topics lock poisoned")
+            .insert(name.to_string(), Arc::new(topic));
+        if existing.is_none() || opened_count > 0 {
+            tracing::info!(event = "topic_assigned", topic = %name, partitions = assignment.partition_count, opened = opened_count);
+        }
+        Ok(())
+    }
+}

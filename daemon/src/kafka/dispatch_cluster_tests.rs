@@ -1,0 +1,365 @@
+//! A cluster member through dispatch: answers follow the partitions it
+//! hosts and leads, the leader epochs it was given, and the cluster view
+//! its owner sets; topic changes through the API are refused.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::offset_for_leader_epoch_request::{
+    OffsetForLeaderPartition, OffsetForLeaderTopic,
+};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use uuid::Uuid;
+
+use super::api::topic_name;
+use super::dispatch_tests::{answer, batch, check_decodes, dispatch_now, frame};
+use super::listener::ListenerLimits;
+use crate::broker::{
+    Broker, ClusterView, HostedPartition, Leadership, TopicAssignment, ViewBroker, ViewPartition,
+    ViewTopic,
+};
+
+/// Topic `t` of three partitions: 0 led here at `epoch`, 2 hosted but led
+/// by broker 2; partition 1 lives on another broker.
+fn assignment(epoch: i32) -> TopicAssignment {
+    TopicAssignment {
+        name: "t".into(),
+        id: Uuid::from_u128(7),
+        configs: Vec::new(),
+        partition_count: 3,
+        hosted: vec![
+            HostedPartition {
+                index: 0,
+                leadership: Leadership::Leader { epoch },
+            },
+            HostedPartition {
+                index: 2,
+                leadership: Leadership::NotLeader {
+                    leader: Some(2),
+                    epoch: 1,
+                },
+            },
+        ],
+    }
+}
+
+fn member() -> (tempfile::TempDir, Arc<Broker>) {
+    let dir = tempfile::tempdir().unwrap();
+    let text = include_str!("../../../etc/local-3.toml");
+    let spec = crate::config::parse_spec(text, "local-3.toml").unwrap();
+    let broker = Broker::open_member(spec, 1, dir.path().to_path_buf()).unwrap();
+    broker.apply_assignment(&assignment(3)).unwrap();
+    (dir, broker)
+}
+
+fn call<R: kafka_protocol::protocol::Decodable>(
+    broker: &Arc<Broker>,
+    key: ApiKey,
+    version: i16,
+    body: &impl kafka_protocol::protocol::Encodable,
+) -> R {
+    let reply = dispatch_now(
+        broker,
+        &ListenerLimits::default(),
+        frame(key, version, body),
+    );
+    check_decodes(key, version, answer(reply.unwrap()))
+}
+
+fn produce(broker: &Arc<Broker>, index: i32) -> (i16, i64) {
+    let data = PartitionProduceData::default()
+        .with_index(index)
+        .with_records(Some(batch()));
+    let topic = TopicProduceData::default()
+        .with_name(topic_name("t"))
+        .with_partition_data(vec![data]);
+    let body = ProduceRequest::default()
+        .with_acks(1)
+        .with_timeout_ms(1000)
+        .with_topic_data(vec![topic]);
+    let r: ProduceResponse = call(broker, ApiKey::Produce, 9, &body);
+    let p = &r.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+/// (error code, record bytes) of a fetch of partition 0 from offset 0.
+fn fetch(broker: &Arc<Broker>, current_leader_epoch: i32) -> (i16, Option<Bytes>) {
+    let partition = FetchPartition::default()
+        .with_partition(0)
+        .with_current_leader_epoch(current_leader_epoch)
+        .with_fetch_offset(0)
+        .with_partition_max_bytes(1 << 20);
+    let topic = FetchTopic::default()
+        .with_topic(topic_name("t"))
+        .with_partitions(vec![partition]);
+    let body = FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![topic]);
+    let r: FetchResponse = call(broker, ApiKey::Fetch, 12, &body);
+    let p = &r.responses[0].partitions[0];
+    (p.error_code, p.records.clone())
+}
+
+/// OffsetForLeaderEpoch of partition 0: (error, epoch, end offset).
+fn epoch_end(
+    broker: &Arc<Broker>,
+    current_leader_epoch: i32,
+    leader_epoch: i32,
+) -> (i16, i32, i64) {
+    let partition = OffsetForLeaderPartition::default()
+        .with_partition(0)
+        .with_current_leader_epoch(current_leader_epoch)
+        .with_leader_epoch(leader_epoch);
+    let topic = OffsetForLeaderTopic::default()
+        .with_topic(topic_name("t"))
+        .with_partitions(vec![partition]);
+    let body = OffsetForLeaderEpochRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![topic]);
+    let r: OffsetForLeaderEpochResponse = call(broker, ApiKey::OffsetForLeaderEpoch, 4, &body);
+    let p = &r.topics[0].partitions[0];
+    (p.error_code, p.leader_epoch, p.end_offset)
+}
+
+/// The partitionLeaderEpoch field of the first batch (bytes 12..16).
+fn batch_leader_epoch(records: &[u8]) -> i32 {
+    i32::from_be_bytes(records[12..16].try_into().unwrap())
+}
+
+#[test]
+fn produce_and_fetch_follow_hosting_leadership_and_epochs() {
+    let (_dir, broker) = member();
+    assert_eq!(produce(&broker, 0), (0, 0), "led here");
+    let not_leader = ResponseError::NotLeaderOrFollower.code();
+    assert_eq!(produce(&broker, 1).0, not_leader, "hosted elsewhere");
+    assert_eq!(produce(&broker, 2).0, not_leader, "hosted, led elsewhere");
+    assert_eq!(
+        produce(&broker, 3).0,
+        ResponseError::UnknownTopicOrPartition.code(),
+        "beyond the count"
+    );
+
+    let (code, records) = fetch(&broker, 3);
+    assert_eq!(code, 0);
+    let records = records.expect("the produced batch");
+    assert_eq!(
+        batch_leader_epoch(&records),
+        3,
+        "stamped with the epoch led at"
+    );
+    assert_eq!(fetch(&broker, -1).0, 0, "-1: no check");
+    assert_eq!(fetch(&broker, 2).0, ResponseError::FencedLeaderEpoch.code());
+    assert_eq!(
+        fetch(&broker, 4).0,
+        ResponseError::UnknownLeaderEpoch.code()
+    );
+
+    // ListOffsets tells the epoch it answers at.
+    let partition = ListOffsetsPartition::default()
+        .with_partition_index(0)
+        .with_current_leader_epoch(3)
+        .with_timestamp(-1);
+    let body = ListOffsetsRequest::default().with_topics(vec![
+        ListOffsetsTopic::default()
+            .with_name(topic_name("t"))
+            .with_partitions(vec![partition]),
+    ]);
+    let r: ListOffsetsResponse = call(&broker, ApiKey::ListOffsets, 7, &body);
+    let p = &r.topics[0].partitions[0];
+    assert_eq!((p.error_code, p.offset, p.leader_epoch), (0, 1, 3));
+}
+
+#[test]
+fn after_reassignment_at_a_higher_epoch_the_old_epoch_ends_where_the_new_begins() {
+    let (_dir, broker) = member();
+    assert_eq!(produce(&broker, 0).0, 0);
+    assert_eq!(produce(&broker, 0).0, 0);
+    broker.apply_assignment(&assignment(5)).unwrap();
+    let partition = broker.topic("t").unwrap().partition(0).unwrap().clone();
+    let last = partition
+        .lock_log()
+        .leader_epoch_entries()
+        .last()
+        .copied()
+        .unwrap();
+    assert_eq!(
+        (last.epoch, last.start_offset),
+        (5, 2),
+        "new epoch at the LEO"
+    );
+    assert_eq!(epoch_end(&broker, 5, 3), (0, 3, 2));
+    assert_eq!(epoch_end(&broker, 5, 5), (0, 5, 2));
+    assert_eq!(
+        epoch_end(&broker, 3, 3).0,
+        ResponseError::FencedLeaderEpoch.code(),
+        "a client still at epoch 3 is fenced"
+    );
+    assert_eq!(produce(&broker, 0), (0, 2));
+    let (code, records) = fetch(&broker, 5);
+    assert_eq!(code, 0);
+    // Batches of 61-byte header + one small record; the third is at epoch 5.
+    let records = records.unwrap();
+    let epochs: Vec<i32> = walk_batches(&records).map(batch_leader_epoch).collect();
+    assert_eq!(epochs, vec![3, 3, 5]);
+}
+
+/// Each batch of a record set, by its length field (bytes 8..12).
+fn walk_batches(mut records: &[u8]) -> impl Iterator<Item = &[u8]> {
+    std::iter::from_fn(move || {
+        if records.len() < 12 {
+            return None;
+        }
+        let length = i32::from_be_bytes(records[8..12].try_into().unwrap()) as usize + 12;
+        let (batch, rest) = records.split_at(length);
+        records = rest;
+        Some(batch)
+    })
+}
+
+fn view() -> ClusterView {
+    let broker = |id: i32| ViewBroker {
+        id,
+        host: format!("127.0.0.{id}"),
+        port: 9092,
+        rack: Some(format!("rack-{id}")),
+    };
+    let partition = |leader: i32, epoch: i32| ViewPartition {
+        leader,
+        leader_epoch: epoch,
+        replicas: vec![if leader < 0 { 3 } else { leader }],
+        isr: vec![if leader < 0 { 3 } else { leader }],
+        offline: if leader < 0 { vec![3] } else { Vec::new() },
+    };
+    ClusterView {
+        brokers: vec![broker(1), broker(2)],
+        controller_id: 2,
+        topics: [(
+            "t".to_string(),
+            ViewTopic {
+                id: Uuid::from_u128(7),
+                partitions: vec![partition(1, 3), partition(-1, 4), partition(2, 1)],
+            },
+        )]
+        .into_iter()
+        .collect(),
+    }
+}
+
+#[test]
+fn metadata_answers_from_the_cluster_view() {
+    let (_dir, broker) = member();
+    broker.set_cluster_view(view());
+    for version in [0, 1, 5, 7, 12] {
+        let r: MetadataResponse = call(
+            &broker,
+            ApiKey::Metadata,
+            version,
+            &MetadataRequest::default().with_topics(None),
+        );
+        let brokers: Vec<(i32, String)> = r
+            .brokers
+            .iter()
+            .map(|b| (b.node_id.0, b.host.to_string()))
+            .collect();
+        assert_eq!(
+            brokers,
+            vec![(1, "127.0.0.1".to_string()), (2, "127.0.0.2".to_string())],
+            "v{version}"
+        );
+        if version >= 1 {
+            assert_eq!(r.controller_id.0, 2, "v{version}");
+            assert_eq!(r.brokers[1].rack.as_deref(), Some("rack-2"));
+        }
+        let t = &r.topics[0];
+        assert_eq!(t.name.as_ref().map(|n| n.as_str()), Some("t"));
+        let leaders: Vec<(i16, i32)> = t
+            .partitions
+            .iter()
+            .map(|p| (p.error_code, p.leader_id.0))
+            .collect();
+        assert_eq!(
+            leaders,
+            vec![
+                (0, 1),
+                (ResponseError::LeaderNotAvailable.code(), -1),
+                (0, 2)
+            ],
+            "v{version}"
+        );
+        if version >= 7 {
+            let epochs: Vec<i32> = t.partitions.iter().map(|p| p.leader_epoch).collect();
+            assert_eq!(epochs, vec![3, 4, 1]);
+            assert_eq!(t.partitions[1].offline_replicas, vec![BrokerId(3)]);
+        }
+    }
+    // A topic the view does not know is unknown, and not auto-created.
+    let wanted =
+        metadata_request::MetadataRequestTopic::default().with_name(Some(topic_name("nowhere")));
+    let r: MetadataResponse = call(
+        &broker,
+        ApiKey::Metadata,
+        12,
+        &MetadataRequest::default()
+            .with_topics(Some(vec![wanted]))
+            .with_allow_auto_topic_creation(true),
+    );
+    assert_eq!(
+        r.topics[0].error_code,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+    assert!(broker.topic("nowhere").is_none());
+    let r: DescribeClusterResponse = call(
+        &broker,
+        ApiKey::DescribeCluster,
+        1,
+        &DescribeClusterRequest::default().with_endpoint_type(1),
+    );
+    assert_eq!(r.controller_id.0, 2);
+    assert_eq!(r.brokers.len(), 2);
+}
+
+#[test]
+fn a_member_refuses_topic_changes_and_has_no_group_coordinator_yet() {
+    let (_dir, broker) = member();
+    let body = CreateTopicsRequest::default().with_topics(vec![
+        CreatableTopic::default()
+            .with_name(topic_name("new"))
+            .with_num_partitions(1)
+            .with_replication_factor(1),
+    ]);
+    let r: CreateTopicsResponse = call(&broker, ApiKey::CreateTopics, 7, &body);
+    let result = &r.topics[0];
+    assert_eq!(result.error_code, ResponseError::PolicyViolation.code());
+    let message = result.error_message.as_deref().unwrap_or_default();
+    assert!(
+        message.contains("created by the controller from the spec file")
+            && message.contains("not built yet"),
+        "{message}"
+    );
+    assert!(broker.topic("new").is_none());
+
+    let body = DeleteTopicsRequest::default().with_topic_names(vec![topic_name("t")]);
+    let r: DeleteTopicsResponse = call(&broker, ApiKey::DeleteTopics, 5, &body);
+    assert_eq!(
+        r.responses[0].error_code,
+        ResponseError::PolicyViolation.code()
+    );
+    assert!(broker.topic("t").is_some());
+
+    let body = FindCoordinatorRequest::default().with_key(topic_name("g").0);
+    let r: FindCoordinatorResponse = call(&broker, ApiKey::FindCoordinator, 2, &body);
+    assert_eq!(r.error_code, ResponseError::CoordinatorNotAvailable.code());
+    assert!(
+        r.error_message
+            .as_deref()
+            .is_some_and(|m| m.contains("not built yet in a cluster")),
+        "{:?}",
+        r.error_message
+    );
+}
