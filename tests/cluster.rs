@@ -432,3 +432,191 @@ fn a_broker_that_does_not_vote_follows_the_metadata_log_and_is_fenced_when_it_di
     let fenced = fenced.unwrap_or_else(|| panic!("broker 4 never fenced:\n{}", cluster.logs()));
     assert!(fenced <= FENCE_BOUND, "fenced after {fenced:?}");
 }
+
+/// The bootstrap list of a cluster's Kafka listeners.
+fn bootstrap(cluster: &Cluster) -> String {
+    let addresses: Vec<String> = cluster.nodes.iter().map(|n| n.kafka.to_string()).collect();
+    addresses.join(",")
+}
+
+/// Leader and leader epoch of every partition of `topic`, from `/status`.
+fn leaders(status: &str, topic: &str) -> Vec<(i32, i32)> {
+    let mut lines = status
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with(&format!("topic {topic} ")));
+    lines.next();
+    lines
+        .take_while(|l| l.trim_start().starts_with("partition "))
+        .map(|l| {
+            let field = |key: &str| {
+                l.split_whitespace()
+                    .find_map(|f| f.strip_prefix(key))
+                    .map(|v| v.parse::<i32>().unwrap_or(-1))
+                    .expect("field")
+            };
+            (field("leader="), field("leader_epoch="))
+        })
+        .collect()
+}
+
+/// librdkafka on its defaults sees three brokers and the declared
+/// placement, produces to every partition of the cluster (each led by its
+/// own broker), and reads everything back from any bootstrap broker.
+#[test]
+fn librdkafka_produces_to_and_consumes_from_every_partition_with_the_declared_placement() {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+    use rdkafka::{Offset, TopicPartitionList};
+
+    let _serial = serial();
+    let cluster = Cluster::start(
+        "\n[topics.events]\npartitions = 6\n\n[topics.placed]\nreplicas = [[3], [1], [2]]\n",
+    );
+    cluster.wait_formed(3, FORM_TIMEOUT);
+    let bootstrap = bootstrap(&cluster);
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("message.timeout.ms", "30000")
+        .create()
+        .unwrap();
+    let metadata = common::wait_until(Duration::from_secs(20), || {
+        producer
+            .client()
+            .fetch_metadata(None, Duration::from_secs(5))
+            .is_ok_and(|m| {
+                m.brokers().len() == 3
+                    && m.topics().iter().any(|t| {
+                        t.name() == "placed" && t.partitions().iter().all(|p| p.leader() >= 1)
+                    })
+                    && m.topics().iter().any(|t| {
+                        t.name() == "events" && t.partitions().iter().all(|p| p.leader() >= 1)
+                    })
+            })
+    });
+    assert!(
+        metadata,
+        "metadata never showed the cluster:\n{}",
+        cluster.logs()
+    );
+    let m = producer
+        .client()
+        .fetch_metadata(Some("placed"), Duration::from_secs(5))
+        .unwrap();
+    let placed: Vec<(i32, i32)> = m.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| (p.id(), p.leader()))
+        .collect();
+    assert_eq!(placed, vec![(0, 3), (1, 1), (2, 2)], "explicit placement");
+
+    const PER_PARTITION: usize = 200;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        for (topic, partitions) in [("events", 6), ("placed", 3)] {
+            for partition in 0..partitions {
+                for i in 0..PER_PARTITION {
+                    let payload = format!("{topic}-{partition}-{i}");
+                    let record = FutureRecord::<(), _>::to(topic)
+                        .partition(partition)
+                        .payload(&payload);
+                    producer
+                        .send(record, Duration::from_secs(30))
+                        .await
+                        .unwrap_or_else(|(e, _)| panic!("{topic}/{partition}: {e}"));
+                }
+            }
+        }
+    });
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.node(2).kafka.to_string())
+        .set("group.id", "unused-assign-only")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    for (topic, partitions) in [("events", 6), ("placed", 3)] {
+        for partition in 0..partitions {
+            assignment
+                .add_partition_offset(topic, partition, Offset::Beginning)
+                .unwrap();
+        }
+    }
+    consumer.assign(&assignment).unwrap();
+    let mut seen = std::collections::BTreeMap::<(String, i32), Vec<String>>::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.values().map(Vec::len).sum::<usize>() < 9 * PER_PARTITION
+        && Instant::now() < deadline
+    {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
+            let text = String::from_utf8(message.payload().unwrap().to_vec()).unwrap();
+            seen.entry((message.topic().to_string(), message.partition()))
+                .or_default()
+                .push(text);
+        }
+    }
+    for (topic, partitions) in [("events", 6), ("placed", 3)] {
+        for partition in 0..partitions {
+            let got = seen
+                .get(&(topic.to_string(), partition))
+                .cloned()
+                .unwrap_or_default();
+            let want: Vec<String> = (0..PER_PARTITION)
+                .map(|i| format!("{topic}-{partition}-{i}"))
+                .collect();
+            assert_eq!(got, want, "{topic}/{partition}");
+        }
+    }
+}
+
+/// A broker that leads partitions and is the active controller dies: the
+/// controller fails over, its partitions are reported offline (one replica
+/// each until replication), and on restart it leads them again at a higher
+/// leader epoch with its data.
+#[test]
+fn sigkill_of_a_leader_that_is_the_active_controller_takes_its_partitions_offline_until_it_returns()
+{
+    let _serial = serial();
+    let mut cluster = Cluster::start("\n[topics.events]\npartitions = 6\n");
+    let first = cluster.wait_formed(3, FORM_TIMEOUT);
+    let led_before = common::wait_until(Duration::from_secs(10), || {
+        cluster
+            .status(first)
+            .is_some_and(|s| leaders(&s, "events").iter().all(|(leader, _)| *leader > 0))
+    });
+    assert!(led_before, "{}", cluster.status(first).unwrap_or_default());
+    let before = leaders(&cluster.status(first).unwrap(), "events");
+    let mine: Vec<usize> = (0..before.len())
+        .filter(|p| before[*p].0 == first)
+        .collect();
+    assert!(!mine.is_empty(), "{before:?}");
+    let killed = Instant::now();
+    cluster.kill(first);
+    let offline = cluster.time_until(killed, Duration::from_secs(20), |c| {
+        let Some(active) = c.active_controller() else {
+            return false;
+        };
+        c.status(active).is_some_and(|s| {
+            let now = leaders(&s, "events");
+            mine.iter().all(|p| now[*p].0 == -1)
+        })
+    });
+    let offline = offline.unwrap_or_else(|| panic!("never offline:\n{}", cluster.logs()));
+    println!(
+        "figure: partitions of the dead leader+controller reported offline after {:.3} s",
+        offline.as_secs_f64()
+    );
+    assert!(offline <= BOTH_BOUND, "offline after {offline:?}");
+    cluster.spawn(first);
+    cluster.wait_formed(3, FORM_TIMEOUT);
+    let active = cluster.active_controller().unwrap();
+    let back = common::wait_until(Duration::from_secs(10), || {
+        cluster.status(active).is_some_and(|s| {
+            let now = leaders(&s, "events");
+            mine.iter()
+                .all(|p| now[*p].0 == first && now[*p].1 > before[*p].1)
+        })
+    });
+    assert!(back, "{}", cluster.status(active).unwrap_or_default());
+}

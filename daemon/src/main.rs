@@ -372,7 +372,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let (spec, node_id, data_dir) = load(&cli)?;
     tracing::info!(event = "starting", node_id, data_dir = %data_dir.display(), spec_hash = %spec.source_hash);
     if spec.brokers.len() > 1 {
-        return run_cluster_member(&spec, node_id, &data_dir, cli.config.clone());
+        return run_cluster_member(spec, node_id, data_dir, cli.config.clone());
     }
     let limits = listener_limits(&spec);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -394,102 +394,79 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .start_group_coordinator()
         .map_err(|e| anyhow::anyhow!("starting the group coordinator: {e}"))?;
     tracing::info!(event = "groups_ready");
-    runtime.block_on(serve(broker.clone(), limits, cli.config.clone(), groups))?;
+    runtime.block_on(serve(
+        broker.clone(),
+        limits,
+        cli.config.clone(),
+        Mode::Single(groups),
+    ))?;
     broker.close().context("closing partition logs")?;
     tracing::info!(event = "stopped");
     Ok(())
 }
 
-/// A node of a multi-broker spec. This build forms the controller quorum
-/// and keeps the broker registered; brokers do not yet host the partitions
-/// the metadata log assigns them, so no Kafka listener is opened (issue 13,
-/// increment 8, docs/plans/issue-13-cluster.md).
+/// What runs beside the Kafka listener.
+enum Mode {
+    /// One broker: its own topics and consumer groups.
+    Single(Arc<sluice::group::GroupCoordinator>),
+    /// A node of a cluster: it serves what the metadata log assigns it.
+    Member(Arc<sluice::cluster::ClusterMember>),
+}
+
+/// A node of a multi-broker spec: it joins the controller quorum (if it
+/// votes), registers, and serves the partitions the metadata log places on
+/// it. Consumer groups in a cluster come with a later increment.
 fn run_cluster_member(
-    spec: &ClusterSpec,
+    spec: ClusterSpec,
     node_id: i32,
-    data_dir: &std::path::Path,
+    data_dir: PathBuf,
     config: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    let limits = listener_limits(&spec);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_name("sluice-worker")
         .build()
-        .context("starting the signal runtime")?;
-    runtime.block_on(async {
-        let signals = StopSignals::install().context("installing signal handlers")?;
-        let metrics_address = spec
-            .broker(node_id)
-            .context("this node is in the spec")?
-            .metrics;
-        let metrics_listener = TcpListener::bind(metrics_address)
-            .await
-            .with_context(|| format!("binding the metrics endpoint on {metrics_address}"))?;
-        let m = sluice::metrics::metrics();
-        m.set_spec_hash(&spec.source_hash);
-        service::status("joining the cluster");
-        let member = sluice::cluster::ClusterMember::start(spec, node_id, data_dir)?;
-        let member = Arc::new(member);
-        let hangups = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-        let reloads = tokio::spawn(reload_cluster_on_sighup(member.clone(), config, hangups));
-        let (stop_tx, mut stop_rx) = watch::channel(false);
-        let source = member.status_source();
-        let status: sluice::metrics::StatusFn = Arc::new(move || source.render());
-        tokio::spawn(sluice::metrics::serve(
-            metrics_listener,
-            None,
-            Some(status),
-            stop_rx.clone(),
-        ));
-        tokio::spawn(service::run_watchdog());
-        tokio::spawn(signals.wait_then_stop(stop_tx));
-        tracing::warn!(
-            event = "cluster_mode_partial",
-            "this build forms the controller quorum and registers brokers; \
-             the Kafka listener stays closed until brokers host their partitions"
-        );
-        let mut status = member.status();
-        let registered = async {
-            while matches!(
-                status.borrow_and_update().membership,
-                sluice::cluster::Membership::Unregistered
-            ) {
-                if status.changed().await.is_err() {
-                    return;
-                }
+        .context("starting the async runtime")?;
+    service::status("recovering partition logs");
+    let broker = Broker::open_member(spec.clone(), node_id, data_dir.clone())
+        .context("opening the broker")?;
+    if let Some(path) = &config {
+        broker.set_spec_file(path);
+    }
+    service::status("joining the cluster");
+    let member = Arc::new(sluice::cluster::ClusterMember::start(
+        &spec, node_id, &data_dir,
+    )?);
+    runtime.block_on(serve(
+        broker.clone(),
+        limits,
+        config,
+        Mode::Member(member.clone()),
+    ))?;
+    runtime.block_on(stop_member(member));
+    broker.close().context("closing partition logs")?;
+    tracing::info!(event = "stopped");
+    Ok(())
+}
+
+/// Stops the cluster side once nothing else holds it (a reload running on
+/// a blocking thread may, briefly).
+async fn stop_member(mut member: Arc<sluice::cluster::ClusterMember>) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Arc::try_unwrap(member) {
+            Ok(alone) => return alone.stop(),
+            Err(shared) if tokio::time::Instant::now() < deadline => {
+                member = shared;
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             }
-        };
-        let mut stopping = stop_rx.clone();
-        tokio::select! {
-            _ = registered => {
-                tracing::info!(event = "ready", metrics = %metrics_address);
-                service::ready("registered with the active controller");
-                let _ = stop_rx.wait_for(|stop| *stop).await;
-            }
-            _ = stopping.wait_for(|stop| *stop) => {}
-        }
-        reloads.abort();
-        let _ = reloads.await;
-        // A reload already on a blocking thread holds the member until it ends.
-        let mut member = member;
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            match Arc::try_unwrap(member) {
-                Ok(alone) => {
-                    alone.stop();
-                    break;
-                }
-                Err(shared) if tokio::time::Instant::now() < deadline => {
-                    member = shared;
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                }
-                Err(_) => {
-                    tracing::warn!(event = "stop_with_reload_running");
-                    break;
-                }
+            Err(_) => {
+                tracing::warn!(event = "stop_with_reload_running");
+                return;
             }
         }
-        tracing::info!(event = "stopped");
-        Ok(())
-    })
+    }
 }
 
 /// SIGHUP on a cluster node: the reloaded spec's hash is reported to the
@@ -568,7 +545,7 @@ async fn serve(
     broker: Arc<Broker>,
     limits: ListenerLimits,
     config: Option<PathBuf>,
-    groups: Arc<sluice::group::GroupCoordinator>,
+    mode: Mode,
 ) -> anyhow::Result<()> {
     // Handlers go in before either port opens: a signal that arrives once a
     // client (or a test) can connect must reach us, not the default action.
@@ -582,23 +559,64 @@ async fn serve(
     let listener = TcpListener::bind(address)
         .await
         .with_context(|| format!("binding the Kafka listener on {address}"))?;
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop_tx, mut stop_rx) = watch::channel(false);
     let m = sluice::metrics::metrics();
     m.set_spec_hash(&broker.spec().source_hash);
     m.config_last_reload_success.set(1);
+    let status: Option<sluice::metrics::StatusFn> = match &mode {
+        Mode::Single(_) => None,
+        Mode::Member(member) => {
+            let source = member.status_source();
+            Some(Arc::new(move || source.render()))
+        }
+    };
     tokio::spawn(sluice::metrics::serve(
         metrics_listener,
         Some(broker.clone()),
-        None,
+        status,
         stop_rx.clone(),
     ));
-    let syncer = tokio::spawn(broker.clone().run_syncer());
-    let housekeeping = tokio::spawn(broker.clone().run_housekeeping());
-    let cleaner = tokio::spawn(broker.clone().run_cleaner());
-    let group_driver = tokio::spawn(groups.run_driver());
+    let mut tasks = vec![
+        tokio::spawn(broker.clone().run_syncer()),
+        tokio::spawn(broker.clone().run_housekeeping()),
+        tokio::spawn(broker.clone().run_cleaner()),
+    ];
     tokio::spawn(signals.wait_then_stop(stop_tx));
-    tokio::spawn(reload_on_sighup(broker.clone(), config, hangups));
     tokio::spawn(service::run_watchdog());
+    match &mode {
+        Mode::Single(groups) => {
+            tasks.push(tokio::spawn(groups.clone().run_driver()));
+            tasks.push(tokio::spawn(reload_on_sighup(
+                broker.clone(),
+                config,
+                hangups,
+            )));
+        }
+        Mode::Member(member) => {
+            tasks.push(tokio::spawn(sluice::cluster::publisher::serve_image(
+                broker.clone(),
+                broker.node_id(),
+                member.image(),
+                member.status(),
+            )));
+            tasks.push(tokio::spawn(reload_cluster_on_sighup(
+                member.clone(),
+                config,
+                hangups,
+            )));
+            // READY only once registered: before that the broker serves nothing.
+            let mut status = member.status();
+            let registered = status
+                .wait_for(|s| !matches!(s.membership, sluice::cluster::Membership::Unregistered));
+            tokio::select! {
+                _ = registered => {}
+                _ = stop_rx.wait_for(|stop| *stop) => {
+                    tasks.iter().for_each(tokio::task::JoinHandle::abort);
+                    return Ok(());
+                }
+            }
+        }
+    }
     let address = listener.local_addr()?;
     tracing::info!(event = "ready", kafka = %address, metrics = %metrics_address);
     service::ready(&format!(
@@ -607,10 +625,12 @@ async fn serve(
         broker.topics().len()
     ));
     kafka::serve(listener, broker, limits, stop_rx).await;
-    syncer.abort();
-    housekeeping.abort();
-    cleaner.abort();
-    group_driver.abort();
+    for task in &tasks {
+        task.abort();
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
     Ok(())
 }
 

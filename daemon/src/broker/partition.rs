@@ -117,8 +117,16 @@ impl Partition {
         if new == *current {
             return Ok(false);
         }
+        // At the same epoch, only this broker's own leadership may come and
+        // go (its lease ran out, then a heartbeat was answered again): no
+        // other broker can have led at this epoch.
+        let own_lease = matches!(
+            (*current, new),
+            (Leadership::Leader { .. }, Leadership::NotLeader { .. })
+                | (Leadership::NotLeader { .. }, Leadership::Leader { .. })
+        );
         assert!(
-            new.epoch() > current.epoch(),
+            new.epoch() > current.epoch() || own_lease,
             "{self:?}: leadership changed from {:?} to {new:?} at the same epoch",
             *current
         );

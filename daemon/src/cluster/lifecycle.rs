@@ -56,6 +56,8 @@ pub struct Lifecycle {
     want_fence: bool,
     /// The highest commit index the controller has told us of.
     metadata_commit: u64,
+    /// The voter that last answered as the active controller.
+    controller: Option<BrokerId>,
 }
 
 impl Lifecycle {
@@ -85,6 +87,7 @@ impl Lifecycle {
             lease_until: None,
             want_fence: false,
             metadata_commit: 0,
+            controller: None,
         }
     }
 
@@ -101,6 +104,11 @@ impl Lifecycle {
     /// broker that follows the log by fetching is behind while below it.
     pub fn metadata_commit(&self) -> u64 {
         self.metadata_commit
+    }
+
+    /// The voter that last answered as the active controller.
+    pub fn controller(&self) -> Option<BrokerId> {
+        self.controller
     }
 
     pub fn lease_until(&self) -> Option<Instant> {
@@ -195,6 +203,7 @@ impl Lifecycle {
         self.pending = None;
         match reply.outcome {
             Outcome::Registered { broker_epoch } => {
+                self.controller = Some(from);
                 tracing::info!(event = "broker_registered", broker_epoch, controller = from);
                 self.membership = Membership::Registered {
                     broker_epoch,
@@ -208,6 +217,7 @@ impl Lifecycle {
                 metadata_commit,
             } => {
                 self.metadata_commit = self.metadata_commit.max(metadata_commit);
+                self.controller = Some(from);
                 if let Membership::Registered {
                     broker_epoch,
                     fenced: was,

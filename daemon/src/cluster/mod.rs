@@ -6,6 +6,7 @@
 
 pub mod follower;
 pub mod lifecycle;
+pub mod publisher;
 pub mod runtime;
 pub mod spec_plan;
 pub mod status;

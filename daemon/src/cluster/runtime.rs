@@ -45,6 +45,8 @@ pub struct MemberStatus {
     pub membership: Membership,
     /// Until when this broker may act as a member (see lifecycle.rs).
     pub lease_until: Option<Instant>,
+    /// The voter that last answered as the active controller.
+    pub controller: Option<BrokerId>,
 }
 
 /// One running cluster node.
@@ -213,6 +215,7 @@ impl ClusterMember {
         let (status_tx, status) = watch::channel(MemberStatus {
             membership: Membership::Unregistered,
             lease_until: None,
+            controller: None,
         });
         let (spec_hash, hashes) = watch::channel(spec.source_hash.clone());
         let controller_inbox = router.controller.clone();
@@ -422,6 +425,7 @@ async fn run_membership(
         let current = MemberStatus {
             membership: lifecycle.membership(),
             lease_until: lifecycle.lease_until(),
+            controller: lifecycle.controller(),
         };
         status.send_if_modified(|old| std::mem::replace(old, current) != current);
         let epoch = match current.membership {

@@ -1,0 +1,281 @@
+//! From the applied metadata image to what the broker serves: the cluster
+//! view its Metadata answers come from, and the partitions placed on this
+//! broker with their leadership. Pure functions; `serve_image` applies them
+//! whenever the image or this broker's lease changes.
+//!
+//! This broker leads a partition only while the image names it leader *and*
+//! its lease holds (cluster/lifecycle.rs): a broker cut off from the
+//! controller stops answering as leader before the controller gives the
+//! partition to anyone else.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::watch;
+
+use super::runtime::MemberStatus;
+use crate::broker::{
+    Broker, ClusterView, HostedPartition, Leadership, TopicAssignment, ViewBroker, ViewPartition,
+    ViewTopic,
+};
+use crate::controller::image::MetadataImage;
+use crate::controller::records::{BrokerId, NO_LEADER};
+
+/// What Metadata shows: unfenced brokers only; as controller, the active
+/// controller if it is one of them, else the lowest live broker (as KRaft
+/// answers when the controller is not a broker).
+pub fn cluster_view(image: &MetadataImage, controller: Option<BrokerId>) -> ClusterView {
+    let brokers: Vec<ViewBroker> = image
+        .brokers()
+        .filter(|entry| !entry.fenced)
+        .map(|entry| ViewBroker {
+            id: entry.registration.broker_id,
+            host: entry.registration.kafka.host.clone(),
+            port: i32::from(entry.registration.kafka.port),
+            rack: entry.registration.rack.clone(),
+        })
+        .collect();
+    let controller_id = controller
+        .filter(|id| brokers.iter().any(|b| b.id == *id))
+        .or_else(|| brokers.iter().map(|b| b.id).min())
+        .unwrap_or(-1);
+    let topics = image
+        .topics()
+        .map(|topic| {
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|state| ViewPartition {
+                    leader: state.leader,
+                    leader_epoch: state.leader_epoch,
+                    replicas: state.replicas.clone(),
+                    isr: state.isr.clone(),
+                    offline: state
+                        .replicas
+                        .iter()
+                        .copied()
+                        .filter(|id| !image.is_unfenced(*id))
+                        .collect(),
+                })
+                .collect();
+            let view = ViewTopic {
+                id: topic.topic_id,
+                partitions,
+            };
+            (topic.name.clone(), view)
+        })
+        .collect::<BTreeMap<_, _>>();
+    ClusterView {
+        brokers,
+        controller_id,
+        topics,
+    }
+}
+
+/// The topics with a partition placed on `self_id`, and how each is led.
+pub fn assignments(
+    image: &MetadataImage,
+    self_id: BrokerId,
+    lease_valid: bool,
+) -> Vec<TopicAssignment> {
+    image
+        .topics()
+        .filter_map(|topic| {
+            let hosted: Vec<HostedPartition> = (0..)
+                .zip(&topic.partitions)
+                .filter(|(_, state)| state.replicas.contains(&self_id))
+                .map(|(index, state)| {
+                    let leadership = match state.leader {
+                        leader if leader == self_id && lease_valid => Leadership::Leader {
+                            epoch: state.leader_epoch,
+                        },
+                        NO_LEADER => Leadership::NotLeader {
+                            leader: None,
+                            epoch: state.leader_epoch,
+                        },
+                        leader => Leadership::NotLeader {
+                            leader: Some(leader),
+                            epoch: state.leader_epoch,
+                        },
+                    };
+                    HostedPartition { index, leadership }
+                })
+                .collect();
+            (!hosted.is_empty()).then(|| TopicAssignment {
+                name: topic.name.clone(),
+                id: topic.topic_id,
+                configs: topic
+                    .settings
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                partition_count: topic.partitions.len() as i32,
+                hosted,
+            })
+        })
+        .collect()
+}
+
+/// Keeps `broker` serving what the image assigns it, until the image
+/// channel closes. File I/O (opening logs) runs off the async workers.
+pub async fn serve_image(
+    broker: Arc<Broker>,
+    self_id: BrokerId,
+    mut image: watch::Receiver<Arc<MetadataImage>>,
+    mut member: watch::Receiver<MemberStatus>,
+) {
+    let mut served: Option<(u64, bool, Option<BrokerId>)> = None;
+    loop {
+        let current = image.borrow_and_update().clone();
+        let status = *member.borrow_and_update();
+        let lease_valid = status
+            .lease_until
+            .is_some_and(|until| Instant::now() < until);
+        let key = (current.applied_index(), lease_valid, status.controller);
+        if served != Some(key) {
+            let target = broker.clone();
+            let applied = tokio::task::spawn_blocking(move || {
+                for assignment in assignments(&current, self_id, lease_valid) {
+                    if let Err(error) = target.apply_assignment(&assignment) {
+                        tracing::error!(event = "assignment_failed", topic = %assignment.name, %error);
+                    }
+                }
+                target.set_cluster_view(cluster_view(&current, status.controller));
+            })
+            .await;
+            if let Err(error) = applied {
+                tracing::error!(event = "assignment_task_failed", %error);
+            }
+            served = Some(key);
+        }
+        // The lease may end without any message: wake for it.
+        let lease_end = status
+            .lease_until
+            .filter(|until| *until > Instant::now())
+            .map(tokio::time::Instant::from_std);
+        tokio::select! {
+            changed = image.changed() => if changed.is_err() { return },
+            changed = member.changed() => if changed.is_err() { return },
+            _ = async { match lease_end {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            } } => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::records::{PartitionState, Record, RecordBatch};
+    use crate::controller::tests::registration;
+
+    fn image() -> MetadataImage {
+        let mut image = MetadataImage::default();
+        let topic_id = uuid::Uuid::from_u128(9);
+        let state = |replica: BrokerId, leader: BrokerId| PartitionState {
+            replicas: vec![replica],
+            isr: vec![replica],
+            leader,
+            leader_epoch: 3,
+            partition_epoch: 4,
+        };
+        let mut records = vec![
+            Record::RegisterBroker(registration(1, 1)),
+            Record::RegisterBroker(registration(2, 1)),
+        ];
+        records.push(Record::CreateTopic {
+            topic_id,
+            name: "t".into(),
+            declared: true,
+            settings: [("retention.ms".to_string(), "1000".to_string())].into(),
+        });
+        for (partition, replica) in [1, 2, 1].into_iter().enumerate() {
+            records.push(Record::CreatePartition {
+                topic_id,
+                partition: partition as i32,
+                state: state(replica, NO_LEADER),
+            });
+        }
+        image
+            .apply(1, &RecordBatch::new(records))
+            .expect("registrations and a topic");
+        let unfence = RecordBatch::new(vec![
+            Record::UnfenceBroker {
+                broker_id: 1,
+                broker_epoch: 1,
+            },
+            Record::PartitionChange {
+                topic_id,
+                partition: 0,
+                state: PartitionState {
+                    leader: 1,
+                    leader_epoch: 1,
+                    partition_epoch: 1,
+                    ..state(1, 1)
+                },
+            },
+        ]);
+        image
+            .apply(2, &unfence)
+            .expect("broker 1 leads partition 0");
+        image
+    }
+
+    #[test]
+    fn the_view_lists_live_brokers_and_every_partition() {
+        let image = image();
+        let view = cluster_view(&image, Some(2));
+        assert_eq!(
+            view.brokers.iter().map(|b| b.id).collect::<Vec<_>>(),
+            vec![1]
+        );
+        assert_eq!(
+            view.controller_id, 1,
+            "the active controller is fenced: a live broker"
+        );
+        let topic = &view.topics["t"];
+        assert_eq!(topic.partitions.len(), 3);
+        assert_eq!(
+            (topic.partitions[0].leader, topic.partitions[0].leader_epoch),
+            (1, 1)
+        );
+        assert_eq!(topic.partitions[1].leader, NO_LEADER);
+        assert_eq!(topic.partitions[1].offline, vec![2]);
+        assert_eq!(cluster_view(&image, Some(1)).controller_id, 1);
+    }
+
+    #[test]
+    fn a_broker_is_assigned_its_own_partitions_and_leads_only_with_a_lease() {
+        let image = image();
+        let mine = assignments(&image, 1, true);
+        assert_eq!(mine.len(), 1);
+        let t = &mine[0];
+        assert_eq!((t.partition_count, t.configs.len()), (3, 1));
+        let hosted: Vec<(i32, Leadership)> =
+            t.hosted.iter().map(|h| (h.index, h.leadership)).collect();
+        assert_eq!(
+            hosted,
+            vec![
+                (0, Leadership::Leader { epoch: 1 }),
+                (
+                    2,
+                    Leadership::NotLeader {
+                        leader: None,
+                        epoch: 3
+                    }
+                ),
+            ]
+        );
+        let no_lease = assignments(&image, 1, false);
+        assert_eq!(
+            no_lease[0].hosted[0].leadership,
+            Leadership::NotLeader {
+                leader: Some(1),
+                epoch: 1
+            }
+        );
+        assert!(assignments(&image, 3, true).is_empty());
+    }
+}
