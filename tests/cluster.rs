@@ -476,9 +476,12 @@ fn librdkafka_produces_to_and_consumes_from_every_partition_with_the_declared_pl
     );
     cluster.wait_formed(3, FORM_TIMEOUT);
     let bootstrap = bootstrap(&cluster);
+    // Idempotent, as Kafka's Java and Python clients are by default: its
+    // producer id comes from a block the controller recorded.
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
         .set("message.timeout.ms", "30000")
+        .set("enable.idempotence", "true")
         .create()
         .unwrap();
     let metadata = common::wait_until(Duration::from_secs(20), || {

@@ -22,7 +22,7 @@ pub use io_pool::{IoPool, IoPoolError, JobCost};
 pub use leadership::{Leadership, NO_EPOCH_CHECK, PartitionError, SINGLE_NODE_LEADER_EPOCH};
 pub use log_config::log_config_for;
 pub use partition::{Partition, PartitionOffsets, PartitionRead, PartitionStats};
-pub use producer_ids::{PRODUCER_ID_BLOCK, ProducerIdAllocator, ProducerIdError};
+pub use producer_ids::{PRODUCER_ID_BLOCK, ProducerIdAllocator, ProducerIdError, ProducerIdSource};
 pub use registry::{RegistryEntry, RegistryError, TopicOrigin, TopicRegistry};
 pub use reload::AppliedAction;
 pub use topic::{CreateTopicError, Topic, TopicRequest};
@@ -270,12 +270,27 @@ impl Broker {
         self.group_coordinator.get()
     }
 
-    /// A producer id never handed out before (InitProducerId).
+    /// A member's producer ids come from the controller from now on (its
+    /// local block file is no longer read or written).
+    pub fn set_producer_id_source(&self, source: Arc<dyn ProducerIdSource>) {
+        assert!(
+            self.member,
+            "only a cluster member gets ids from a controller"
+        );
+        *self.producer_ids.lock().expect("producer id lock poisoned") =
+            ProducerIdAllocator::from_source(source);
+    }
+
+    /// A producer id never handed out before (InitProducerId). On a
+    /// member this may wait (on a storage thread) for the controller.
     pub fn allocate_producer_id(&self) -> Result<i64, ProducerIdError> {
-        self.producer_ids
-            .lock()
-            .expect("producer id lock poisoned")
-            .allocate()
+        let mut ids = self.producer_ids.lock().expect("producer id lock poisoned");
+        if self.member && !ids.has_source() {
+            return Err(ProducerIdError::Unavailable(
+                "this member is not connected to the controller yet".into(),
+            ));
+        }
+        ids.allocate()
     }
 
     /// Where partition logs write and sync.

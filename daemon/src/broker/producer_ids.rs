@@ -20,14 +20,39 @@ pub enum ProducerIdError {
     Storage(#[from] LogError),
     #[error("producer ids are exhausted")]
     Exhausted,
+    /// A cluster member could not get a block from the controller (yet);
+    /// the client retries.
+    #[error("no producer ids from the controller: {0}")]
+    Unavailable(String),
 }
 
-#[derive(Debug)]
+/// Where a cluster member gets its producer-id blocks: the active
+/// controller, which records each block in the metadata log, so no two
+/// brokers and no two lives of one broker hand out the same id.
+pub trait ProducerIdSource: Send + Sync {
+    /// Ids `first .. end`, never handed to anyone before. Blocks the
+    /// calling (storage) thread for at most a few seconds.
+    fn next_block(&self) -> Result<(i64, i64), String>;
+}
+
 pub struct ProducerIdAllocator {
     path: PathBuf,
     next: i64,
     /// Ids below this (and ≥ `next`) may be handed out without a write.
     block_end: i64,
+    /// Set on a cluster member: blocks come from it, not from the file.
+    source: Option<std::sync::Arc<dyn ProducerIdSource>>,
+}
+
+impl std::fmt::Debug for ProducerIdAllocator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProducerIdAllocator")
+            .field("path", &self.path)
+            .field("next", &self.next)
+            .field("block_end", &self.block_end)
+            .field("from_controller", &self.source.is_some())
+            .finish()
+    }
 }
 
 impl ProducerIdAllocator {
@@ -59,11 +84,35 @@ impl ProducerIdAllocator {
             path,
             next: first_unused,
             block_end: first_unused,
+            source: None,
         })
     }
 
+    /// A cluster member's allocator: every block from `source`; nothing
+    /// is written locally (the metadata log holds the blocks).
+    pub fn from_source(source: std::sync::Arc<dyn ProducerIdSource>) -> Self {
+        Self {
+            path: PathBuf::new(),
+            next: 0,
+            block_end: 0,
+            source: Some(source),
+        }
+    }
+
     /// The next id; persists a new block end first when the block is used up.
+    pub fn has_source(&self) -> bool {
+        self.source.is_some()
+    }
+
     pub fn allocate(&mut self) -> Result<i64, ProducerIdError> {
+        if self.next >= self.block_end
+            && let Some(source) = &self.source
+        {
+            let (first, end) = source.next_block().map_err(ProducerIdError::Unavailable)?;
+            assert!(first >= 0 && end > first, "a block of ids: {first}..{end}");
+            self.next = first;
+            self.block_end = end;
+        }
         if self.next >= self.block_end {
             let end = self
                 .next

@@ -253,8 +253,8 @@ impl Lifecycle {
                     }
                 }
             }
-            Outcome::Metadata(_) => {
-                tracing::debug!(event = "controller_unexpected_metadata", from);
+            Outcome::Metadata(_) | Outcome::ProducerIds { .. } => {
+                tracing::debug!(event = "controller_unexpected_answer", from);
             }
             Outcome::Refused { code, message } => {
                 tracing::warn!(event = "controller_refused", code, %message);

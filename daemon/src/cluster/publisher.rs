@@ -211,8 +211,8 @@ mod tests {
                 partition: 0,
                 state: PartitionState {
                     leader: 1,
-                    leader_epoch: 1,
-                    partition_epoch: 1,
+                    leader_epoch: 4,
+                    partition_epoch: 5,
                     ..state(1, 1)
                 },
             },
@@ -239,7 +239,7 @@ mod tests {
         assert_eq!(topic.partitions.len(), 3);
         assert_eq!(
             (topic.partitions[0].leader, topic.partitions[0].leader_epoch),
-            (1, 1)
+            (1, 4)
         );
         assert_eq!(topic.partitions[1].leader, NO_LEADER);
         assert_eq!(topic.partitions[1].offline, vec![2]);
@@ -258,7 +258,7 @@ mod tests {
         assert_eq!(
             hosted,
             vec![
-                (0, Leadership::Leader { epoch: 1 }),
+                (0, Leadership::Leader { epoch: 4 }),
                 (
                     2,
                     Leadership::NotLeader {
@@ -273,7 +273,7 @@ mod tests {
             no_lease[0].hosted[0].leadership,
             Leadership::NotLeader {
                 leader: Some(1),
-                epoch: 1
+                epoch: 4
             }
         );
         assert!(assignments(&image, 3, true).is_empty());

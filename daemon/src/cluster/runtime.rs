@@ -17,13 +17,14 @@ use uuid::Uuid;
 
 use super::follower::MetadataFollower;
 use super::lifecycle::{Lifecycle, Membership, Timings};
+use crate::broker::ProducerIdSource;
 use crate::config::ClusterSpec;
 use crate::controller::image::MetadataImage;
 use crate::controller::log_store::{OsDir, StoreLimits};
 use crate::controller::node::ControllerNode;
 use crate::controller::quorum::{Quorum, QuorumSpec};
 use crate::controller::records::{BrokerId, BrokerRegistration};
-use crate::controller::rpc::{ClusterMessage, Reply};
+use crate::controller::rpc::{ClusterMessage, Outcome, Reply};
 use crate::controller::service::{ControllerInbox, ControllerService, ControllerStatus};
 use crate::transport::frame::MESSAGE_BYTES_MAX;
 use crate::transport::link::{PeerSender, spawn_inbound, spawn_peer_link};
@@ -52,6 +53,7 @@ pub struct MemberStatus {
 /// One running cluster node.
 pub struct ClusterMember {
     node_id: BrokerId,
+    producer_ids: Arc<ControllerProducerIds>,
     /// The spec this node runs: the one it started with or last reloaded.
     running: std::sync::Mutex<ClusterSpec>,
     spec_hash: watch::Sender<String>,
@@ -64,6 +66,9 @@ pub struct ClusterMember {
     stop: watch::Sender<bool>,
 }
 
+/// Callers blocked on an answer, by request id (producer-id blocks).
+type Waiters = Arc<std::sync::Mutex<BTreeMap<u64, std::sync::mpsc::SyncSender<Outcome>>>>;
+
 /// Sends what this node says, to a peer or to itself.
 #[derive(Clone)]
 struct Router {
@@ -71,6 +76,7 @@ struct Router {
     peers: Arc<BTreeMap<BrokerId, PeerSender>>,
     controller: Option<ControllerInbox>,
     replies: mpsc::Sender<(BrokerId, Reply)>,
+    waiters: Waiters,
 }
 
 impl Router {
@@ -107,6 +113,15 @@ impl Router {
     fn deliver(&self, arrival: Instant, from: BrokerId, message: ClusterMessage) {
         match message {
             ClusterMessage::Reply(reply) => {
+                let waiter = self
+                    .waiters
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&reply.request_id);
+                if let Some(waiter) = waiter {
+                    let _ = waiter.try_send(reply.outcome);
+                    return;
+                }
                 if self.replies.try_send((from, reply)).is_err() {
                     tracing::warn!(event = "broker_replies_full", from);
                 }
@@ -171,6 +186,7 @@ impl ClusterMember {
             peers: Arc::new(peers),
             controller: None,
             replies: replies_tx,
+            waiters: Arc::default(),
         };
         let timings = Timings {
             heartbeat_interval: millis(spec.controller.broker_heartbeat_interval_ms),
@@ -219,6 +235,7 @@ impl ClusterMember {
         });
         let (spec_hash, hashes) = watch::channel(spec.source_hash.clone());
         let controller_inbox = router.controller.clone();
+        let router_for_ids = router.clone();
         runtime.spawn(run_membership(
             lifecycle,
             follower,
@@ -230,8 +247,16 @@ impl ClusterMember {
             stopped,
         ));
         drop(_inside);
+        let producer_ids = Arc::new(ControllerProducerIds {
+            self_id: node_id,
+            voters: spec.controller.voters.clone(),
+            router: router_for_ids,
+            status: status.clone(),
+            next_request_id: std::sync::atomic::AtomicU64::new(1 << 61),
+        });
         Ok(ClusterMember {
             node_id,
+            producer_ids,
             running: std::sync::Mutex::new(spec.clone()),
             spec_hash,
             controller_inbox,
@@ -265,6 +290,11 @@ impl ClusterMember {
                 .as_ref()
                 .map(ControllerService::status_reader),
         }
+    }
+
+    /// Producer-id blocks from the active controller, for the broker.
+    pub fn producer_id_source(&self) -> Arc<dyn ProducerIdSource> {
+        self.producer_ids.clone()
     }
 
     pub fn node_id(&self) -> BrokerId {
@@ -326,6 +356,78 @@ impl ClusterMember {
 impl Drop for ClusterMember {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// Asks the active controller for producer-id blocks, waiting on the
+/// calling (storage) thread: the controller records the block in the
+/// metadata log before it answers.
+struct ControllerProducerIds {
+    self_id: BrokerId,
+    voters: Vec<BrokerId>,
+    router: Router,
+    status: watch::Receiver<MemberStatus>,
+    next_request_id: std::sync::atomic::AtomicU64,
+}
+
+/// How long one InitProducerId may wait for a block.
+const PRODUCER_IDS_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl ProducerIdSource for ControllerProducerIds {
+    fn next_block(&self) -> Result<(i64, i64), String> {
+        let deadline = Instant::now() + PRODUCER_IDS_WAIT;
+        let mut target = self.status.borrow().controller.unwrap_or(self.voters[0]);
+        let next_voter = |after: BrokerId| {
+            let at = self.voters.iter().position(|v| *v == after).unwrap_or(0);
+            self.voters[(at + 1) % self.voters.len()]
+        };
+        loop {
+            let status = *self.status.borrow();
+            let Membership::Registered { broker_epoch, .. } = status.membership else {
+                return Err("this broker is not registered yet".into());
+            };
+            let request_id = self
+                .next_request_id
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let (answer, answered) = std::sync::mpsc::sync_channel(1);
+            self.router
+                .waiters
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(request_id, answer);
+            self.router.send(
+                target,
+                ClusterMessage::AllocateProducerIds {
+                    request_id,
+                    broker_id: self.self_id,
+                    broker_epoch,
+                },
+            );
+            let left = deadline.saturating_duration_since(Instant::now());
+            let outcome = answered.recv_timeout(left.min(millis(1000)));
+            self.router
+                .waiters
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&request_id);
+            match outcome {
+                Ok(Outcome::ProducerIds { first, size }) if size > 0 => {
+                    tracing::info!(event = "producer_ids_allocated", first, size);
+                    return Ok((first, first.saturating_add(i64::from(size))));
+                }
+                Ok(Outcome::NotController { leader }) => {
+                    target = leader
+                        .filter(|l| *l != target)
+                        .unwrap_or_else(|| next_voter(target));
+                }
+                Ok(Outcome::Refused { message, .. }) => return Err(message),
+                Ok(other) => return Err(format!("unexpected answer {other:?}")),
+                Err(_) => target = next_voter(target),
+            }
+            if Instant::now() >= deadline {
+                return Err("the controller did not answer in time".into());
+            }
+        }
     }
 }
 

@@ -16,7 +16,10 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::decide::{Heartbeat, on_heartbeat, on_register, on_session_expired};
+use super::decide::{
+    Heartbeat, PRODUCER_ID_BLOCK_SIZE, allocate_producer_ids, on_heartbeat, on_register,
+    on_session_expired,
+};
 use super::error::{ApplyError, DecideError};
 use super::image::MetadataImage;
 use super::plan::{DesiredSpec, plan_spec};
@@ -84,6 +87,8 @@ pub struct ControllerNode {
     raft_applied: u64,
     registers: BTreeMap<BrokerId, RegisterRequest>,
     heartbeats: BTreeMap<BrokerId, HeartbeatRequest>,
+    /// Producer-id block requests: (request id, broker epoch) per broker.
+    id_requests: BTreeMap<BrokerId, (u64, i64)>,
     /// Brokers whose session ended, to fence in the next round.
     expired: BTreeSet<BrokerId>,
     /// The spec hash each voter last reported (itself included).
@@ -117,6 +122,7 @@ impl ControllerNode {
             raft_applied,
             registers: BTreeMap::new(),
             heartbeats: BTreeMap::new(),
+            id_requests: BTreeMap::new(),
             expired: BTreeSet::new(),
             spec_hashes,
             desired,
@@ -191,6 +197,22 @@ impl ControllerNode {
                 request_id,
                 after_index,
             } => self.serve_fetch(from, request_id, after_index),
+            ClusterMessage::AllocateProducerIds {
+                request_id,
+                broker_id,
+                broker_epoch,
+            } => {
+                if from != broker_id {
+                    return self.refuse(from, request_id, code::INVALID_REQUEST, || {
+                        format!("node {from} cannot ask producer ids for broker {broker_id}")
+                    });
+                }
+                if !self.answers_brokers(from, request_id) {
+                    return;
+                }
+                self.id_requests
+                    .insert(broker_id, (request_id, broker_epoch));
+            }
         }
     }
 
@@ -398,6 +420,27 @@ impl ControllerNode {
                     });
                 }
                 Err(error) => self.refuse_decision(broker_id, request.request_id, &error),
+            }
+        }
+        let id_requests = std::mem::take(&mut self.id_requests);
+        for (broker_id, (request_id, broker_epoch)) in id_requests {
+            let first = round.image().next_producer_id();
+            match allocate_producer_ids(round.image(), broker_id, broker_epoch)
+                .map(|batch| round.add(batch))
+            {
+                Ok(true) => waiters.push(Waiter {
+                    node: broker_id,
+                    request_id,
+                    outcome: Outcome::ProducerIds {
+                        first,
+                        size: PRODUCER_ID_BLOCK_SIZE,
+                    },
+                }),
+                Ok(false) => {
+                    self.id_requests
+                        .insert(broker_id, (request_id, broker_epoch));
+                }
+                Err(error) => self.refuse_decision(broker_id, request_id, &error),
             }
         }
         let round_index = round.index;

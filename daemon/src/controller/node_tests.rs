@@ -420,3 +420,50 @@ fn led_by(image: &MetadataImage, broker: BrokerId) -> Vec<(usize, i32)> {
         .map(|(partition, state)| (partition, state.leader_epoch))
         .collect()
 }
+
+#[test]
+fn producer_id_blocks_are_committed_and_never_overlap_across_brokers_or_controllers() {
+    let mut net = Net::new([HASH; 3]);
+    let first = net.wait_active();
+    let epochs = net.join_all(first);
+    let mut ask = |net: &mut Net, broker: BrokerId, to: BrokerId| {
+        let id = net.send(broker, to, |request_id| {
+            ClusterMessage::AllocateProducerIds {
+                request_id,
+                broker_id: broker,
+                broker_epoch: epochs[&broker],
+            }
+        });
+        match net.reply(broker, id) {
+            Some(Outcome::ProducerIds { first, size }) => first..first + i64::from(size),
+            other => panic!("{other:?}"),
+        }
+    };
+    let mut blocks = vec![
+        ask(&mut net, 1, first),
+        ask(&mut net, 2, first),
+        ask(&mut net, 1, first),
+    ];
+    // The active controller dies; its successor continues above every block.
+    net.down.push(first);
+    let second = net.wait_active();
+    let survivor = VOTERS.into_iter().find(|id| *id != first).unwrap();
+    blocks.push(ask(&mut net, survivor, second));
+    for (i, a) in blocks.iter().enumerate() {
+        for b in &blocks[i + 1..] {
+            assert!(a.end <= b.start, "blocks overlap or go back: {blocks:?}");
+        }
+    }
+    // A stale epoch gets nothing.
+    let stale = net.send(survivor, second, |request_id| {
+        ClusterMessage::AllocateProducerIds {
+            request_id,
+            broker_id: survivor,
+            broker_epoch: 0,
+        }
+    });
+    assert!(matches!(
+        net.reply(survivor, stale),
+        Some(Outcome::Refused { code: 77, .. })
+    ));
+}

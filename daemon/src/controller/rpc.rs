@@ -11,6 +11,7 @@
 //!                  metadata_offset:i64 want_fence:u8 spec_hash
 //! reply     (4) := request_id:u64 outcome
 //! fetch     (5) := request_id:u64 after_index:u64
+//! ids       (6) := request_id:u64 broker_id:i32 broker_epoch:i64
 //! ```
 
 use bytes::Bytes;
@@ -39,6 +40,12 @@ pub enum ClusterMessage {
     MetadataFetch {
         request_id: u64,
         after_index: u64,
+    },
+    /// A broker asks the active controller for a block of producer ids.
+    AllocateProducerIds {
+        request_id: u64,
+        broker_id: BrokerId,
+        broker_epoch: i64,
     },
 }
 
@@ -95,6 +102,8 @@ pub enum Outcome {
     HeartbeatAck { fenced: bool, metadata_commit: u64 },
     /// The answer to a `MetadataFetch`.
     Metadata(MetadataChunk),
+    /// Producer ids `first .. first + size`, committed to this broker.
+    ProducerIds { first: i64, size: i32 },
     /// This node is not the active controller; `leader` is who it believes is.
     NotController { leader: Option<BrokerId> },
     /// Refused with a Kafka error code and why.
@@ -150,6 +159,16 @@ impl ClusterMessage {
                 out.u64(*request_id);
                 out.u64(*after_index);
             }
+            ClusterMessage::AllocateProducerIds {
+                request_id,
+                broker_id,
+                broker_epoch,
+            } => {
+                out.u8(6);
+                out.u64(*request_id);
+                out.i32(*broker_id);
+                out.i64(*broker_epoch);
+            }
         }
         Ok(out.bytes)
     }
@@ -184,6 +203,11 @@ impl ClusterMessage {
                 request_id: input.u64("request id")?,
                 after_index: input.u64("after index")?,
             },
+            6 => ClusterMessage::AllocateProducerIds {
+                request_id: input.u64("request id")?,
+                broker_id: input.i32("broker id")?,
+                broker_epoch: input.i64("broker epoch")?,
+            },
             kind => return Err(RpcError::Kind(kind)),
         };
         input.finish("cluster message")?;
@@ -213,6 +237,11 @@ fn encode_outcome(out: &mut Writer, outcome: &Outcome) -> Result<(), CodecError>
                 out.length("metadata entry", data.len(), METADATA_CHUNK_BYTES_MAX)?;
                 out.bytes.extend_from_slice(data);
             }
+        }
+        Outcome::ProducerIds { first, size } => {
+            out.u8(7);
+            out.i64(*first);
+            out.i32(*size);
         }
         Outcome::Metadata(MetadataChunk::Snapshot { index, image }) => {
             out.u8(6);
@@ -269,6 +298,10 @@ fn decode_outcome(input: &mut Reader<'_>) -> Result<Outcome, CodecError> {
         4 => Outcome::Refused {
             code: input.u16("error code")? as i16,
             message: input.string("reply message", REPLY_MESSAGE_BYTES_MAX)?,
+        },
+        7 => Outcome::ProducerIds {
+            first: input.i64("first producer id")?,
+            size: input.i32("producer id count")?,
         },
         other => {
             return Err(CodecError::InvalidValue {
@@ -342,6 +375,18 @@ mod tests {
                 request_id: 6,
                 after_index: 41,
             },
+            ClusterMessage::AllocateProducerIds {
+                request_id: 9,
+                broker_id: 2,
+                broker_epoch: 17,
+            },
+            ClusterMessage::Reply(Reply {
+                request_id: 9,
+                outcome: Outcome::ProducerIds {
+                    first: 5000,
+                    size: 1000,
+                },
+            }),
             ClusterMessage::Reply(Reply {
                 request_id: 7,
                 outcome: Outcome::Metadata(MetadataChunk::Entries(vec![

@@ -33,6 +33,10 @@ pub fn handle(
             Err(crate::broker::ProducerIdError::Exhausted) => {
                 refused(ResponseError::ProducerFenced)
             }
+            Err(crate::broker::ProducerIdError::Unavailable(reason)) => {
+                tracing::info!(event = "init_producer_id_unavailable", %reason);
+                refused(ResponseError::CoordinatorNotAvailable)
+            }
             Err(error) => {
                 crate::failstop::storage_failure("persisting a producer id block", &error)
             }
