@@ -248,7 +248,17 @@ fn the_active_controller_cut_off_by_nft_steps_down_and_the_other_two_carry_on() 
     isolation.heal();
     cluster.wait_formed(3, FORM_TIMEOUT);
     assert_eq!(cluster.active_controller(), Some(second));
-    assert_eq!(cluster.gauge(first, "sluice_controller_term"), Some(term));
+    // Its links redial with backoff: it hears the new leader within a second or so.
+    let follows = common::wait_until(Duration::from_secs(5), || {
+        cluster.gauge(first, "sluice_controller_term") == Some(term)
+            && cluster.gauge(first, "sluice_controller_leader") == Some(f64::from(second))
+    });
+    assert!(
+        follows,
+        "node {first} does not follow term {term}:\n{}",
+        cluster.log(first)
+    );
+    assert_eq!(cluster.active_controller(), Some(second));
 }
 
 /// A node with a certificate from another cluster's CA, and datagrams of

@@ -438,6 +438,7 @@ fn run_cluster_member(
     let member = Arc::new(sluice::cluster::ClusterMember::start(
         &spec, node_id, &data_dir,
     )?);
+    broker.set_producer_id_source(member.producer_id_source());
     runtime.block_on(serve(
         broker.clone(),
         limits,

@@ -82,6 +82,9 @@ pub struct ControllerNode {
     /// Leader that has applied an entry of its own term.
     active: bool,
     in_flight: Option<InFlight>,
+    /// Answers waiting for a quorum to confirm this leader, by context.
+    confirming: BTreeMap<u64, Vec<Waiter>>,
+    next_confirmation: u64,
     /// The last raft index applied (no-ops included; the image counts
     /// only entries with records).
     raft_applied: u64,
@@ -119,6 +122,8 @@ impl ControllerNode {
             sessions: SessionTable::new(session_timeout),
             active: false,
             in_flight: None,
+            confirming: BTreeMap::new(),
+            next_confirmation: 1,
             raft_applied,
             registers: BTreeMap::new(),
             heartbeats: BTreeMap::new(),
@@ -245,7 +250,9 @@ impl ControllerNode {
         let mut changed = false;
         loop {
             let effects = self.quorum.ready()?;
-            let idle = effects.messages.is_empty() && effects.committed.is_empty();
+            let idle = effects.messages.is_empty()
+                && effects.committed.is_empty()
+                && effects.confirmed.is_empty();
             for message in effects.messages {
                 match super::quorum::broker_id(message.to) {
                     Some(to) => self.outbox.push_back((to, ClusterMessage::Raft(message))),
@@ -261,6 +268,11 @@ impl ControllerNode {
                 self.image = installed.image;
                 self.raft_applied = installed.index;
                 changed = true;
+            }
+            for ctx in effects.confirmed {
+                for waiter in self.confirming.remove(&ctx).unwrap_or_default() {
+                    self.reply(waiter.node, waiter.request_id, waiter.outcome);
+                }
             }
             let applied_any = !effects.committed.is_empty();
             for entry in effects.committed {
@@ -338,6 +350,9 @@ impl ControllerNode {
         let mut waiting: Vec<(BrokerId, u64)> = Vec::new();
         if let Some(round) = self.in_flight.take() {
             waiting.extend(round.waiters.iter().map(|w| (w.node, w.request_id)));
+        }
+        for waiters in std::mem::take(&mut self.confirming).into_values() {
+            waiting.extend(waiters.iter().map(|w| (w.node, w.request_id)));
         }
         waiting.extend(
             self.registers
@@ -445,8 +460,15 @@ impl ControllerNode {
         }
         let round_index = round.index;
         let Some(batch) = round.finish() else {
-            for waiter in waiters {
-                self.reply(waiter.node, waiter.request_id, waiter.outcome);
+            // Nothing to write, but an answer extends a broker's lease: only
+            // once a quorum confirms this node still leads, so a controller
+            // cut off from the others (not yet stepped down) renews no lease.
+            if !waiters.is_empty() {
+                let ctx = self.next_confirmation;
+                self.next_confirmation += 1;
+                self.confirming.insert(ctx, waiters);
+                self.quorum.confirm_leadership(ctx);
+                return Ok(true);
             }
             return Ok(false);
         };

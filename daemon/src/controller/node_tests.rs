@@ -426,7 +426,7 @@ fn producer_id_blocks_are_committed_and_never_overlap_across_brokers_or_controll
     let mut net = Net::new([HASH; 3]);
     let first = net.wait_active();
     let epochs = net.join_all(first);
-    let mut ask = |net: &mut Net, broker: BrokerId, to: BrokerId| {
+    let ask = |net: &mut Net, broker: BrokerId, to: BrokerId| {
         let id = net.send(broker, to, |request_id| {
             ClusterMessage::AllocateProducerIds {
                 request_id,
@@ -465,5 +465,40 @@ fn producer_id_blocks_are_committed_and_never_overlap_across_brokers_or_controll
     assert!(matches!(
         net.reply(survivor, stale),
         Some(Outcome::Refused { code: 77, .. })
+    ));
+}
+
+#[test]
+fn a_controller_cut_off_from_the_quorum_renews_no_lease() {
+    let mut net = Net::new([HASH; 3]);
+    let active = net.wait_active();
+    let epochs = net.join_all(active);
+    // The other voters vanish: `active` still believes it leads for a while.
+    net.down = VOTERS.into_iter().filter(|id| *id != active).collect();
+    let offset = net.nodes[&active].image().applied_index() as i64;
+    let request = net.send(active, active, |request_id| {
+        ClusterMessage::Heartbeat(HeartbeatRequest {
+            request_id,
+            broker_id: active,
+            broker_epoch: epochs[&active],
+            metadata_offset: offset,
+            want_fence: false,
+            spec_hash: HASH.to_string(),
+        })
+    });
+    assert!(net.nodes[&active].is_active(), "not stepped down yet");
+    assert_eq!(
+        net.reply(active, request),
+        None,
+        "acknowledged without a quorum"
+    );
+    net.advance(Duration::from_secs(3));
+    assert!(
+        !net.nodes[&active].is_active(),
+        "check-quorum steps it down"
+    );
+    assert!(matches!(
+        net.reply(active, request),
+        Some(Outcome::NotController { .. })
     ));
 }

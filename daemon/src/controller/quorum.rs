@@ -91,6 +91,8 @@ pub struct Effects {
     pub messages: Vec<Message>,
     pub snapshot: Option<InstalledSnapshot>,
     pub committed: Vec<Committed>,
+    /// `read_index` contexts a quorum has confirmed this leader for.
+    pub confirmed: Vec<u64>,
 }
 
 /// Committed metadata for a reader that is not a voter (`entries_after`):
@@ -279,6 +281,11 @@ impl Quorum {
             return Ok(effects);
         }
         let mut ready = self.raw.ready();
+        for read in ready.take_read_states() {
+            if let Ok(ctx) = <[u8; 8]>::try_from(read.request_ctx.as_slice()) {
+                effects.confirmed.push(u64::from_be_bytes(ctx));
+            }
+        }
         effects.messages.extend(ready.take_messages());
         if !ready.snapshot().is_empty() {
             effects.snapshot = Some(self.install_snapshot(ready.snapshot())?);
@@ -329,6 +336,13 @@ impl Quorum {
 
     pub fn commit_index(&self) -> u64 {
         self.raw.raft.raft_log.committed
+    }
+
+    /// Asks a quorum to confirm this node still leads (Raft's ReadIndex,
+    /// one heartbeat round): `ctx` comes back in `Effects::confirmed` once
+    /// it does, never if another leader was elected meanwhile.
+    pub fn confirm_leadership(&mut self, ctx: u64) {
+        self.raw.read_index(ctx.to_be_bytes().to_vec());
     }
 
     /// The index of the last entry in this node's log; right after a
