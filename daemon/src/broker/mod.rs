@@ -15,6 +15,9 @@ mod registry;
 mod reload;
 mod topic;
 
+/// The log's types the broker's callers see (reads, append errors): the
+/// Kafka layer names them through the broker, never the log directly.
+pub use crate::log::{FileSlice, LogError, ProducerError, parse_header};
 pub use admin::AdminError;
 pub use assignment::{AssignmentError, HostedPartition, TopicAssignment};
 pub use cluster_view::{ClusterView, ViewBroker, ViewPartition, ViewTopic};
@@ -38,7 +41,7 @@ use thiserror::Error;
 use tokio::sync::Notify;
 
 use crate::config::{BrokerSpec, ClusterSpec};
-use crate::log::{DirCheckpoints, LogError, Storage};
+use crate::log::{DirCheckpoints, Storage};
 
 /// How often partitions are checked for age-based rolls and due flushes.
 pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(200);

@@ -89,7 +89,7 @@ pub struct ControllerSection {
     )]
     pub broker_heartbeat_interval_ms: u64,
     /// A broker not heard from for this long is fenced: its partitions
-    /// move or go offline. With the Raft election timeout of 0.5–1 s, the
+    /// move or go offline. With the Raft election timeout of 0.5–0.75 s, the
     /// default fences a dead broker within 2 s, and within 3 s when it was
     /// the active controller too (docs/config-reference.md).
     #[serde(

@@ -29,9 +29,10 @@ use super::wire::ENTRY_DATA_BYTES_MAX;
 pub const TICK: Duration = Duration::from_millis(50);
 /// Leader heartbeats every 2 ticks = 100 ms.
 pub const HEARTBEAT_TICKS: usize = 2;
-/// Election timeout drawn in [10, 20) ticks = [500, 1000) ms.
+/// Election timeout drawn in [10, 15) ticks = [500, 750) ms: a split vote
+/// costs at most 750 ms more, so even one fits the 2 s failover budget.
 pub const ELECTION_TICKS_MIN: usize = 10;
-pub const ELECTION_TICKS_MAX: usize = 20;
+pub const ELECTION_TICKS_MAX: usize = 15;
 /// A stalled caller catches up at most this many ticks at once, so one late
 /// wake-up cannot spin; more than an election timeout is never needed.
 pub const TICKS_PER_CALL_MAX: u32 = 2 * ELECTION_TICKS_MAX as u32;

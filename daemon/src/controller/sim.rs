@@ -33,6 +33,11 @@ const READY_ROUNDS_MAX: usize = 16;
 const IN_FLIGHT_MAX: usize = 100_000;
 /// The failover budget: a new active controller within 2 s.
 const FAILOVER_BUDGET: Duration = Duration::from_secs(2);
+/// On a calm network a failover misses the budget only when the survivors
+/// split their votes twice running (each costs an election timeout): at
+/// most 1 in 1,000, so the CI seeds (400 and 200 failovers) allow none and
+/// thousands of fresh seeds allow their rare tail (docs/PERFORMANCE.md).
+const CALM_OVER_BUDGET_PER_MILLE: usize = 1;
 /// Liveness: without an active controller this long, a seed fails outright.
 const FAILOVER_LIMIT: Duration = Duration::from_secs(4);
 
@@ -763,7 +768,8 @@ fn report(size: usize, network: &str, figures: &[Figures]) -> usize {
 
 #[test]
 fn three_voters_stay_safe_and_fail_over_within_budget() {
-    let calm_over = report(3, "calm", &run_seeds(3, seeds(0, 200), CALM));
+    let calm_figures = run_seeds(3, seeds(0, 200), CALM);
+    let calm_over = report(3, "calm", &calm_figures);
     // Losing a vote costs a whole election timeout; with 5 % loss a few
     // failovers go over 2 s. Catch it getting worse.
     let figures = run_seeds(3, seeds(0, 200), LOSSY);
@@ -773,15 +779,17 @@ fn three_voters_stay_safe_and_fail_over_within_budget() {
         "3 voters, lossy network: {over} of {} failovers over budget",
         figures.len() * 2
     );
-    assert_eq!(
-        calm_over, 0,
-        "3 voters, calm network: every failover within budget"
+    let calm_failovers = calm_figures.len() * 2;
+    assert!(
+        calm_over * 1000 <= calm_failovers * CALM_OVER_BUDGET_PER_MILLE,
+        "3 voters, calm network: {calm_over} of {calm_failovers} failovers over budget"
     );
 }
 
 #[test]
 fn five_voters_stay_safe_and_fail_over_within_budget() {
-    let calm_over = report(5, "calm", &run_seeds(5, seeds(1000, 100), CALM));
+    let calm_figures = run_seeds(5, seeds(1000, 100), CALM);
+    let calm_over = report(5, "calm", &calm_figures);
     let figures = run_seeds(5, seeds(1000, 100), LOSSY);
     let over = report(5, "lossy", &figures);
     assert!(
@@ -789,9 +797,10 @@ fn five_voters_stay_safe_and_fail_over_within_budget() {
         "5 voters, lossy network: {over} of {} failovers over budget",
         figures.len() * 2
     );
-    assert_eq!(
-        calm_over, 0,
-        "5 voters, calm network: every failover within budget"
+    let calm_failovers = calm_figures.len() * 2;
+    assert!(
+        calm_over * 1000 <= calm_failovers * CALM_OVER_BUDGET_PER_MILLE,
+        "5 voters, calm network: {calm_over} of {calm_failovers} failovers over budget"
     );
 }
 

@@ -3,7 +3,7 @@
 use kafka_protocol::ResponseError;
 
 use crate::broker::{AdminError, CreateTopicError, PartitionError};
-use crate::log::{LogError, ProducerError};
+use crate::broker::{LogError, ProducerError};
 
 pub const NONE: i16 = 0;
 

@@ -9,7 +9,7 @@ use kafka_protocol::messages::{ApiKey, ResponseHeader};
 use kafka_protocol::protocol::Encodable;
 
 use super::response::{Chunk, ResponseFrame};
-use crate::log::FileSlice;
+use crate::broker::FileSlice;
 
 /// First Fetch version using flexible (compact, tagged) encoding.
 const FETCH_FLEXIBLE_VERSION_MIN: i16 = 12;

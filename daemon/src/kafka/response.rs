@@ -9,7 +9,7 @@ use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::tcp::OwnedWriteHalf;
 
 use super::frame::FRAME_SIZE_PREFIX_BYTES;
-use crate::log::FileSlice;
+use crate::broker::FileSlice;
 
 /// One piece of a response frame.
 #[derive(Debug, Clone)]

@@ -12,12 +12,12 @@ use kafka_protocol::messages::{BrokerId, FetchRequest};
 use tokio::sync::watch;
 
 use crate::broker::Broker;
+use crate::broker::LogError;
 use crate::kafka::dispatch::{DispatchError, Reply, RequestContext};
 use crate::kafka::errors::{log_error_code, partition_error_code};
 use crate::kafka::fetch_encode::{
     FetchAnswer, PartitionAnswer, TopicAnswer, encode_fetch_response,
 };
-use crate::log::LogError;
 
 /// Longest a fetch may be held open, whatever the client asks.
 const FETCH_WAIT_MAX: Duration = Duration::from_secs(60);

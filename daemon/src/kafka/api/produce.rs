@@ -49,7 +49,7 @@ pub fn cost(request: &ProduceRequest) -> JobCost {
 
 fn all_uncompressed(mut records: &[u8]) -> bool {
     while !records.is_empty() {
-        let Ok(header) = crate::log::parse_header(records, 0) else {
+        let Ok(header) = crate::broker::parse_header(records, 0) else {
             return false;
         };
         if header.attributes & CODEC_MASK != 0 {
