@@ -26,6 +26,14 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Every node is in Raft term `term`: nobody raised it.
+fn assert_every_term(cluster: &Cluster, term: f64) {
+    for id in NODES {
+        let got = cluster.gauge(id, "sluice_controller_term");
+        assert_eq!(got, Some(term), "node {id}");
+    }
+}
+
 fn fenced_count(cluster: &Cluster, active: i32) -> Option<f64> {
     cluster.gauge(active, "sluice_cluster_brokers{state=\"fenced\"}")
 }
@@ -195,13 +203,7 @@ fn a_voter_cut_off_by_nft_commits_nothing_and_does_not_disturb_the_others_when_i
         Some(active),
         "the returning voter took nothing over"
     );
-    for id in NODES {
-        assert_eq!(
-            cluster.gauge(id, "sluice_controller_term"),
-            Some(term),
-            "node {id}"
-        );
-    }
+    assert_every_term(&cluster, term);
 }
 
 /// The active controller is cut off by nft: it steps down (check-quorum),
@@ -312,13 +314,7 @@ fn a_peer_from_another_ca_and_garbage_datagrams_are_refused_and_the_cluster_carr
     // Still one cluster, same controller, same term, every broker in.
     cluster.wait_formed(3, FORM_TIMEOUT);
     assert_eq!(cluster.active_controller(), Some(active));
-    for id in NODES {
-        assert_eq!(
-            cluster.gauge(id, "sluice_controller_term"),
-            Some(term),
-            "node {id}"
-        );
-    }
+    assert_every_term(&cluster, term);
 }
 
 /// Reload on a cluster: a bad file changes nothing; a file edited on one

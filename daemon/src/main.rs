@@ -375,11 +375,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         return run_cluster_member(spec, node_id, data_dir, cli.config.clone());
     }
     let limits = listener_limits(&spec);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("sluice-worker")
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = worker_runtime()?;
     service::status("recovering partition logs");
     let broker = Broker::open(spec, node_id, data_dir).context("opening the broker")?;
     if let Some(path) = &cli.config {
@@ -405,6 +401,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The runtime request handling runs on (both modes).
+fn worker_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sluice-worker")
+        .build()
+        .context("starting the async runtime")
+}
+
 /// What runs beside the Kafka listener.
 enum Mode {
     /// One broker: its own topics and consumer groups.
@@ -423,11 +428,7 @@ fn run_cluster_member(
     config: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let limits = listener_limits(&spec);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("sluice-worker")
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = worker_runtime()?;
     service::status("recovering partition logs");
     let broker = Broker::open_member(spec.clone(), node_id, data_dir.clone())
         .context("opening the broker")?;

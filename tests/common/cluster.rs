@@ -134,19 +134,7 @@ impl Cluster {
 
     /// `GET /status` of a running node.
     pub fn status(&self, id: i32) -> Option<String> {
-        let node = self.node(id);
-        node.child.as_ref()?;
-        let mut stream =
-            TcpStream::connect_timeout(&node.metrics, Duration::from_millis(500)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        stream
-            .write_all(b"GET /status HTTP/1.1\r\nHost: test\r\n\r\n")
-            .ok()?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).ok()?;
-        response
-            .split_once("\r\n\r\n")
-            .map(|(_, body)| body.to_string())
+        self.get(id, "/status")
     }
 
     /// Starts node `id` (again); waits until its metrics endpoint answers.
@@ -202,14 +190,18 @@ impl Cluster {
 
     /// The metrics text of a running node, or `None` if it does not answer.
     pub fn scrape(&self, id: i32) -> Option<String> {
+        self.get(id, "/metrics")
+    }
+
+    /// The body of `GET path` on a running node's metrics address.
+    fn get(&self, id: i32, path: &str) -> Option<String> {
         let node = self.node(id);
         node.child.as_ref()?;
         let mut stream =
             TcpStream::connect_timeout(&node.metrics, Duration::from_millis(500)).ok()?;
         stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
-            .ok()?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n");
+        stream.write_all(request.as_bytes()).ok()?;
         let mut response = String::new();
         stream.read_to_string(&mut response).ok()?;
         response
