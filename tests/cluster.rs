@@ -55,6 +55,39 @@ fn three_processes_form_a_cluster_with_one_active_controller_and_every_broker_in
         })
     });
     assert!(agreed, "voters disagree:\n{}", cluster.logs());
+    // `sluiced status` shows the same from every node's /status, and the
+    // Kafka view (Metadata's controller id names the active controller).
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(common::sluiced_bin())
+            .arg("status")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let spec = cluster.node_spec_path(1).display().to_string();
+    let shown = run(&["--config", &spec]);
+    assert_eq!(
+        shown.matches("role=active-controller").count(),
+        1,
+        "{shown}"
+    );
+    assert!(
+        shown.contains(&format!("node {active}: role=active-controller")),
+        "{shown}"
+    );
+    for id in NODES {
+        assert!(shown.contains(&format!("broker {id} unfenced")), "{shown}");
+    }
+    let kafka = cluster.node(2).kafka.to_string();
+    let shown = run(&["--bootstrap", &kafka]);
+    assert!(shown.contains(&format!("controller={active}")), "{shown}");
+    assert_eq!(shown.matches("  broker ").count(), 3, "{shown}");
     // Each broker's epoch is the index of the entry holding its registration.
     for id in NODES {
         let epoch = cluster.gauge(id, "sluice_broker_epoch").unwrap();

@@ -131,3 +131,38 @@ impl ResponseReader {
         Ok((header.correlation_id, body))
     }
 }
+
+/// One request at a time on one connection: what the daemon's own tools
+/// (`sluiced groups`, `sluiced status --bootstrap`) need.
+pub struct Connection {
+    writer: RequestWriter,
+    reader: ResponseReader,
+}
+
+impl Connection {
+    /// Resolves `bootstrap` (`host:port`) and connects to its first address.
+    pub async fn open(bootstrap: &str) -> anyhow::Result<Connection> {
+        use anyhow::Context;
+        let address = tokio::net::lookup_host(bootstrap)
+            .await
+            .with_context(|| format!("resolving {bootstrap}"))?
+            .next()
+            .with_context(|| format!("{bootstrap} resolves to nothing"))?;
+        let (writer, reader) = connect(address)
+            .await
+            .with_context(|| format!("connecting to {address}"))?;
+        Ok(Connection { writer, reader })
+    }
+
+    pub async fn call<Q: Encodable, R: Decodable>(
+        &mut self,
+        key: ApiKey,
+        version: i16,
+        body: &Q,
+    ) -> anyhow::Result<R> {
+        self.writer.send(key, version, body).await?;
+        self.writer.flush().await?;
+        let (_, response) = self.reader.receive(key, version).await?;
+        Ok(response)
+    }
+}

@@ -76,6 +76,10 @@ enum Command {
         /// The cluster spec naming the nodes.
         #[arg(long, default_value = "/etc/sluice/cluster.toml")]
         config: PathBuf,
+        /// Ask one broker's Kafka listener instead (Metadata: brokers,
+        /// controller, partitions with leader, epoch, replicas, ISR).
+        #[arg(long, conflicts_with = "config")]
+        bootstrap: Option<String>,
     },
     /// List consumer groups of a running broker: members, assignments, and
     /// per-partition lag (high watermark − committed offset).
@@ -185,10 +189,16 @@ fn main() -> ExitCode {
             }
         }
         Some(Command::Groups { ref bootstrap }) => groups(bootstrap),
-        Some(Command::Status { ref config }) => {
-            let report = config::load_spec(config)
-                .map_err(|e| e.to_string())
-                .and_then(|spec| sluice::cluster::status::collect(&spec));
+        Some(Command::Status {
+            ref config,
+            ref bootstrap,
+        }) => {
+            let report = match bootstrap {
+                Some(bootstrap) => kafka_status(bootstrap),
+                None => config::load_spec(config)
+                    .map_err(|e| e.to_string())
+                    .and_then(|spec| sluice::cluster::status::collect(&spec)),
+            };
             match report {
                 Ok(text) => {
                     print!("{text}");
@@ -249,6 +259,15 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn kafka_status(bootstrap: &str) -> Result<String, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?
+        .block_on(sluice::cluster::status::collect_kafka(bootstrap))
+        .map_err(|e| format!("{e:#}"))
 }
 
 fn groups(bootstrap: &str) -> ExitCode {

@@ -202,3 +202,64 @@ fn fetch_status(address: std::net::SocketAddr) -> Result<String, String> {
     }
     Ok(body.to_string())
 }
+
+/// `sluiced status --bootstrap HOST:PORT`: what any broker's Metadata says
+/// (live brokers, the controller, every partition's leader, leader epoch,
+/// replicas and ISR). Terms and fenced brokers are not in Kafka's answer:
+/// `--config` asks every node for those.
+pub async fn collect_kafka(bootstrap: &str) -> anyhow::Result<String> {
+    use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse};
+    let mut connection = crate::client::Connection::open(bootstrap).await?;
+    let request = MetadataRequest::default().with_topics(None);
+    let metadata: MetadataResponse = connection.call(ApiKey::Metadata, 12, &request).await?;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "metadata from {bootstrap}: controller={} cluster={}",
+        metadata.controller_id.0,
+        metadata.cluster_id.as_deref().unwrap_or("-")
+    );
+    let _ = writeln!(out, "brokers:");
+    for broker in &metadata.brokers {
+        let _ = writeln!(
+            out,
+            "  broker {} kafka={}:{} rack={}",
+            broker.node_id.0,
+            broker.host.as_str(),
+            broker.port,
+            broker.rack.as_deref().unwrap_or("-")
+        );
+    }
+    let _ = writeln!(out, "topics:");
+    let mut topics: Vec<_> = metadata.topics.iter().collect();
+    topics.sort_by(|a, b| a.name.as_deref().cmp(&b.name.as_deref()));
+    for topic in topics {
+        let name = topic.name.as_ref().map_or("?", |n| n.as_str());
+        let _ = writeln!(
+            out,
+            "  topic {name} id={} partitions={}",
+            topic.topic_id,
+            topic.partitions.len()
+        );
+        let mut partitions: Vec<_> = topic.partitions.iter().collect();
+        partitions.sort_by_key(|p| p.partition_index);
+        for p in partitions {
+            let ids = |list: &[kafka_protocol::messages::BrokerId]| -> Vec<i32> {
+                list.iter().map(|id| id.0).collect()
+            };
+            let leader = match p.leader_id.0 {
+                id if id >= 0 => id.to_string(),
+                _ => "none(offline)".to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "    partition {} leader={leader} leader_epoch={} replicas={:?} isr={:?}",
+                p.partition_index,
+                p.leader_epoch,
+                ids(&p.replica_nodes),
+                ids(&p.isr_nodes)
+            );
+        }
+    }
+    Ok(out)
+}

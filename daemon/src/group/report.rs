@@ -4,20 +4,18 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 
-use anyhow::Context;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::{
     ApiKey, DescribeGroupsRequest, DescribeGroupsResponse, GroupId, ListGroupsRequest,
     ListGroupsResponse, ListOffsetsRequest, ListOffsetsResponse, OffsetFetchRequest,
     OffsetFetchResponse, TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 
 use super::describe::assigned_partitions;
 use super::lag::{LagRow, partition_lag};
-use crate::client::{self, RequestWriter, ResponseReader};
+use crate::client::Connection;
 
 /// ListOffsets "latest": the high watermark.
 const LATEST_TIMESTAMP: i64 = -1;
@@ -42,36 +40,9 @@ pub struct GroupReport {
     pub lag: Vec<LagRow>,
 }
 
-struct Connection {
-    writer: RequestWriter,
-    reader: ResponseReader,
-}
-
-impl Connection {
-    async fn call<Q: Encodable, R: Decodable>(
-        &mut self,
-        key: ApiKey,
-        version: i16,
-        body: &Q,
-    ) -> anyhow::Result<R> {
-        self.writer.send(key, version, body).await?;
-        self.writer.flush().await?;
-        let (_, response) = self.reader.receive(key, version).await?;
-        Ok(response)
-    }
-}
-
 /// Connects to `bootstrap` and builds a report of every group.
 pub async fn collect(bootstrap: &str) -> anyhow::Result<Vec<GroupReport>> {
-    let address: SocketAddr = tokio::net::lookup_host(bootstrap)
-        .await
-        .with_context(|| format!("resolving {bootstrap}"))?
-        .next()
-        .with_context(|| format!("{bootstrap} resolves to nothing"))?;
-    let (writer, reader) = client::connect(address)
-        .await
-        .with_context(|| format!("connecting to {address}"))?;
-    let mut conn = Connection { writer, reader };
+    let mut conn = Connection::open(bootstrap).await?;
     let listed: ListGroupsResponse = conn
         .call(ApiKey::ListGroups, 4, &ListGroupsRequest::default())
         .await?;
