@@ -262,10 +262,23 @@ impl DirCheckpoints {
             let mut state = self.lock_state();
             state.changed = false;
             state.last_write_ms = Some(now_ms);
-            (
-                Files::from_offsets(&state.partitions),
-                std::mem::take(&mut state.adopted),
-            )
+            let mut files = Files::from_offsets(&state.partitions);
+            // A partition on disk not opened yet (a cluster member opens
+            // what the controller assigns it, later) keeps what the files
+            // said: rewriting them must not drop its log start offset.
+            let loaded = self.loaded.lock().expect("checkpoint files lock poisoned");
+            for (ours, theirs) in [
+                (&mut files.recovery_points, &loaded.recovery_points),
+                (&mut files.log_start_offsets, &loaded.log_start_offsets),
+                (&mut files.cleaner_offsets, &loaded.cleaner_offsets),
+            ] {
+                for (key, offset) in theirs {
+                    if !state.partitions.contains_key(key) {
+                        ours.insert(key.clone(), *offset);
+                    }
+                }
+            }
+            (files, std::mem::take(&mut state.adopted))
         };
         let result = self.write_files(&written, &files, durable);
         if let Err(error) = result {
@@ -374,6 +387,42 @@ mod tests {
             reopened
                 .starting_offsets(&root.path().join("new-0"))
                 .unwrap(),
+            StartingOffsets::default()
+        );
+    }
+
+    #[test]
+    fn a_partition_not_opened_yet_keeps_its_entries_when_the_files_are_rewritten() {
+        let root = tempfile::tempdir().unwrap();
+        let (a, b) = (root.path().join("t-0"), root.path().join("t-1"));
+        let offsets = |start: i64| PartitionOffsets {
+            recovery_point: 50,
+            log_start_offset: start,
+            cleaner_offset: 0,
+        };
+        let first = DirCheckpoints::open(root.path()).unwrap();
+        first.report(&a, offsets(10));
+        first.report(&b, offsets(20));
+        first.write(0, true).unwrap();
+        // Next life: only t-0 is opened before the files are written again.
+        let second = DirCheckpoints::open(root.path()).unwrap();
+        second.report(&a, offsets(11));
+        second.write(0, true).unwrap();
+        let third = DirCheckpoints::open(root.path()).unwrap();
+        assert_eq!(
+            third.starting_offsets(&a).unwrap().log_start_offset,
+            Some(11)
+        );
+        assert_eq!(
+            third.starting_offsets(&b).unwrap().log_start_offset,
+            Some(20)
+        );
+        // Forgotten (deleted) partitions are not carried.
+        third.forget(&b);
+        third.write(0, true).unwrap();
+        let fourth = DirCheckpoints::open(root.path()).unwrap();
+        assert_eq!(
+            fourth.starting_offsets(&b).unwrap(),
             StartingOffsets::default()
         );
     }
