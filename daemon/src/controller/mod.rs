@@ -1,13 +1,14 @@
-//! The controller's metadata core, sans-IO: the records of the metadata log
-//! and their codec, the image they build, the pure decisions the active
-//! controller writes, broker session deadlines, and the image as a snapshot
-//! (`snapshot`). No sockets, no clock:
-//! time comes in as `Instant`s and ids as arguments. `quorum`
-//! wraps raft-rs's sans-IO `RawNode` (static voters, pre-vote, check-quorum)
-//! and `wire` is our codec for its messages; `sim` runs 3 or 5 of them on a
-//! seeded virtual clock. The durable log store, the transport wiring and the
-//! service shell come in later increments (plan §5.3); nothing else uses
-//! this yet. "plan §N" in this folder is docs/plans/issue-13-cluster.md.
+//! The controller: the cluster's metadata and the Raft quorum that keeps
+//! it, sans-IO except the thread in `service`. The records of the metadata
+//! log and their codec, the image they build, the pure decisions the active
+//! controller writes (`decide`, `plan`), broker session deadlines, the image
+//! as a snapshot; `quorum` wraps raft-rs's `RawNode` (static voters,
+//! pre-vote, check-quorum) over the durable `log_store`, `wire` is our codec
+//! for its messages and `rpc` for everything nodes say to each other; `node`
+//! is one voter as a state machine and `service` the thread that drives it;
+//! `sim` runs 3 or 5 voters on a seeded virtual clock. Time comes in as
+//! `Instant`s and ids as arguments. "plan §N" in this folder is
+//! docs/plans/issue-13-cluster.md.
 
 mod codec;
 pub mod decide;

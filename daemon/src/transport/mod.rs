@@ -1,12 +1,13 @@
 //! Node-to-node transport: QUIC between the nodes of a cluster, with mutual
 //! TLS against the cluster's own CA (DESIGN §3–4).
 //!
-//! Built so far: the certificates (`certs`, behind `sluiced certs`), what a
+//! The parts: the certificates (`certs`, behind `sluiced certs`), what a
 //! node's certificate says about who it is (`identity`), the TLS
-//! configurations both ends of a connection use (`tls`), frames (`frame`)
-//! and one QUIC endpoint per node that admits only nodes of its cluster
-//! (`quic`). The controller quorum will be its first user; the single-node
-//! default needs none of it.
+//! configurations both ends of a connection use (`tls`), frames (`frame`),
+//! one QUIC endpoint per node that admits only nodes of its cluster
+//! (`quic`), and bounded per-peer message links (`link`). The controller
+//! quorum and the brokers' membership (cluster/runtime.rs) use it; the
+//! single-node default needs none of it.
 
 pub mod certs;
 pub mod frame;
