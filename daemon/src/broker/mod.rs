@@ -679,4 +679,4 @@ mod tests {
 
 #[cfg(test)]
 #[path = "assignment_tests.rs"]
-mod assignment_tests;
+pub(crate) mod assignment_tests;

@@ -19,34 +19,8 @@ use uuid::Uuid;
 use super::api::topic_name;
 use super::dispatch_tests::{answer, batch, check_decodes, dispatch_now, frame};
 use super::listener::ListenerLimits;
-use crate::broker::{
-    Broker, ClusterView, HostedPartition, Leadership, TopicAssignment, ViewBroker, ViewPartition,
-    ViewTopic,
-};
-
-/// Topic `t` of three partitions: 0 led here at `epoch`, 2 hosted but led
-/// by broker 2; partition 1 lives on another broker.
-fn assignment(epoch: i32) -> TopicAssignment {
-    TopicAssignment {
-        name: "t".into(),
-        id: Uuid::from_u128(7),
-        configs: Vec::new(),
-        partition_count: 3,
-        hosted: vec![
-            HostedPartition {
-                index: 0,
-                leadership: Leadership::Leader { epoch },
-            },
-            HostedPartition {
-                index: 2,
-                leadership: Leadership::NotLeader {
-                    leader: Some(2),
-                    epoch: 1,
-                },
-            },
-        ],
-    }
-}
+use crate::broker::assignment_tests::assignment;
+use crate::broker::{Broker, ClusterView, ViewBroker, ViewPartition, ViewTopic};
 
 fn member() -> (tempfile::TempDir, Arc<Broker>) {
     let dir = tempfile::tempdir().unwrap();
