@@ -53,7 +53,6 @@ pub struct Lifecycle {
     next_send_at: Instant,
     next_request_id: u64,
     lease_until: Option<Instant>,
-    want_fence: bool,
     /// The highest commit index the controller has told us of.
     metadata_commit: u64,
     /// The voter that last answered as the active controller.
@@ -85,7 +84,6 @@ impl Lifecycle {
             next_send_at: now,
             next_request_id: 1,
             lease_until: None,
-            want_fence: false,
             metadata_commit: 0,
             controller: None,
         }
@@ -127,11 +125,6 @@ impl Lifecycle {
 
     pub fn spec_hash(&self) -> &str {
         &self.spec_hash
-    }
-
-    /// Controlled shutdown: ask to be fenced from the next heartbeat on.
-    pub fn request_fence(&mut self) {
-        self.want_fence = true;
     }
 
     /// When `poll_transmit` next has something to do, or the lease ends.
@@ -179,7 +172,8 @@ impl Lifecycle {
                     broker_id: self.registration.broker_id,
                     broker_epoch,
                     metadata_offset: i64::try_from(metadata_offset).unwrap_or(i64::MAX),
-                    want_fence: self.want_fence,
+                    // Set by a controlled shutdown, which is not built yet.
+                    want_fence: false,
                     spec_hash: self.spec_hash.clone(),
                 })
             }

@@ -25,7 +25,7 @@ use crate::controller::node::ControllerNode;
 use crate::controller::quorum::{Quorum, QuorumSpec};
 use crate::controller::records::{BrokerId, BrokerRegistration};
 use crate::controller::rpc::{ClusterMessage, Outcome, Reply};
-use crate::controller::service::{ControllerInbox, ControllerService, ControllerStatus};
+use crate::controller::service::{ControllerInbox, ControllerService};
 use crate::transport::frame::MESSAGE_BYTES_MAX;
 use crate::transport::link::{PeerSender, spawn_inbound, spawn_peer_link};
 use crate::transport::quic::NodeEndpoint;
@@ -333,10 +333,6 @@ impl ClusterMember {
         self.spec_hash.send_replace(new.source_hash.clone());
         *running = new;
         Ok(())
-    }
-
-    pub fn controller_status(&self) -> Option<ControllerStatus> {
-        self.controller.as_ref().map(ControllerService::status)
     }
 
     /// Stops heartbeating, the controller and the endpoint.

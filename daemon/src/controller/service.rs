@@ -128,10 +128,6 @@ impl ControllerService {
         self.image.clone()
     }
 
-    pub fn status(&self) -> ControllerStatus {
-        self.status_reader().read()
-    }
-
     /// A cheap handle that reads the status after this service is gone too.
     pub fn status_reader(&self) -> StatusReader {
         StatusReader(self.status.clone())
