@@ -833,3 +833,32 @@ fn every_described_topic_config_is_a_known_key() {
     assert!(!super::is_topic_config_name("retention"));
     assert!(!super::is_topic_config_name(""));
 }
+
+#[test]
+fn broker_timings_and_the_tls_dir_are_checked() {
+    let spec = parse_spec(THREE, "cluster.toml").expect("valid");
+    assert_eq!(spec.controller.broker_heartbeat_interval_ms, 250);
+    assert_eq!(spec.controller.broker_session_timeout_ms, 1500);
+    let with = |text: &str, key: &str| {
+        text.replace("voters = [1, 2, 3]", &format!("voters = [1, 2, 3]\n{key}"))
+    };
+    let fast = errors(&with(THREE, "broker_heartbeat_interval_ms = \"10ms\""));
+    assert!(
+        fast.contains("controller.broker_heartbeat_interval_ms: must be 50ms to 5s, got 10ms"),
+        "{fast}"
+    );
+    let short = errors(&with(THREE, "broker_session_timeout_ms = \"500ms\""));
+    assert!(
+        short.contains(
+            "controller.broker_session_timeout_ms: must be at least 4 heartbeat intervals (1000ms) \
+             and at most 60s, got 500ms"
+        ),
+        "{short}"
+    );
+    let single = errors(&ONE.replace("voters = [1]", "voters = [1]\ntls_dir = \"tls\""));
+    assert!(
+        single
+            .contains("controller.tls_dir: a single broker talks to no other node; remove the key"),
+        "{single}"
+    );
+}
