@@ -1,12 +1,14 @@
 //! Three `sluiced` processes on 127.0.0.1, 127.0.0.2 and 127.0.0.3 with
 //! their certificates from `sluiced certs`, each with its own ports, data
 //! directory and log; observed through their metrics endpoints. Killed on
-//! drop.
+//! drop. A node's data directory can be put on an ext4 image of its own
+//! (`put_on_disk`), loop-mounted, so a test can stall it with `fsfreeze`.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::{free_port, sluiced_bin, wait_until};
@@ -28,6 +30,8 @@ pub struct Cluster {
     /// (`node_spec_path`), so a test can edit one host's file.
     pub spec_path: PathBuf,
     pub nodes: Vec<ClusterNode>,
+    /// The loop-mounted filesystems of nodes put on a disk of their own.
+    disks: Vec<(i32, LoopDisk)>,
 }
 
 fn address(id: i32, port: u16) -> SocketAddr {
@@ -44,6 +48,16 @@ impl Cluster {
     /// `voters` (`extra_toml` appended), makes the certificates and starts
     /// every node; does not wait for the cluster to form.
     pub fn start_nodes(ids: &[i32], voters: &[i32], extra_toml: &str) -> Cluster {
+        let mut cluster = Self::prepare_nodes(ids, voters, extra_toml);
+        for id in ids {
+            cluster.spawn(*id);
+        }
+        cluster
+    }
+
+    /// Everything `start_nodes` does but start the nodes: the spec, each
+    /// node's copy and the certificates. The caller `spawn`s each node.
+    pub fn prepare_nodes(ids: &[i32], voters: &[i32], extra_toml: &str) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let nodes: Vec<ClusterNode> = ids
             .iter()
@@ -90,15 +104,12 @@ impl Cluster {
             "sluiced certs failed: {}",
             String::from_utf8_lossy(&certs.stderr)
         );
-        let mut cluster = Cluster {
+        Cluster {
             dir,
             spec_path,
             nodes,
-        };
-        for id in ids {
-            cluster.spawn(*id);
+            disks: Vec::new(),
         }
-        cluster
     }
 
     /// The ids of every node, running or not.
@@ -120,6 +131,45 @@ impl Cluster {
             .path()
             .join(format!("node-{id}"))
             .join("cluster.toml")
+    }
+
+    /// Node `id`'s data directory (`data_dir = "data-<id>"` in its spec).
+    pub fn data_dir(&self, id: i32) -> PathBuf {
+        self.dir
+            .path()
+            .join(format!("node-{id}"))
+            .join(format!("data-{id}"))
+    }
+
+    /// Puts node `id`'s data directory, empty, on an ext4 image of its own
+    /// (`megabytes` big, beside the spec), loop-mounted; before the node
+    /// first starts. Unmounted when the cluster is dropped, after the nodes
+    /// are killed.
+    pub fn put_on_disk(&mut self, id: i32, megabytes: u64) {
+        assert!(!self.running(id), "node {id} is running");
+        let image = self.dir.path().join(format!("node-{id}.img"));
+        let disk = LoopDisk::mount(&image, &self.data_dir(id), megabytes);
+        self.disks.push((id, disk));
+    }
+
+    fn disk(&self, id: i32) -> &LoopDisk {
+        self.disks
+            .iter()
+            .find_map(|(on, disk)| (*on == id).then_some(disk))
+            .expect("the node was put on a disk of its own")
+    }
+
+    /// Freezes node `id`'s filesystem (`fsfreeze -f`): its writes and
+    /// fsyncs block in the kernel until `thaw_disk`. Thawed on drop in any
+    /// case, and by a watchdog process after `FREEZE_MAX` even if this
+    /// process dies.
+    pub fn freeze_disk(&self, id: i32) {
+        self.disk(id).freeze();
+    }
+
+    /// `fsfreeze -u` on node `id`'s filesystem.
+    pub fn thaw_disk(&self, id: i32) {
+        self.disk(id).thaw();
     }
 
     /// Rewrites node `id`'s spec file with `edit` and sends it SIGHUP.
@@ -211,9 +261,7 @@ impl Cluster {
 
     /// One sample of a running node, by its full name with labels.
     pub fn gauge(&self, id: i32, name: &str) -> Option<f64> {
-        let text = self.scrape(id)?;
-        text.lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        metric(&self.scrape(id)?, name)
     }
 
     /// The running node that says it is the active controller, if exactly
@@ -272,10 +320,149 @@ impl Cluster {
     }
 }
 
+/// One sample in a metrics text, by its full name with labels.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
+        // A frozen filesystem first, whatever happened: a process blocked
+        // on it cannot be reaped, and one left frozen hangs whatever on
+        // this machine touches it next.
+        for (_, disk) in &self.disks {
+            disk.thaw();
+        }
         for id in self.ids() {
             self.kill(id);
+        }
+        // Unmounted (and the loop device detached) before the temp dir
+        // that holds the mount points and images is removed.
+        self.disks.clear();
+    }
+}
+
+/// The longest a disk stays frozen if its thaw never runs: a process of
+/// its own thaws it then, even when the test process was killed.
+pub const FREEZE_MAX: Duration = Duration::from_secs(10);
+
+/// An ext4 filesystem in an image file on a loop device, mounted at a
+/// directory; `fsfreeze` stalls it. Drop thaws it (ignoring errors),
+/// unmounts it (lazily if it is busy) and detaches the loop device.
+pub struct LoopDisk {
+    mount: PathBuf,
+    device: Option<String>,
+    mounted: bool,
+    /// The process that thaws the disk after `FREEZE_MAX`, while frozen.
+    watchdog: Mutex<Option<Child>>,
+}
+
+/// Runs a system tool; its stdout, or a panic that says what failed.
+fn run_tool(program: &str, args: &[&std::ffi::OsStr]) -> String {
+    let output = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("{program}: {e} (the test needs e2fsprogs, mount and util-linux, as root)")
+        });
+    assert!(
+        output.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+/// Runs a system tool for cleanup: errors ignored; whether it succeeded.
+fn try_tool(program: &str, args: &[&std::ffi::OsStr]) -> bool {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+impl LoopDisk {
+    /// Makes an ext4 image of `megabytes` at `image` and mounts it at
+    /// `mount` (created, left empty: `lost+found` is removed).
+    pub fn mount(image: &Path, mount: &Path, megabytes: u64) -> LoopDisk {
+        std::fs::File::create(image)
+            .and_then(|f| f.set_len(megabytes << 20))
+            .expect("creating the disk image");
+        run_tool("mkfs.ext4", &["-q".as_ref(), "-F".as_ref(), image.as_ref()]);
+        std::fs::create_dir_all(mount).expect("the mount point");
+        // From here on, drop cleans up whatever was done.
+        let mut disk = LoopDisk {
+            mount: mount.to_path_buf(),
+            device: None,
+            mounted: false,
+            watchdog: Mutex::new(None),
+        };
+        let device = run_tool(
+            "losetup",
+            &["--find".as_ref(), "--show".as_ref(), image.as_ref()],
+        );
+        disk.device = Some(device.clone());
+        run_tool("mount", &[device.as_ref(), mount.as_ref()]);
+        disk.mounted = true;
+        std::fs::remove_dir(mount.join("lost+found")).expect("removing lost+found");
+        disk
+    }
+
+    pub fn freeze(&self) {
+        let mut watchdog = self.watchdog.lock().unwrap_or_else(|e| e.into_inner());
+        assert!(watchdog.is_none(), "already frozen");
+        // In its own process group, so that it outlives this process and
+        // whatever signal its group gets.
+        use std::os::unix::process::CommandExt as _;
+        let thaws = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "sleep {}; exec fsfreeze -u \"$0\"",
+                FREEZE_MAX.as_secs()
+            ))
+            .arg(&self.mount)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("starting the thaw watchdog");
+        *watchdog = Some(thaws);
+        run_tool("fsfreeze", &["-f".as_ref(), self.mount.as_ref()]);
+    }
+
+    /// `fsfreeze -u`, errors ignored (it was not frozen); stops the watchdog.
+    pub fn thaw(&self) {
+        try_tool("fsfreeze", &["-u".as_ref(), self.mount.as_ref()]);
+        let watchdog = self
+            .watchdog
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(mut watchdog) = watchdog {
+            // Its group (the shell and its `sleep`), by the id we started it with.
+            // SAFETY: a signal to a process group this test created.
+            unsafe { libc::killpg(watchdog.id() as i32, libc::SIGKILL) };
+            let _ = watchdog.wait();
+        }
+    }
+}
+
+impl Drop for LoopDisk {
+    fn drop(&mut self) {
+        self.thaw();
+        if self.mounted && !try_tool("umount", &[self.mount.as_ref()]) {
+            try_tool("umount", &["-l".as_ref(), self.mount.as_ref()]);
+        }
+        if let Some(device) = &self.device {
+            // Detaches at once, or (still busy after a lazy unmount) as
+            // soon as the last user lets go.
+            try_tool("losetup", &["-d".as_ref(), device.as_ref()]);
         }
     }
 }
