@@ -1043,3 +1043,158 @@ fn a_broker_whose_disk_stalls_for_a_second_is_not_fenced() {
     );
     common::assert_acknowledged_readable(&bootstrap, TOPIC, 3, &acked, stall_payload);
 }
+
+/// Consumer groups over three processes: the controller creates
+/// `__consumer_offsets` spread over the brokers, and a group is coordinated
+/// by the leader of the offsets partition it hashes to. A consumer commits
+/// what it read of half the messages and leaves; the coordinator's broker
+/// is killed, and the group's offsets partition is reported offline (one
+/// replica until replication); restarted, that broker coordinates the
+/// group again from its log, and a new consumer of the group resumes
+/// exactly at the commits: nothing read twice, nothing skipped.
+#[test]
+fn a_consumer_group_follows_its_offsets_partition_leader_and_its_commits_survive_that_brokers_death()
+ {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::message::Message;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use std::collections::{BTreeMap, BTreeSet};
+
+    const GROUP: &str = "payments-reader";
+    const PARTITIONS: i32 = 6;
+    const PER_PARTITION: i64 = 50;
+    const TOTAL: usize = (PARTITIONS as usize) * (PER_PARTITION as usize);
+    let _serial = serial();
+    let mut cluster = Cluster::start("\n[topics.events]\npartitions = 6\n");
+    let active = cluster.wait_formed(3, FORM_TIMEOUT);
+    let bootstrap = bootstrap(&cluster);
+    let offsets_index =
+        sluice::group::offsets_log::partition_for(GROUP, sluice::group::OFFSETS_TOPIC_PARTITIONS)
+            as usize;
+    let offsets_leaders = |cluster: &Cluster, at: i32| {
+        cluster
+            .status(at)
+            .map(|s| leaders(&s, "__consumer_offsets"))
+            .unwrap_or_default()
+    };
+    let created = common::wait_until(Duration::from_secs(10), || {
+        let led = offsets_leaders(&cluster, active);
+        led.len() == sluice::group::OFFSETS_TOPIC_PARTITIONS as usize
+            && led.iter().all(|(leader, _)| *leader > 0)
+    });
+    assert!(created, "{}", cluster.status(active).unwrap_or_default());
+    let led = offsets_leaders(&cluster, active);
+    let spread: BTreeSet<i32> = led.iter().map(|(leader, _)| *leader).collect();
+    assert_eq!(spread, BTreeSet::from([1, 2, 3]), "{led:?}");
+    let coordinator = led[offsets_index].0;
+
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("message.timeout.ms", "30000")
+        .create()
+        .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        for partition in 0..PARTITIONS {
+            for i in 0..PER_PARTITION {
+                let payload = format!("m-{partition}-{i}");
+                let record = FutureRecord::<(), _>::to("events")
+                    .partition(partition)
+                    .payload(&payload);
+                producer
+                    .send(record, Duration::from_secs(30))
+                    .await
+                    .unwrap_or_else(|(e, _)| panic!("events/{partition}: {e}"));
+            }
+        }
+    });
+    let consumer = || -> BaseConsumer {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", GROUP)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .unwrap();
+        consumer.subscribe(&["events"]).unwrap();
+        consumer
+    };
+    /// Polls `consumer` until `count` messages arrived (or a minute went):
+    /// (partition, offset, payload) in arrival order.
+    fn read(consumer: &BaseConsumer, count: usize) -> Vec<(i32, i64, String)> {
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while got.len() < count && Instant::now() < deadline {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                let payload = String::from_utf8_lossy(m.payload().unwrap_or_default());
+                got.push((m.partition(), m.offset(), payload.into_owned()));
+            }
+        }
+        got
+    }
+
+    // The first consumer reads half and commits where it got to.
+    let first = consumer();
+    let read_first = read(&first, TOTAL / 2);
+    assert_eq!(read_first.len(), TOTAL / 2, "{}", cluster.logs());
+    first.commit_consumer_state(CommitMode::Sync).unwrap();
+    let mut committed: BTreeMap<i32, i64> = BTreeMap::new();
+    for (partition, offset, _) in &read_first {
+        committed.insert(*partition, offset + 1);
+    }
+    let stored: BTreeMap<i32, i64> = first
+        .committed(Duration::from_secs(10))
+        .unwrap()
+        .elements()
+        .iter()
+        .filter_map(|e| {
+            e.offset()
+                .to_raw()
+                .filter(|o| *o >= 0)
+                .map(|o| (e.partition(), o))
+        })
+        .collect();
+    assert_eq!(stored, committed, "what the coordinator holds");
+    drop(first);
+
+    // The coordinator's broker dies: the group's offsets partition is offline.
+    let killed = Instant::now();
+    cluster.kill(coordinator);
+    let offline = cluster.time_until(killed, Duration::from_secs(20), |c| {
+        c.active_controller()
+            .is_some_and(|at| offsets_leaders(c, at).get(offsets_index).map(|l| l.0) == Some(-1))
+    });
+    assert!(offline.is_some(), "never offline:\n{}", cluster.logs());
+    cluster.spawn(coordinator);
+    let active = cluster.wait_formed(3, FORM_TIMEOUT);
+    let back = common::wait_until(Duration::from_secs(10), || {
+        offsets_leaders(&cluster, active)
+            .get(offsets_index)
+            .map(|l| l.0)
+            == Some(coordinator)
+    });
+    assert!(back, "{}", cluster.status(active).unwrap_or_default());
+
+    // A new consumer of the group starts at the commits and reads the rest.
+    let second = consumer();
+    let read_second = read(&second, TOTAL - TOTAL / 2);
+    assert_eq!(read_second.len(), TOTAL - TOTAL / 2, "{}", cluster.logs());
+    let mut by_partition: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
+    for (partition, offset, payload) in &read_second {
+        assert_eq!(payload, &format!("m-{partition}-{offset}"));
+        by_partition.entry(*partition).or_default().push(*offset);
+    }
+    for partition in 0..PARTITIONS {
+        let start = committed.get(&partition).copied().unwrap_or(0);
+        let want: Vec<i64> = (start..PER_PARTITION).collect();
+        let got = by_partition.remove(&partition).unwrap_or_default();
+        assert_eq!(got, want, "events/{partition} after the commit at {start}");
+    }
+    println!(
+        "figure: group coordinator broker {coordinator} killed; offsets partition reported \
+         offline after {:.3} s; the group resumed at its {} commits after the restart",
+        offline.unwrap().as_secs_f64(),
+        committed.len()
+    );
+}

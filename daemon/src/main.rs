@@ -439,7 +439,7 @@ enum Mode {
 
 /// A node of a multi-broker spec: it joins the controller quorum (if it
 /// votes), registers, and serves the partitions the metadata log places on
-/// it. Consumer groups in a cluster come with a later increment.
+/// it, coordinating the groups of the offsets partitions it leads.
 fn run_cluster_member(
     spec: ClusterSpec,
     node_id: i32,
@@ -459,6 +459,9 @@ fn run_cluster_member(
         &spec, node_id, &data_dir,
     )?);
     broker.set_producer_id_source(member.producer_id_source());
+    broker
+        .start_group_coordinator()
+        .map_err(|e| anyhow::anyhow!("starting the group coordinator: {e}"))?;
     runtime.block_on(serve(
         broker.clone(),
         limits,
@@ -614,6 +617,9 @@ async fn serve(
             )));
         }
         Mode::Member(member) => {
+            if let Some(groups) = broker.group_coordinator() {
+                tasks.push(tokio::spawn(groups.clone().run_driver()));
+            }
             tasks.push(tokio::spawn(sluice::cluster::publisher::serve_image(
                 broker.clone(),
                 broker.node_id(),

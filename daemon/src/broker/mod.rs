@@ -264,7 +264,10 @@ impl Broker {
         if let Some(existing) = self.group_coordinator.get() {
             return Ok(existing.clone());
         }
-        let coordinator = crate::group::GroupCoordinator::open(self)?;
+        let coordinator = match self.member {
+            true => crate::group::GroupCoordinator::open_member(),
+            false => crate::group::GroupCoordinator::open(self)?,
+        };
         Ok(self.group_coordinator.get_or_init(|| coordinator).clone())
     }
 

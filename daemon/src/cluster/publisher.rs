@@ -142,6 +142,9 @@ pub async fn serve_image(
                     }
                 }
                 target.set_cluster_view(cluster_view(&current, status.controller));
+                if let Some(groups) = target.group_coordinator() {
+                    groups.follow_leadership(&target);
+                }
             })
             .await;
             if let Err(error) = applied {

@@ -12,6 +12,7 @@ use crate::controller::decide::NewTopic;
 use crate::controller::placement::PlacementBroker;
 use crate::controller::plan::DesiredSpec;
 use crate::controller::records::SPEC_TEXT_BYTES_MAX;
+use crate::group::{OFFSETS_TOPIC, OFFSETS_TOPIC_PARTITIONS, offsets_log};
 
 /// `previous`: the spec this node ran before a reload; its declared topics
 /// with `allow_delete = true` that `spec` no longer declares may go.
@@ -61,5 +62,20 @@ pub fn desired_spec(
                     .collect()
             })
             .unwrap_or_default(),
+        internal: vec![offsets_topic(spec)],
     })
+}
+
+/// `__consumer_offsets` as Kafka makes it, with the spec's default
+/// replication factor (Kafka's `offsets.topic.replication.factor`).
+fn offsets_topic(spec: &ClusterSpec) -> NewTopic {
+    NewTopic {
+        topic_id: Uuid::new_v4(),
+        name: OFFSETS_TOPIC.to_string(),
+        declared: false,
+        settings: offsets_log::topic_settings().into_iter().collect(),
+        partitions: OFFSETS_TOPIC_PARTITIONS,
+        replication_factor: spec.default_topic_config().replication_factor,
+        replicas: None,
+    }
 }

@@ -22,7 +22,7 @@ use super::decide::{
 };
 use super::error::{ApplyError, DecideError};
 use super::image::MetadataImage;
-use super::plan::{DesiredSpec, plan_spec};
+use super::plan::{DesiredSpec, plan_internal_topics, plan_spec};
 use super::quorum::MetadataRead;
 use super::quorum::{Committed, Quorum, QuorumError, Role};
 use super::records::{BrokerId, RECORDS_PER_BATCH_MAX, Record, RecordBatch};
@@ -393,6 +393,7 @@ impl ControllerNode {
             }
         }
         self.plan_spec(&mut round);
+        self.plan_internal_topics(&mut round);
         let registers = std::mem::take(&mut self.registers);
         for (broker_id, request) in registers {
             let decided = on_register(round.image(), &self.sessions, now, &request.registration);
@@ -520,6 +521,19 @@ impl ControllerNode {
             && round.add(batch)
         {
             tracing::info!(event = "spec_applying", hash = %hash);
+        }
+    }
+
+    /// Internal topics, once enough brokers are live for them.
+    fn plan_internal_topics(&self, round: &mut Round) {
+        let (batch, skipped) = plan_internal_topics(round.image(), &self.desired);
+        for skip in &skipped {
+            tracing::error!(event = "internal_topic_refused", topic = %skip.topic, error = %skip.error);
+        }
+        if let Some(batch) = batch
+            && round.add(batch)
+        {
+            tracing::info!(event = "internal_topics_creating");
         }
     }
 

@@ -33,6 +33,15 @@ fn desired(hash: &str) -> DesiredSpec {
         }],
         brokers: declared(&[(1, None), (2, None), (3, None)]),
         deletable: Default::default(),
+        internal: vec![NewTopic {
+            topic_id: Uuid::from_u128(8),
+            name: "__consumer_offsets".into(),
+            declared: false,
+            settings: [("cleanup.policy".to_string(), "compact".to_string())].into(),
+            partitions: 50,
+            replication_factor: 2,
+            replicas: None,
+        }],
     }
 }
 
@@ -501,4 +510,58 @@ fn a_controller_cut_off_from_the_quorum_renews_no_lease() {
         net.reply(active, request),
         Some(Outcome::NotController { .. })
     ));
+}
+
+#[test]
+fn the_offsets_topic_is_created_once_its_replication_factor_of_brokers_is_live() {
+    // `desired` asks for __consumer_offsets with two replicas.
+    let mut net = Net::new([HASH; 3]);
+    let active = net.wait_active();
+    let mut epochs = BTreeMap::new();
+    for broker in VOTERS {
+        let Outcome::Registered { broker_epoch } = net.register(broker, active, 1, HASH) else {
+            panic!("broker {broker} not registered");
+        };
+        epochs.insert(broker, broker_epoch);
+    }
+    let offsets = |net: &Net| {
+        net.nodes[&active]
+            .image()
+            .topic_by_name("__consumer_offsets")
+            .cloned()
+    };
+    assert!(
+        offsets(&net).is_none(),
+        "registered, but fenced until a heartbeat"
+    );
+    net.heartbeat(1, active, epochs[&1]);
+    assert!(
+        offsets(&net).is_none(),
+        "one live broker is fewer than two replicas"
+    );
+    net.heartbeat(2, active, epochs[&2]);
+    let topic = offsets(&net).expect("created with two live brokers");
+    assert!(!topic.declared);
+    assert_eq!(topic.partitions.len(), 50);
+    assert_eq!(topic.settings["cleanup.policy"], "compact");
+    // Placed over every declared broker, broker 3 included (it is not live
+    // yet), two replicas each, led by a live first replica.
+    let mut first_replicas = std::collections::BTreeSet::new();
+    for state in &topic.partitions {
+        assert_eq!(state.replicas.len(), 2, "{state:?}");
+        first_replicas.insert(state.replicas[0]);
+        let expected = if state.replicas[0] == 3 {
+            state.replicas[1]
+        } else {
+            state.replicas[0]
+        };
+        assert_eq!(state.leader, expected, "{state:?}");
+    }
+    assert_eq!(
+        first_replicas.into_iter().collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    // Created once: later rounds leave it alone.
+    net.heartbeat(3, active, epochs[&3]);
+    assert_eq!(offsets(&net).unwrap().topic_id, topic.topic_id);
 }

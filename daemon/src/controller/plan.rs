@@ -28,6 +28,9 @@ pub struct DesiredSpec {
     /// Declared topics the previous spec let go (`allow_delete = true`):
     /// deleted if the image holds them and `topics` does not.
     pub deletable: BTreeSet<String>,
+    /// Internal topics (`__consumer_offsets`), created by the active
+    /// controller whatever spec is applied (`plan_internal_topics`).
+    pub internal: Vec<NewTopic>,
 }
 
 /// A change the plan could not make, reported and skipped: the rest of the
@@ -106,6 +109,34 @@ pub fn plan_spec(
     (Some(RecordBatch::new(records)), skipped)
 }
 
+/// Creates each internal topic the image lacks once at least its
+/// replication factor of brokers are registered and unfenced, so it never
+/// gets fewer replicas than the spec asks (placed over the declared
+/// brokers, like any topic). `None` while there is nothing to do.
+pub fn plan_internal_topics(
+    image: &MetadataImage,
+    desired: &DesiredSpec,
+) -> (Option<RecordBatch>, Vec<Skipped>) {
+    let live = image.brokers().filter(|entry| !entry.fenced).count();
+    let mut records = Vec::new();
+    let mut skipped = Vec::new();
+    for topic in &desired.internal {
+        let enough = usize::try_from(topic.replication_factor).is_ok_and(|rf| live >= rf);
+        if image.topic_by_name(&topic.name).is_some() || !enough {
+            continue;
+        }
+        match create_topic(image, topic, &desired.brokers) {
+            Ok(batch) => records.extend(batch.records),
+            Err(error) => skipped.push(Skipped {
+                topic: topic.name.clone(),
+                error,
+            }),
+        }
+    }
+    let batch = (!records.is_empty()).then(|| RecordBatch::new(records));
+    (batch, skipped)
+}
+
 fn setting_changes(
     topic_id: uuid::Uuid,
     have: &BTreeMap<String, String>,
@@ -159,6 +190,7 @@ mod tests {
             topics,
             brokers: declared(&[(1, None), (2, None), (3, None)]),
             deletable: deletable.iter().map(|s| s.to_string()).collect(),
+            internal: Vec::new(),
         }
     }
 

@@ -222,6 +222,55 @@ impl Coordinator {
         });
     }
 
+    /// Forgets every group `unload` picks (their offsets partition is led
+    /// elsewhere now): parked joins and syncs are answered NOT_COORDINATOR
+    /// so the members look for the new coordinator, and their deadlines
+    /// go. Returns how many groups went.
+    pub fn unload_groups(&mut self, unload: impl Fn(&str) -> bool) -> usize {
+        let gone: Vec<String> = self
+            .groups
+            .keys()
+            .filter(|id| unload(id))
+            .cloned()
+            .collect();
+        for group_id in &gone {
+            let Some(group) = self.groups.remove(group_id) else {
+                continue;
+            };
+            let mut parked = Vec::new();
+            match &group.state {
+                GroupState::PreparingRebalance(p) => parked.extend(
+                    p.joined
+                        .values()
+                        .map(|t| Effect::Join(*t, Err(GroupError::NotCoordinator))),
+                ),
+                GroupState::CompletingRebalance(c) => parked.extend(
+                    c.synced
+                        .values()
+                        .map(|t| Effect::Sync(*t, Err(GroupError::NotCoordinator))),
+                ),
+                _ => {}
+            }
+            for effect in parked {
+                self.emit(effect);
+            }
+            let members = group.state.membership().map(|m| m.members.keys());
+            for member in members.into_iter().flatten() {
+                self.disarm_session(group_id, member);
+            }
+            for member in group.pending_members.keys() {
+                self.timers.cancel(&TimerKey::PendingMember {
+                    group: group_id.clone(),
+                    member: member.clone(),
+                });
+            }
+            self.timers.cancel(&TimerKey::Rebalance {
+                group: group_id.clone(),
+            });
+        }
+        gone.len()
+    }
+
     /// Refreshes a member's session (heartbeat, commit, sync).
     pub(super) fn touch(&mut self, now: Instant, group_id: &str, member_id: &str) {
         let member = self

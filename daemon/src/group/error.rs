@@ -47,4 +47,10 @@ pub enum GroupError {
     Storage(String),
     #[error("the coordinator is not running")]
     CoordinatorNotAvailable,
+    /// In a cluster: the group's offsets partition is led by another broker.
+    #[error("this broker does not coordinate the group")]
+    NotCoordinator,
+    /// This broker just took the group's offsets partition and is replaying it.
+    #[error("the group's committed offsets are being loaded")]
+    LoadInProgress,
 }

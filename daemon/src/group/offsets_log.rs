@@ -41,6 +41,20 @@ pub enum OffsetsLogError {
 
 /// Kafka's `Utils.abs(groupId.hashCode()) % partitions`: Java's String
 /// hash over UTF-16 code units, sign bit masked.
+/// Kafka's settings of its offsets topic: compacted by the log cleaner,
+/// never deleted by retention, 100 MiB segments (`offsets.topic.segment.bytes`).
+pub fn topic_settings() -> Vec<(String, String)> {
+    [
+        ("cleanup.policy", "compact"),
+        ("retention.ms", "-1"),
+        ("retention.bytes", "-1"),
+        ("segment.bytes", "104857600"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
 pub fn partition_for(group_id: &str, partitions: i32) -> i32 {
     assert!(partitions > 0);
     let mut hash: i32 = 0;

@@ -45,11 +45,11 @@ fn commits_replay_after_reopen_and_compaction_keeps_only_the_latest() {
         commit(&broker, &c, "g", 1, offset * 2);
     }
     commit(&broker, &c, "other", 0, 7);
-    let partition = c.partition_for("g").clone();
+    let partition = c.offsets_partition("g").unwrap();
     let before = partition.offsets();
     assert_eq!(
         before.log_end_offset,
-        400 + i64::from(c.partition_for("other").index == partition.index)
+        400 + i64::from(c.offsets_partition("other").unwrap().index == partition.index)
     );
     let size_before = partition.size_bytes();
     // The log cleaner compacts the offsets topic like any compacted topic.
@@ -108,7 +108,7 @@ fn commits_during_a_cleaning_pass_survive_it() {
         commit(&broker, &c, "g", 0, offset);
     }
     commit(&broker, &c, "g", 1, 5);
-    let partition = c.partition_for("g").clone();
+    let partition = c.offsets_partition("g").unwrap();
     partition.lock_log().roll_now(now_ms()).unwrap();
     commit(&broker, &c, "g", 0, 900);
     c.delete_offsets(&broker, "g", &[("t".into(), 1)]).unwrap();
@@ -259,10 +259,10 @@ fn a_commit_stuck_on_a_stalled_disk_holds_up_no_other_group() {
     broker.create_topic("t", Some(2), &[], false).unwrap();
     let c = broker.start_group_coordinator().unwrap();
     let stuck_group = "stuck";
-    let stuck_partition = c.partition_for(stuck_group).index;
+    let stuck_partition = c.offsets_partition(stuck_group).unwrap().index;
     let other_group = (0..)
         .map(|i| format!("other-{i}"))
-        .find(|g| c.partition_for(g).index != stuck_partition)
+        .find(|g| c.offsets_partition(g).unwrap().index != stuck_partition)
         .unwrap();
     disk.stall(
         &dir.path()

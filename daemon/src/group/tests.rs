@@ -550,3 +550,43 @@ fn offsets_apply_in_log_order_and_tombstones_remove_them() {
     );
     assert_eq!(sim.state(), "Empty");
 }
+
+#[test]
+fn unloading_a_group_answers_its_parked_requests_and_drops_its_deadlines() {
+    // Stable, then a rebalance parks a rejoin: the group is unloaded
+    // (its offsets partition moved to another broker) while it waits.
+    let mut sim = Sim::new();
+    let (a, _b, generation) = sim.stable_pair();
+    let rejoin = sim.join_request(&a, &["range", "other"]);
+    let Parked::Later(parked) = sim.join(rejoin) else {
+        panic!("a rejoin with new metadata waits for the barrier");
+    };
+    let offset = CommittedOffset {
+        offset: 5,
+        leader_epoch: -1,
+        metadata: String::new(),
+        commit_timestamp_ms: 0,
+    };
+    sim.core
+        .apply_offsets(vec![("g".into(), ("t".into(), 0), Some(offset))]);
+    assert!(sim.core.poll_timeout().is_some());
+
+    let gone = sim.core.unload_groups(|group| group == "g");
+    sim.drain();
+    assert_eq!(gone, 1);
+    assert_eq!(
+        sim.joins.get(&parked),
+        Some(&Err(GroupError::NotCoordinator))
+    );
+    assert_eq!(sim.state(), "none");
+    assert!(sim.core.committed("g", &("t".into(), 0)).is_none());
+    assert_eq!(
+        sim.core.poll_timeout(),
+        None,
+        "no session or barrier deadline is left"
+    );
+    // Nothing fires later, and the heartbeat of a member of the old
+    // generation finds no group.
+    sim.advance(Duration::from_secs(60));
+    assert!(sim.heartbeat(&a, generation).is_err());
+}

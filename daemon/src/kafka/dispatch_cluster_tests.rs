@@ -20,7 +20,13 @@ use super::api::topic_name;
 use super::dispatch_tests::{answer, batch, check_decodes, dispatch_now, frame};
 use super::listener::ListenerLimits;
 use crate::broker::assignment_tests::assignment;
-use crate::broker::{Broker, ClusterView, ViewBroker, ViewPartition, ViewTopic};
+use crate::broker::{
+    Broker, ClusterView, HostedPartition, Leadership, TopicAssignment, ViewBroker, ViewPartition,
+    ViewTopic,
+};
+use crate::group::{
+    CommittedOffset, GroupError, OFFSETS_TOPIC, OFFSETS_TOPIC_PARTITIONS, offsets_log,
+};
 
 fn member() -> (tempfile::TempDir, Arc<Broker>) {
     let dir = tempfile::tempdir().unwrap();
@@ -299,7 +305,7 @@ fn metadata_answers_from_the_cluster_view() {
 }
 
 #[test]
-fn a_member_refuses_topic_changes_and_has_no_group_coordinator_yet() {
+fn a_member_refuses_topic_changes() {
     let (_dir, broker) = member();
     let body = CreateTopicsRequest::default().with_topics(vec![
         CreatableTopic::default()
@@ -325,15 +331,149 @@ fn a_member_refuses_topic_changes_and_has_no_group_coordinator_yet() {
         ResponseError::PolicyViolation.code()
     );
     assert!(broker.topic("t").is_some());
+}
 
-    let body = FindCoordinatorRequest::default().with_key(topic_name("g").0);
-    let r: FindCoordinatorResponse = call(&broker, ApiKey::FindCoordinator, 2, &body);
-    assert_eq!(r.error_code, ResponseError::CoordinatorNotAvailable.code());
+/// (node id, error code, message) FindCoordinator v2 answers for `group`.
+fn find_coordinator(broker: &Arc<Broker>, group: &str) -> (i32, i16, String) {
+    let body = FindCoordinatorRequest::default().with_key(topic_name(group).0);
+    let r: FindCoordinatorResponse = call(broker, ApiKey::FindCoordinator, 2, &body);
+    let message = r.error_message.as_deref().unwrap_or_default().to_string();
+    (r.node_id.0, r.error_code, message)
+}
+
+/// The error code OffsetFetch v5 answers for `group`, and partition 0's
+/// committed offset of topic `t`.
+fn offset_fetch(broker: &Arc<Broker>, group: &str) -> (i16, i64) {
+    let topic = kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic::default()
+        .with_name(topic_name("t"))
+        .with_partition_indexes(vec![0]);
+    let body = OffsetFetchRequest::default()
+        .with_group_id(topic_name(group).0.into())
+        .with_topics(Some(vec![topic]));
+    let r: OffsetFetchResponse = call(broker, ApiKey::OffsetFetch, 5, &body);
+    let committed = r
+        .topics
+        .first()
+        .map_or(-1, |t| t.partitions[0].committed_offset);
+    (r.error_code, committed)
+}
+
+/// `__consumer_offsets` with partition `mine` hosted here as `leadership`.
+fn offsets_assignment(mine: i32, leadership: Leadership) -> TopicAssignment {
+    TopicAssignment {
+        name: OFFSETS_TOPIC.into(),
+        id: Uuid::from_u128(50),
+        configs: crate::group::offsets_log::topic_settings(),
+        partition_count: OFFSETS_TOPIC_PARTITIONS,
+        hosted: vec![HostedPartition {
+            index: mine,
+            leadership,
+        }],
+    }
+}
+
+#[test]
+fn a_member_coordinates_the_groups_of_the_offsets_partitions_it_leads() {
+    let (_dir, broker) = member();
+    let groups = broker.start_group_coordinator().unwrap();
+    let (_, code, message) = find_coordinator(&broker, "g");
+    assert_eq!(code, ResponseError::CoordinatorNotAvailable.code());
+    assert!(message.contains("cluster metadata"), "{message}");
+    let mut cluster = view();
+    broker.set_cluster_view(cluster.clone());
+    let (_, code, message) = find_coordinator(&broker, "g");
+    assert_eq!(code, ResponseError::CoordinatorNotAvailable.code());
     assert!(
-        r.error_message
-            .as_deref()
-            .is_some_and(|m| m.contains("not built yet in a cluster")),
-        "{:?}",
-        r.error_message
+        message.contains("not created __consumer_offsets yet"),
+        "{message}"
     );
+
+    // Two groups on different offsets partitions: `here` is led by this
+    // broker (1), `away` by broker 2.
+    let index = |g: &str| offsets_log::partition_for(g, OFFSETS_TOPIC_PARTITIONS);
+    let here = "group-here";
+    let away = (0..)
+        .map(|i| format!("group-{i}"))
+        .find(|g| index(g) != index(here))
+        .unwrap();
+    let p_here = index(here);
+    let offsets_view = |leader_here: i32| ViewTopic {
+        id: Uuid::from_u128(50),
+        partitions: (0..OFFSETS_TOPIC_PARTITIONS)
+            .map(|p| {
+                let leader = if p == p_here { leader_here } else { 2 };
+                ViewPartition {
+                    leader,
+                    leader_epoch: 1,
+                    replicas: vec![leader],
+                    isr: vec![leader],
+                    offline: Vec::new(),
+                }
+            })
+            .collect(),
+    };
+    cluster.topics.insert(OFFSETS_TOPIC.into(), offsets_view(1));
+    broker.set_cluster_view(cluster.clone());
+    broker
+        .apply_assignment(&offsets_assignment(p_here, Leadership::Leader { epoch: 1 }))
+        .unwrap();
+    groups.follow_leadership(&broker);
+
+    assert_eq!(find_coordinator(&broker, here).0, 1);
+    assert_eq!(find_coordinator(&broker, &away).0, 2);
+    let body = FindCoordinatorRequest::default().with_key(topic_name(here).0);
+    let r: FindCoordinatorResponse = call(&broker, ApiKey::FindCoordinator, 2, &body);
+    assert_eq!((r.host.as_str(), r.port), ("127.0.0.1", 9092));
+    let commit = |group: &str, offset: i64| {
+        let value = CommittedOffset {
+            offset,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp_ms: 1,
+        };
+        groups.commit(
+            &broker,
+            (group, "", None, -1),
+            vec![(("t".into(), 0), value)],
+        )
+    };
+    commit(here, 42).unwrap();
+    assert_eq!(commit(&away, 7).unwrap_err(), GroupError::NotCoordinator);
+    assert_eq!(offset_fetch(&broker, here), (0, 42));
+    assert_eq!(
+        offset_fetch(&broker, &away).0,
+        ResponseError::NotCoordinator.code()
+    );
+    let body = HeartbeatRequest::default()
+        .with_group_id(topic_name(&away).0.into())
+        .with_member_id(topic_name("m").0)
+        .with_generation_id(1);
+    let r: HeartbeatResponse = call(&broker, ApiKey::Heartbeat, 3, &body);
+    assert_eq!(r.error_code, ResponseError::NotCoordinator.code());
+
+    // The partition moves to broker 2: this broker forgets the group...
+    broker
+        .apply_assignment(&offsets_assignment(
+            p_here,
+            Leadership::NotLeader {
+                leader: Some(2),
+                epoch: 2,
+            },
+        ))
+        .unwrap();
+    groups.follow_leadership(&broker);
+    assert_eq!(
+        offset_fetch(&broker, here).0,
+        ResponseError::NotCoordinator.code()
+    );
+    assert_eq!(commit(here, 43).unwrap_err(), GroupError::NotCoordinator);
+    assert_eq!(groups.read(|c| c.groups().count()), 0);
+    // ...and when it leads again, replays its commits from the log.
+    broker
+        .apply_assignment(&offsets_assignment(p_here, Leadership::Leader { epoch: 3 }))
+        .unwrap();
+    groups.follow_leadership(&broker);
+    assert_eq!(offset_fetch(&broker, here), (0, 42));
+    commit(here, 44).unwrap();
+    assert_eq!(offset_fetch(&broker, here), (0, 44));
 }

@@ -106,6 +106,8 @@ pub fn group_error_code(error: &crate::group::GroupError) -> i16 {
         GroupError::GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,
         GroupError::TooManyOffsets(_) => ResponseError::InvalidRequest,
         GroupError::Storage(_) => ResponseError::KafkaStorageError,
+        GroupError::NotCoordinator => ResponseError::NotCoordinator,
+        GroupError::LoadInProgress => ResponseError::CoordinatorLoadInProgress,
     };
     kind.code()
 }

@@ -7,6 +7,7 @@ use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse, Gr
 use super::group_common::{coordinator, not_available, string};
 use crate::group::describe::GroupDescription;
 use crate::kafka::dispatch::{DispatchError, Reply, RequestContext};
+use crate::kafka::errors::group_error_code;
 
 pub fn handle(
     ctx: &RequestContext,
@@ -22,9 +23,10 @@ pub fn handle(
             let Some(coordinator) = &coordinator else {
                 return base.with_error_code(not_available());
             };
-            match coordinator.read(|c| c.describe_group(id.as_str())) {
-                Some(description) => described(base, description, version),
-                None => base.with_group_state(string("Dead")),
+            match coordinator.read_group(id.as_str(), |c| c.describe_group(id.as_str())) {
+                Ok(Some(description)) => described(base, description, version),
+                Ok(None) => base.with_group_state(string("Dead")),
+                Err(error) => base.with_error_code(group_error_code(&error)),
             }
         })
         .collect();
