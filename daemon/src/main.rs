@@ -459,6 +459,7 @@ fn run_cluster_member(
         &spec, node_id, &data_dir,
     )?);
     broker.set_producer_id_source(member.producer_id_source());
+    broker.set_topic_changes(member.topic_changes());
     broker
         .start_group_coordinator()
         .map_err(|e| anyhow::anyhow!("starting the group coordinator: {e}"))?;

@@ -30,6 +30,44 @@ pub enum AdminError {
     /// Writing the registry or a partition directory failed.
     #[error("{0}")]
     Storage(String),
+    /// A cluster member's change that the controller did not make.
+    #[error("{0}")]
+    Controller(ControllerRefusal),
+}
+
+/// Why the active controller did not make a change a member forwarded.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ControllerRefusal {
+    /// Decided and refused, with the Kafka error code to answer.
+    #[error("{message}")]
+    Refused { code: i16, message: String },
+    /// No active controller answered in time (retriable).
+    #[error("the controller did not answer: {0}")]
+    Unavailable(String),
+}
+
+/// Where a cluster member sends topic changes from the Kafka API: to the
+/// active controller, which records them in the metadata log
+/// (cluster/runtime.rs). A call blocks the calling storage thread for a few
+/// seconds at most, until the change is committed and applied here.
+pub trait TopicChanges: Send + Sync {
+    /// Creates topic `name` (not declared); returns its id.
+    fn create(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        settings: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<uuid::Uuid, ControllerRefusal>;
+
+    /// Grows topic `name` to `total` partitions.
+    fn add_partitions(
+        &self,
+        name: &str,
+        total: i32,
+        validate_only: bool,
+    ) -> Result<(), ControllerRefusal>;
 }
 
 impl Broker {
@@ -50,8 +88,12 @@ impl Broker {
     /// The refusal for a call that would change declared topic `name`
     /// through `kafka_key`; None for topics created through the API.
     pub fn declared_topic_refusal(&self, name: &str, kafka_key: &str) -> Option<AdminError> {
-        let topic = self.topic(name)?;
-        if topic.origin != TopicOrigin::Spec {
+        // A member may not host the topic: the spec says what it declares.
+        let declared = match self.member {
+            true => self.spec().topics.contains_key(name),
+            false => self.topic(name)?.origin == TopicOrigin::Spec,
+        };
+        if !declared {
             return None;
         }
         let key = match kafka_key {
@@ -67,15 +109,29 @@ impl Broker {
         )))
     }
 
-    /// The refusal for any topic change through the Kafka API on a cluster
-    /// member (the controller owns topics there); None on a single node.
-    pub fn cluster_topic_change_refusal(&self, name: &str) -> Option<AdminError> {
+    /// The refusal, on a cluster member, of a topic change the Kafka API
+    /// cannot make there yet (`what`); None on a single node.
+    pub fn cluster_topic_change_refusal(&self, name: &str, what: &str) -> Option<AdminError> {
         self.member.then(|| {
             AdminError::PolicyViolation(format!(
-                "topic {name}: in a cluster, topics change through the spec file ({}) and the controller; \
-                 changing them through the Kafka API is not built yet",
+                "topic {name}: {what} through the Kafka API is not built yet in a cluster; \
+                 declare the topic in the spec file ({}) instead",
                 self.spec_file()
             ))
+        })
+    }
+
+    /// Installs where a member's topic changes go (once).
+    pub fn set_topic_changes(&self, changes: Arc<dyn TopicChanges>) {
+        assert!(self.member, "only a cluster member forwards topic changes");
+        let _ = self.topic_changes.set(changes);
+    }
+
+    /// Where this member's topic changes go: `Unavailable` before the
+    /// cluster side is up.
+    pub fn topic_changes(&self) -> Result<&Arc<dyn TopicChanges>, ControllerRefusal> {
+        self.topic_changes.get().ok_or_else(|| {
+            ControllerRefusal::Unavailable("the cluster side has not started".into())
         })
     }
 

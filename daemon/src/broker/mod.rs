@@ -18,7 +18,7 @@ mod topic;
 /// The log's types the broker's callers see (reads, append errors): the
 /// Kafka layer names them through the broker, never the log directly.
 pub use crate::log::{FileSlice, LogError, ProducerError, parse_header};
-pub use admin::AdminError;
+pub use admin::{AdminError, ControllerRefusal, TopicChanges};
 pub use assignment::{AssignmentError, HostedPartition, TopicAssignment};
 pub use cluster_view::{ClusterView, ViewBroker, ViewPartition, ViewTopic};
 pub use io_pool::{IoPool, IoPoolError, JobCost};
@@ -114,6 +114,8 @@ pub struct Broker {
     producer_ids: Mutex<ProducerIdAllocator>,
     /// The consumer group coordinator, installed once at startup.
     group_coordinator: std::sync::OnceLock<Arc<crate::group::GroupCoordinator>>,
+    /// A member's topic changes go to the controller through this.
+    topic_changes: std::sync::OnceLock<Arc<dyn TopicChanges>>,
     /// Where request handlers run appends and other storage work.
     io: IoPool,
     /// Where every partition log writes and syncs (the OS; a test's faults).
@@ -209,6 +211,7 @@ impl Broker {
             sync_wakeup: Notify::new(),
             _dir_lock: dir_lock,
             group_coordinator: std::sync::OnceLock::new(),
+            topic_changes: std::sync::OnceLock::new(),
             io: IoPool::default(),
             storage,
             checkpoints,

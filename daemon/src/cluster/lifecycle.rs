@@ -247,7 +247,7 @@ impl Lifecycle {
                     }
                 }
             }
-            Outcome::Metadata(_) | Outcome::ProducerIds { .. } => {
+            Outcome::Metadata(_) | Outcome::ProducerIds { .. } | Outcome::Done { .. } => {
                 tracing::debug!(event = "controller_unexpected_answer", from);
             }
             Outcome::Refused { code, message } => {

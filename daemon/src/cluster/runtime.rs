@@ -15,9 +15,10 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
+use super::controller_client::ControllerClient;
 use super::follower::MetadataFollower;
 use super::lifecycle::{Lifecycle, Membership, Timings};
-use crate::broker::ProducerIdSource;
+use crate::broker::{ProducerIdSource, TopicChanges};
 use crate::config::ClusterSpec;
 use crate::controller::image::MetadataImage;
 use crate::controller::log_store::{OsDir, StoreLimits};
@@ -53,7 +54,7 @@ pub struct MemberStatus {
 /// One running cluster node.
 pub struct ClusterMember {
     node_id: BrokerId,
-    producer_ids: Arc<ControllerProducerIds>,
+    controller_client: Arc<ControllerClient>,
     /// The spec this node runs: the one it started with or last reloaded.
     running: std::sync::Mutex<ClusterSpec>,
     spec_hash: watch::Sender<String>,
@@ -67,20 +68,21 @@ pub struct ClusterMember {
 }
 
 /// Callers blocked on an answer, by request id (producer-id blocks).
-type Waiters = Arc<std::sync::Mutex<BTreeMap<u64, std::sync::mpsc::SyncSender<Outcome>>>>;
+pub(super) type Waiters =
+    Arc<std::sync::Mutex<BTreeMap<u64, std::sync::mpsc::SyncSender<Outcome>>>>;
 
 /// Sends what this node says, to a peer or to itself.
 #[derive(Clone)]
-struct Router {
+pub(super) struct Router {
     self_id: BrokerId,
     peers: Arc<BTreeMap<BrokerId, PeerSender>>,
     controller: Option<ControllerInbox>,
     replies: mpsc::Sender<(BrokerId, Reply)>,
-    waiters: Waiters,
+    pub(super) waiters: Waiters,
 }
 
 impl Router {
-    fn send(&self, to: BrokerId, message: ClusterMessage) {
+    pub(super) fn send(&self, to: BrokerId, message: ClusterMessage) {
         if to == self.self_id {
             return self.deliver(Instant::now(), self.self_id, message);
         }
@@ -250,16 +252,17 @@ impl ClusterMember {
             stopped,
         ));
         drop(_inside);
-        let producer_ids = Arc::new(ControllerProducerIds {
-            self_id: node_id,
-            voters: spec.controller.voters.clone(),
-            router: router_for_ids,
-            status: status.clone(),
-            next_request_id: std::sync::atomic::AtomicU64::new(1 << 61),
-        });
+        let controller_client = Arc::new(ControllerClient::new(
+            node_id,
+            spec.controller.voters.clone(),
+            router_for_ids,
+            status.clone(),
+            image.clone(),
+            runtime.handle().clone(),
+        ));
         Ok(ClusterMember {
             node_id,
-            producer_ids,
+            controller_client,
             running: std::sync::Mutex::new(spec.clone()),
             spec_hash,
             controller_inbox,
@@ -297,7 +300,12 @@ impl ClusterMember {
 
     /// Producer-id blocks from the active controller, for the broker.
     pub fn producer_id_source(&self) -> Arc<dyn ProducerIdSource> {
-        self.producer_ids.clone()
+        self.controller_client.clone()
+    }
+
+    /// Topic changes from the Kafka API go to the active controller.
+    pub fn topic_changes(&self) -> Arc<dyn TopicChanges> {
+        self.controller_client.clone()
     }
 
     pub fn node_id(&self) -> BrokerId {
@@ -355,78 +363,6 @@ impl ClusterMember {
 impl Drop for ClusterMember {
     fn drop(&mut self) {
         self.shutdown();
-    }
-}
-
-/// Asks the active controller for producer-id blocks, waiting on the
-/// calling (storage) thread: the controller records the block in the
-/// metadata log before it answers.
-struct ControllerProducerIds {
-    self_id: BrokerId,
-    voters: Vec<BrokerId>,
-    router: Router,
-    status: watch::Receiver<MemberStatus>,
-    next_request_id: std::sync::atomic::AtomicU64,
-}
-
-/// How long one InitProducerId may wait for a block.
-const PRODUCER_IDS_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
-impl ProducerIdSource for ControllerProducerIds {
-    fn next_block(&self) -> Result<(i64, i64), String> {
-        let deadline = Instant::now() + PRODUCER_IDS_WAIT;
-        let mut target = self.status.borrow().controller.unwrap_or(self.voters[0]);
-        let next_voter = |after: BrokerId| {
-            let at = self.voters.iter().position(|v| *v == after).unwrap_or(0);
-            self.voters[(at + 1) % self.voters.len()]
-        };
-        loop {
-            let status = *self.status.borrow();
-            let Membership::Registered { broker_epoch, .. } = status.membership else {
-                return Err("this broker is not registered yet".into());
-            };
-            let request_id = self
-                .next_request_id
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let (answer, answered) = std::sync::mpsc::sync_channel(1);
-            self.router
-                .waiters
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(request_id, answer);
-            self.router.send(
-                target,
-                ClusterMessage::AllocateProducerIds {
-                    request_id,
-                    broker_id: self.self_id,
-                    broker_epoch,
-                },
-            );
-            let left = deadline.saturating_duration_since(Instant::now());
-            let outcome = answered.recv_timeout(left.min(millis(1000)));
-            self.router
-                .waiters
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&request_id);
-            match outcome {
-                Ok(Outcome::ProducerIds { first, size }) if size > 0 => {
-                    tracing::info!(event = "producer_ids_allocated", first, size);
-                    return Ok((first, first.saturating_add(i64::from(size))));
-                }
-                Ok(Outcome::NotController { leader }) => {
-                    target = leader
-                        .filter(|l| *l != target)
-                        .unwrap_or_else(|| next_voter(target));
-                }
-                Ok(Outcome::Refused { message, .. }) => return Err(message),
-                Ok(other) => return Err(format!("unexpected answer {other:?}")),
-                Err(_) => target = next_voter(target),
-            }
-            if Instant::now() >= deadline {
-                return Err("the controller did not answer in time".into());
-            }
-        }
     }
 }
 

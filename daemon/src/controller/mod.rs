@@ -26,6 +26,7 @@ pub mod sessions;
 #[cfg(test)]
 mod sim;
 pub mod snapshot;
+pub mod topic_change;
 pub mod wire;
 
 #[cfg(test)]

@@ -31,11 +31,13 @@ use super::rpc::{
     RegisterRequest, Reply,
 };
 use super::sessions::SessionTable;
+use super::topic_change::{TopicChange, decide_topic_change};
 
 /// Kafka's error codes for what a refusal means to the broker asking.
 mod code {
     pub const UNKNOWN_SERVER_ERROR: i16 = -1;
     pub const INVALID_REQUEST: i16 = 42;
+    pub const THROTTLING_QUOTA_EXCEEDED: i16 = 89;
     pub const STALE_BROKER_EPOCH: i16 = 77;
     pub const DUPLICATE_BROKER_REGISTRATION: i16 = 101;
     pub const BROKER_ID_NOT_REGISTERED: i16 = 102;
@@ -54,6 +56,18 @@ pub enum NodeError {
     },
     #[error("committed metadata entry does not apply: {0}")]
     Apply(#[from] ApplyError),
+}
+
+/// Topic changes waiting for a round at most; more are refused (retriable).
+const TOPIC_CHANGES_QUEUED_MAX: usize = 1_024;
+
+/// A topic change from the Kafka API, waiting for a round.
+#[derive(Debug)]
+struct TopicChangeRequest {
+    /// Who asks: (broker id, broker epoch).
+    broker: (BrokerId, i64),
+    request_id: u64,
+    change: TopicChange,
 }
 
 /// A request answered once the round holding it is applied.
@@ -92,6 +106,8 @@ pub struct ControllerNode {
     heartbeats: BTreeMap<BrokerId, HeartbeatRequest>,
     /// Producer-id block requests: (request id, broker epoch) per broker.
     id_requests: BTreeMap<BrokerId, (u64, i64)>,
+    /// Topic changes from the Kafka API, in arrival order (bounded).
+    topic_changes: VecDeque<TopicChangeRequest>,
     /// Brokers whose session ended, to fence in the next round.
     expired: BTreeSet<BrokerId>,
     /// The spec hash each voter last reported (itself included).
@@ -128,6 +144,7 @@ impl ControllerNode {
             registers: BTreeMap::new(),
             heartbeats: BTreeMap::new(),
             id_requests: BTreeMap::new(),
+            topic_changes: VecDeque::new(),
             expired: BTreeSet::new(),
             spec_hashes,
             desired,
@@ -217,6 +234,31 @@ impl ControllerNode {
                 }
                 self.id_requests
                     .insert(broker_id, (request_id, broker_epoch));
+            }
+            ClusterMessage::ChangeTopic {
+                request_id,
+                broker_id,
+                broker_epoch,
+                change,
+            } => {
+                if from != broker_id {
+                    return self.refuse(from, request_id, code::INVALID_REQUEST, || {
+                        format!("node {from} cannot change topics for broker {broker_id}")
+                    });
+                }
+                if !self.answers_brokers(from, request_id) {
+                    return;
+                }
+                if self.topic_changes.len() >= TOPIC_CHANGES_QUEUED_MAX {
+                    return self.refuse(from, request_id, code::THROTTLING_QUOTA_EXCEEDED, || {
+                        format!("{TOPIC_CHANGES_QUEUED_MAX} topic changes are waiting already")
+                    });
+                }
+                self.topic_changes.push_back(TopicChangeRequest {
+                    broker: (broker_id, broker_epoch),
+                    request_id,
+                    change,
+                });
             }
         }
     }
@@ -364,6 +406,11 @@ impl ControllerNode {
                 .values()
                 .map(|h| (h.broker_id, h.request_id)),
         );
+        waiting.extend(
+            self.topic_changes
+                .drain(..)
+                .map(|r| (r.broker.0, r.request_id)),
+        );
         self.registers.clear();
         self.heartbeats.clear();
         for (node, request_id) in waiting {
@@ -459,6 +506,7 @@ impl ControllerNode {
                 Err(error) => self.refuse_decision(broker_id, request_id, &error),
             }
         }
+        self.decide_topic_changes(&mut round, &mut waiters);
         let round_index = round.index;
         let Some(batch) = round.finish() else {
             // Nothing to write, but an answer extends a broker's lease: only
@@ -521,6 +569,39 @@ impl ControllerNode {
             && round.add(batch)
         {
             tracing::info!(event = "spec_applying", hash = %hash);
+        }
+    }
+
+    /// Topic changes from the API, in order, while the round has room; a
+    /// validate-only one is answered at once.
+    fn decide_topic_changes(&mut self, round: &mut Round, waiters: &mut Vec<Waiter>) {
+        while let Some(request) = self.topic_changes.pop_front() {
+            let decided = decide_topic_change(
+                round.image(),
+                &self.desired.brokers,
+                request.broker,
+                &request.change,
+            );
+            let node = request.broker.0;
+            match decided {
+                Ok(None) => self.reply(node, request.request_id, Outcome::Done { index: 0 }),
+                Ok(Some(batch)) => {
+                    if !round.add(batch) {
+                        self.topic_changes.push_front(request);
+                        return;
+                    }
+                    tracing::info!(event = "topic_change", broker = node, change = ?request.change);
+                    waiters.push(Waiter {
+                        node,
+                        request_id: request.request_id,
+                        outcome: Outcome::Done { index: round.index },
+                    });
+                }
+                Err(error) => {
+                    let code = error.code();
+                    self.refuse(node, request.request_id, code, || error.to_string());
+                }
+            }
         }
     }
 

@@ -12,6 +12,9 @@
 //! reply     (4) := request_id:u64 outcome
 //! fetch     (5) := request_id:u64 after_index:u64
 //! ids       (6) := request_id:u64 broker_id:i32 broker_epoch:i64
+//! topic     (7) := request_id:u64 broker_id:i32 broker_epoch:i64 change
+//! change    := 1 topic_id name partitions:i32 rf:i16 settings validate_only:u8
+//!            | 2 name total:i32 validate_only:u8
 //! ```
 
 use bytes::Bytes;
@@ -20,8 +23,10 @@ use raft::eraftpb::Message;
 use super::codec::{Reader, Writer};
 use super::error::CodecError;
 use super::records::{
-    BrokerId, BrokerRegistration, SPEC_HASH_BYTES_MAX, decode_registration, encode_registration,
+    BrokerId, BrokerRegistration, SETTINGS_LIMITS, SPEC_HASH_BYTES_MAX, TOPIC_NAME_BYTES_MAX,
+    decode_registration, encode_registration,
 };
+use super::topic_change::TopicChange;
 use super::wire::{self, WireError};
 
 const RPC_VERSION: u8 = 1;
@@ -46,6 +51,13 @@ pub enum ClusterMessage {
         request_id: u64,
         broker_id: BrokerId,
         broker_epoch: i64,
+    },
+    /// A broker forwards a topic change from the Kafka API.
+    ChangeTopic {
+        request_id: u64,
+        broker_id: BrokerId,
+        broker_epoch: i64,
+        change: TopicChange,
     },
 }
 
@@ -104,6 +116,8 @@ pub enum Outcome {
     Metadata(MetadataChunk),
     /// Producer ids `first .. first + size`, committed to this broker.
     ProducerIds { first: i64, size: i32 },
+    /// Done: committed at metadata log `index` (0: nothing was written).
+    Done { index: u64 },
     /// This node is not the active controller; `leader` is who it believes is.
     NotController { leader: Option<BrokerId> },
     /// Refused with a Kafka error code and why.
@@ -169,6 +183,18 @@ impl ClusterMessage {
                 out.i32(*broker_id);
                 out.i64(*broker_epoch);
             }
+            ClusterMessage::ChangeTopic {
+                request_id,
+                broker_id,
+                broker_epoch,
+                change,
+            } => {
+                out.u8(7);
+                out.u64(*request_id);
+                out.i32(*broker_id);
+                out.i64(*broker_epoch);
+                encode_change(&mut out, change)?;
+            }
         }
         Ok(out.bytes)
     }
@@ -208,11 +234,73 @@ impl ClusterMessage {
                 broker_id: input.i32("broker id")?,
                 broker_epoch: input.i64("broker epoch")?,
             },
+            7 => ClusterMessage::ChangeTopic {
+                request_id: input.u64("request id")?,
+                broker_id: input.i32("broker id")?,
+                broker_epoch: input.i64("broker epoch")?,
+                change: decode_change(&mut input)?,
+            },
             kind => return Err(RpcError::Kind(kind)),
         };
         input.finish("cluster message")?;
         Ok(message)
     }
+}
+
+fn encode_change(out: &mut Writer, change: &TopicChange) -> Result<(), CodecError> {
+    match change {
+        TopicChange::Create {
+            topic_id,
+            name,
+            partitions,
+            replication_factor,
+            settings,
+            validate_only,
+        } => {
+            out.u8(1);
+            out.uuid(topic_id);
+            out.string("topic name", name, TOPIC_NAME_BYTES_MAX)?;
+            out.i32(*partitions);
+            out.u16(*replication_factor as u16);
+            out.string_map("topic settings", settings, SETTINGS_LIMITS)?;
+            out.bool(*validate_only);
+        }
+        TopicChange::AddPartitions {
+            name,
+            total,
+            validate_only,
+        } => {
+            out.u8(2);
+            out.string("topic name", name, TOPIC_NAME_BYTES_MAX)?;
+            out.i32(*total);
+            out.bool(*validate_only);
+        }
+    }
+    Ok(())
+}
+
+fn decode_change(input: &mut Reader<'_>) -> Result<TopicChange, CodecError> {
+    Ok(match input.u8("topic change")? {
+        1 => TopicChange::Create {
+            topic_id: input.uuid("topic id")?,
+            name: input.string("topic name", TOPIC_NAME_BYTES_MAX)?,
+            partitions: input.i32("partitions")?,
+            replication_factor: input.u16("replication factor")? as i16,
+            settings: input.string_map("topic settings", SETTINGS_LIMITS)?,
+            validate_only: input.bool("validate only")?,
+        },
+        2 => TopicChange::AddPartitions {
+            name: input.string("topic name", TOPIC_NAME_BYTES_MAX)?,
+            total: input.i32("partitions")?,
+            validate_only: input.bool("validate only")?,
+        },
+        other => {
+            return Err(CodecError::InvalidValue {
+                what: "topic change",
+                value: i64::from(other),
+            });
+        }
+    })
 }
 
 fn encode_outcome(out: &mut Writer, outcome: &Outcome) -> Result<(), CodecError> {
@@ -242,6 +330,10 @@ fn encode_outcome(out: &mut Writer, outcome: &Outcome) -> Result<(), CodecError>
             out.u8(7);
             out.i64(*first);
             out.i32(*size);
+        }
+        Outcome::Done { index } => {
+            out.u8(8);
+            out.u64(*index);
         }
         Outcome::Metadata(MetadataChunk::Snapshot { index, image }) => {
             out.u8(6);
@@ -302,6 +394,9 @@ fn decode_outcome(input: &mut Reader<'_>) -> Result<Outcome, CodecError> {
         7 => Outcome::ProducerIds {
             first: input.i64("first producer id")?,
             size: input.i32("producer id count")?,
+        },
+        8 => Outcome::Done {
+            index: input.u64("metadata index")?,
         },
         other => {
             return Err(CodecError::InvalidValue {
@@ -380,6 +475,33 @@ mod tests {
                 broker_id: 2,
                 broker_epoch: 17,
             },
+            ClusterMessage::ChangeTopic {
+                request_id: 10,
+                broker_id: 2,
+                broker_epoch: 17,
+                change: TopicChange::Create {
+                    topic_id: Uuid::from_u128(5),
+                    name: "orders".into(),
+                    partitions: 12,
+                    replication_factor: 1,
+                    settings: [("retention.ms".to_string(), "60000".to_string())].into(),
+                    validate_only: true,
+                },
+            },
+            ClusterMessage::ChangeTopic {
+                request_id: 11,
+                broker_id: 3,
+                broker_epoch: 18,
+                change: TopicChange::AddPartitions {
+                    name: "orders".into(),
+                    total: 20,
+                    validate_only: false,
+                },
+            },
+            ClusterMessage::Reply(Reply {
+                request_id: 12,
+                outcome: Outcome::Done { index: 99 },
+            }),
             ClusterMessage::Reply(Reply {
                 request_id: 9,
                 outcome: Outcome::ProducerIds {

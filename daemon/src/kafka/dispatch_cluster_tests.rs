@@ -21,8 +21,8 @@ use super::dispatch_tests::{answer, batch, check_decodes, dispatch_now, frame};
 use super::listener::ListenerLimits;
 use crate::broker::assignment_tests::assignment;
 use crate::broker::{
-    Broker, ClusterView, HostedPartition, Leadership, TopicAssignment, ViewBroker, ViewPartition,
-    ViewTopic,
+    Broker, ClusterView, ControllerRefusal, HostedPartition, Leadership, TopicAssignment,
+    TopicChanges, ViewBroker, ViewPartition, ViewTopic,
 };
 use crate::group::{
     CommittedOffset, GroupError, OFFSETS_TOPIC, OFFSETS_TOPIC_PARTITIONS, offsets_log,
@@ -304,25 +304,117 @@ fn metadata_answers_from_the_cluster_view() {
     assert_eq!(r.brokers.len(), 2);
 }
 
+/// Records what a member forwards to the controller, and agrees.
+#[derive(Default)]
+struct Forwarded(std::sync::Mutex<Vec<String>>);
+
+impl TopicChanges for Forwarded {
+    fn create(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        settings: std::collections::BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<Uuid, ControllerRefusal> {
+        let call =
+            format!("create {name} {partitions} {replication_factor} {settings:?} {validate_only}");
+        self.0.lock().unwrap().push(call);
+        Ok(Uuid::from_u128(77))
+    }
+
+    fn add_partitions(
+        &self,
+        name: &str,
+        total: i32,
+        validate_only: bool,
+    ) -> Result<(), ControllerRefusal> {
+        if name == "busy" {
+            return Err(ControllerRefusal::Unavailable("no answer".into()));
+        }
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("grow {name} {total} {validate_only}"));
+        Ok(())
+    }
+}
+
+fn create_topics(broker: &Arc<Broker>, topic: CreatableTopic) -> (i16, String, Uuid, i32) {
+    let body = CreateTopicsRequest::default().with_topics(vec![topic]);
+    let r: CreateTopicsResponse = call(broker, ApiKey::CreateTopics, 7, &body);
+    let t = &r.topics[0];
+    let message = t.error_message.as_deref().unwrap_or_default().to_string();
+    (t.error_code, message, t.topic_id, t.num_partitions)
+}
+
+fn create_partitions(broker: &Arc<Broker>, name: &str, count: i32) -> (i16, String) {
+    let topic =
+        kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic::default()
+            .with_name(topic_name(name))
+            .with_count(count);
+    let body = CreatePartitionsRequest::default()
+        .with_topics(vec![topic])
+        .with_timeout_ms(1000);
+    let r: CreatePartitionsResponse = call(broker, ApiKey::CreatePartitions, 2, &body);
+    let t = &r.results[0];
+    (
+        t.error_code,
+        t.error_message.as_deref().unwrap_or_default().to_string(),
+    )
+}
+
 #[test]
-fn a_member_refuses_topic_changes() {
+fn a_member_forwards_topic_changes_to_the_controller_and_refuses_what_it_cannot_make() {
     let (_dir, broker) = member();
-    let body = CreateTopicsRequest::default().with_topics(vec![
+    let new = |name: &str| {
         CreatableTopic::default()
-            .with_name(topic_name("new"))
-            .with_num_partitions(1)
-            .with_replication_factor(1),
-    ]);
-    let r: CreateTopicsResponse = call(&broker, ApiKey::CreateTopics, 7, &body);
-    let result = &r.topics[0];
-    assert_eq!(result.error_code, ResponseError::PolicyViolation.code());
-    let message = result.error_message.as_deref().unwrap_or_default();
-    assert!(
-        message.contains("created by the controller from the spec file")
-            && message.contains("not built yet"),
+            .with_name(topic_name(name))
+            .with_num_partitions(4)
+            .with_replication_factor(-1)
+    };
+    // Before the cluster side is up: retriable.
+    let (code, _, _, _) = create_topics(&broker, new("early"));
+    assert_eq!(code, ResponseError::RequestTimedOut.code());
+
+    let forwarded = Arc::new(Forwarded::default());
+    broker.set_topic_changes(forwarded.clone());
+    let (code, message, id, partitions) = create_topics(&broker, new("new"));
+    assert_eq!(
+        (code, id, partitions),
+        (0, Uuid::from_u128(77), 4),
         "{message}"
     );
-    assert!(broker.topic("new").is_none());
+    assert_eq!(create_partitions(&broker, "new", 6).0, 0);
+    assert_eq!(
+        *forwarded.0.lock().unwrap(),
+        vec!["create new 4 1 {} false", "grow new 6 false"]
+    );
+    // Replication is not built: RF 2 is refused before the controller.
+    let (code, message, _, _) = create_topics(&broker, new("wide").with_replication_factor(2));
+    assert_eq!(code, ResponseError::InvalidReplicationFactor.code());
+    assert!(
+        message.contains("replication is not built yet"),
+        "{message}"
+    );
+    // A declared topic grows through the spec: the message names the key.
+    let (code, message) = create_partitions(&broker, "events", 12);
+    assert_eq!(code, ResponseError::PolicyViolation.code());
+    assert!(
+        message.contains("topics.events.partitions") && message.contains("reload"),
+        "{message}"
+    );
+    // The controller's refusals pass through with their code.
+    assert_eq!(
+        create_partitions(&broker, "busy", 2).0,
+        ResponseError::RequestTimedOut.code()
+    );
+    assert_eq!(
+        forwarded.0.lock().unwrap().len(),
+        2,
+        "nothing else forwarded"
+    );
+    assert!(broker.topic("new").is_none(), "the controller's to place");
 
     let body = DeleteTopicsRequest::default().with_topic_names(vec![topic_name("t")]);
     let r: DeleteTopicsResponse = call(&broker, ApiKey::DeleteTopics, 5, &body);
@@ -331,6 +423,26 @@ fn a_member_refuses_topic_changes() {
         ResponseError::PolicyViolation.code()
     );
     assert!(broker.topic("t").is_some());
+
+    // Metadata for an unknown topic creates it (auto_create_topics is on
+    // in local-3.toml) with the spec's defaults (3 partitions); the client
+    // asks again.
+    broker.set_cluster_view(view());
+    let wanted = kafka_protocol::messages::metadata_request::MetadataRequestTopic::default()
+        .with_name(Some(topic_name("auto")));
+    let body = MetadataRequest::default()
+        .with_topics(Some(vec![wanted]))
+        .with_allow_auto_topic_creation(true);
+    let r: MetadataResponse = call(&broker, ApiKey::Metadata, 9, &body);
+    assert_eq!(
+        r.topics[0].error_code,
+        ResponseError::LeaderNotAvailable.code()
+    );
+    let calls = forwarded.0.lock().unwrap().clone();
+    assert_eq!(
+        calls.last().map(String::as_str),
+        Some("create auto 3 1 {} false")
+    );
 }
 
 /// (node id, error code, message) FindCoordinator v2 answers for `group`.

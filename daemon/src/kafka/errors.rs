@@ -2,7 +2,7 @@
 
 use kafka_protocol::ResponseError;
 
-use crate::broker::{AdminError, CreateTopicError, PartitionError};
+use crate::broker::{AdminError, ControllerRefusal, CreateTopicError, PartitionError};
 use crate::broker::{LogError, ProducerError};
 
 pub const NONE: i16 = 0;
@@ -57,7 +57,9 @@ pub fn create_topic_error_code(error: &CreateTopicError) -> i16 {
         CreateTopicError::AlreadyExists(_) => ResponseError::TopicAlreadyExists,
         CreateTopicError::InvalidName(_) => ResponseError::InvalidTopicException,
         CreateTopicError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
-        CreateTopicError::InvalidReplicationFactor(..) => ResponseError::InvalidReplicationFactor,
+        CreateTopicError::InvalidReplicationFactor(..)
+        | CreateTopicError::ReplicationNotBuilt(_) => ResponseError::InvalidReplicationFactor,
+        CreateTopicError::Controller(refusal) => return controller_refusal_code(refusal),
         CreateTopicError::InvalidConfig(_) => ResponseError::InvalidConfig,
         CreateTopicError::CreationDisabled | CreateTopicError::ManagedByController(_) => {
             ResponseError::PolicyViolation
@@ -69,9 +71,18 @@ pub fn create_topic_error_code(error: &CreateTopicError) -> i16 {
     kind.code()
 }
 
+/// The controller chose a refusal's code; no answer in time is retriable.
+fn controller_refusal_code(refusal: &ControllerRefusal) -> i16 {
+    match refusal {
+        ControllerRefusal::Refused { code, .. } => *code,
+        ControllerRefusal::Unavailable(_) => ResponseError::RequestTimedOut.code(),
+    }
+}
+
 /// The code an admin API answer carries.
 pub fn admin_error_code(error: &AdminError) -> i16 {
     let kind = match error {
+        AdminError::Controller(refusal) => return controller_refusal_code(refusal),
         AdminError::PolicyViolation(_) => ResponseError::PolicyViolation,
         AdminError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
         AdminError::InvalidConfig(_) => ResponseError::InvalidConfig,

@@ -165,7 +165,7 @@ fn alter(
     let name = target.name;
     match target.resource_type {
         RESOURCE_TOPIC => {
-            if let Some(refusal) = broker.cluster_topic_change_refusal(name) {
+            if let Some(refusal) = broker.cluster_topic_change_refusal(name, "changing settings") {
                 return Err(refusal);
             }
             if broker.topic(name).is_none() || name.starts_with("__") {

@@ -1,5 +1,6 @@
-//! CreatePartitions: grows a topic created through the API; a declared
-//! topic grows by editing `topics.NAME.partitions` in the spec.
+//! CreatePartitions: grows a topic created through the API (in a cluster,
+//! through the active controller); a declared topic grows by editing
+//! `topics.NAME.partitions` in the spec.
 
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
@@ -54,8 +55,14 @@ fn grow(
     node: i32,
     validate_only: bool,
 ) -> Result<(), AdminError> {
-    if let Some(refusal) = ctx.broker.cluster_topic_change_refusal(name) {
-        return Err(refusal);
+    if ctx.broker.is_cluster_member() {
+        return grow_in_cluster(
+            ctx,
+            name,
+            count,
+            assignments.is_some_and(|a| !a.is_empty()),
+            validate_only,
+        );
     }
     if ctx.broker.topic(name).is_none() || name.starts_with("__") {
         return Err(AdminError::UnknownTopic(name.to_string()));
@@ -74,4 +81,29 @@ fn grow(
         )));
     }
     ctx.broker.grow_topic(name, count, validate_only)
+}
+
+/// A member forwards the change to the controller, which places the new
+/// partitions over the declared brokers.
+fn grow_in_cluster(
+    ctx: &RequestContext,
+    name: &str,
+    count: i32,
+    assigned: bool,
+    validate_only: bool,
+) -> Result<(), AdminError> {
+    if let Some(refusal) = ctx.broker.declared_topic_refusal(name, "partitions") {
+        return Err(refusal);
+    }
+    if assigned {
+        return Err(AdminError::InvalidRequest(
+            "explicit replica assignments through the Kafka API are not built yet in a cluster: \
+             the controller places new partitions"
+                .into(),
+        ));
+    }
+    let changes = ctx.broker.topic_changes().map_err(AdminError::Controller)?;
+    changes
+        .add_partitions(name, count, validate_only)
+        .map_err(AdminError::Controller)
 }

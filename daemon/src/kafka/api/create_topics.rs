@@ -1,5 +1,6 @@
 //! CreateTopics: admin clients (and apps like Kafka Streams) creating their
-//! own topics, when the cluster spec allows it.
+//! own topics, when the cluster spec allows it; in a cluster the active
+//! controller creates them.
 
 use std::collections::HashMap;
 
@@ -11,7 +12,8 @@ use kafka_protocol::messages::create_topics_response::{
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use crate::broker::CreateTopicError;
+use crate::broker::{CreateTopicError, TopicRequest};
+use crate::config::TopicConfig;
 use crate::kafka::dispatch::{DispatchError, Reply, RequestContext};
 use crate::kafka::errors::create_topic_error_code;
 
@@ -72,18 +74,26 @@ fn create_one(
 ) -> CreatableTopicResult {
     let broker = &ctx.broker;
     let spec = broker.spec();
-    if broker.is_cluster_member() {
-        let e = CreateTopicError::ManagedByController(topic.name.to_string());
-        return failed(result, create_topic_error_code(&e), e.to_string());
-    }
     if !spec.cluster.allow_api_topic_creation {
         let e = CreateTopicError::CreationDisabled;
         return failed(result, create_topic_error_code(&e), e.to_string());
+    }
+    if broker.is_cluster_member() && !topic.assignments.is_empty() {
+        return failed(
+            result,
+            ResponseError::InvalidRequest.code(),
+            "explicit replica assignments through the Kafka API are not built yet in a cluster: \
+             the controller places the partitions (or declare them in the spec)"
+                .into(),
+        );
     }
     let partitions = match partitions_wanted(&topic, broker.node_id()) {
         Ok(p) => p,
         Err((code, message)) => return failed(result, code, message),
     };
+    if broker.is_cluster_member() {
+        return create_in_cluster(ctx, topic, partitions, validate_only, result);
+    }
     let brokers = spec.brokers.len();
     if topic.replication_factor == 0
         || topic.replication_factor < -1
@@ -92,7 +102,62 @@ fn create_one(
         let e = CreateTopicError::InvalidReplicationFactor(topic.replication_factor, brokers);
         return failed(result, create_topic_error_code(&e), e.to_string());
     }
-    let overrides: Vec<(String, String)> = topic
+    let overrides = overrides(&topic);
+    match broker.create_topic(topic.name.as_str(), partitions, &overrides, validate_only) {
+        Ok(created) => succeeded(ctx, result, &created.config, created.id),
+        Err(e) => {
+            tracing::info!(event = "create_topic_refused", topic = %topic.name.as_str(), reason = %e);
+            failed(result, create_topic_error_code(&e), e.to_string())
+        }
+    }
+}
+
+/// A member checks the request as a single node would, then has the
+/// active controller create the topic (placed over the declared brokers,
+/// not declared itself).
+fn create_in_cluster(
+    ctx: &RequestContext,
+    topic: CreatableTopic,
+    partitions: Option<i32>,
+    validate_only: bool,
+    result: CreatableTopicResult,
+) -> CreatableTopicResult {
+    let name = topic.name.to_string();
+    let overrides = overrides(&topic);
+    let checked = TopicRequest::for_api(&ctx.broker.spec(), &name, partitions, &overrides);
+    let request = match checked {
+        Ok(request) => request,
+        Err(e) => return failed(result, create_topic_error_code(&e), e.to_string()),
+    };
+    let replication_factor = match topic.replication_factor {
+        -1 => request.config.replication_factor,
+        given => given,
+    };
+    if replication_factor != 1 {
+        let e = CreateTopicError::ReplicationNotBuilt(replication_factor);
+        return failed(result, create_topic_error_code(&e), e.to_string());
+    }
+    let created = ctx.broker.topic_changes().and_then(|changes| {
+        changes.create(
+            &name,
+            request.partitions,
+            replication_factor,
+            overrides.into_iter().collect(),
+            validate_only,
+        )
+    });
+    match created {
+        Ok(id) => succeeded(ctx, result, &request.config, id),
+        Err(refusal) => {
+            tracing::info!(event = "create_topic_refused", topic = %name, reason = %refusal);
+            let e = CreateTopicError::Controller(refusal);
+            failed(result, create_topic_error_code(&e), e.to_string())
+        }
+    }
+}
+
+fn overrides(topic: &CreatableTopic) -> Vec<(String, String)> {
+    topic
         .configs
         .iter()
         .filter_map(|c| {
@@ -100,36 +165,35 @@ fn create_one(
                 .as_ref()
                 .map(|v| (c.name.to_string(), v.to_string()))
         })
-        .collect();
-    match broker.create_topic(topic.name.as_str(), partitions, &overrides, validate_only) {
-        Ok(created) => {
-            let configs = created
-                .config
-                .to_kafka_configs()
-                .into_iter()
-                .map(|(name, value)| {
-                    CreatableTopicConfigs::default()
-                        .with_name(StrBytes::from_static_str(name))
-                        .with_value(Some(StrBytes::from_string(value)))
-                        .with_config_source(CONFIG_SOURCE_TOPIC)
-                })
-                .collect();
-            let mut result = result;
-            if ctx.version >= 5 {
-                result.num_partitions = created.config.partitions;
-                result.replication_factor = created.config.replication_factor;
-                result.configs = Some(configs);
-            }
-            if ctx.version >= 7 {
-                result.topic_id = created.id;
-            }
-            result
-        }
-        Err(e) => {
-            tracing::info!(event = "create_topic_refused", topic = %topic.name.as_str(), reason = %e);
-            failed(result, create_topic_error_code(&e), e.to_string())
-        }
+        .collect()
+}
+
+/// The answer for a created topic: v5+ carries its settings, v7+ its id.
+fn succeeded(
+    ctx: &RequestContext,
+    mut result: CreatableTopicResult,
+    config: &TopicConfig,
+    id: uuid::Uuid,
+) -> CreatableTopicResult {
+    if ctx.version >= 5 {
+        let configs = config
+            .to_kafka_configs()
+            .into_iter()
+            .map(|(name, value)| {
+                CreatableTopicConfigs::default()
+                    .with_name(StrBytes::from_static_str(name))
+                    .with_value(Some(StrBytes::from_string(value)))
+                    .with_config_source(CONFIG_SOURCE_TOPIC)
+            })
+            .collect();
+        result.num_partitions = config.partitions;
+        result.replication_factor = config.replication_factor;
+        result.configs = Some(configs);
     }
+    if ctx.version >= 7 {
+        result.topic_id = id;
+    }
+    result
 }
 
 /// Partition count from `num_partitions` or an explicit assignment, which

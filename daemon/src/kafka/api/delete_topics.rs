@@ -57,7 +57,7 @@ pub fn handle(ctx: &RequestContext, request: DeleteTopicsRequest) -> Result<Repl
 }
 
 fn delete(ctx: &RequestContext, name: &str) -> Result<(), AdminError> {
-    if let Some(refusal) = ctx.broker.cluster_topic_change_refusal(name) {
+    if let Some(refusal) = ctx.broker.cluster_topic_change_refusal(name, "deleting") {
         return Err(refusal);
     }
     if name.starts_with("__") && ctx.broker.topic(name).is_some() {

@@ -1,8 +1,8 @@
 //! Metadata: the brokers and the topics asked for. A single node describes
 //! itself and its topics (creating unknown ones on first use when the spec
 //! allows it); a cluster member answers from the cluster view its owner
-//! keeps (every live broker, every partition's leader), and never creates
-//! topics (the controller does).
+//! keeps (every live broker, every partition's leader), and has the
+//! active controller create unknown topics when the spec allows it.
 
 use std::sync::Arc;
 
@@ -10,30 +10,36 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
-use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
 use super::topic_name;
-use crate::broker::{Broker, ClusterView, Leadership, Topic, ViewTopic};
+use crate::broker::{
+    Broker, ClusterView, CreateTopicError, Leadership, Topic, TopicRequest, ViewTopic,
+};
 use crate::kafka::dispatch::{DispatchError, Reply, RequestContext};
 use crate::kafka::errors::create_topic_error_code;
 
 /// Whether answering may create a topic (files, an fsynced registry): the
 /// request names one that does not exist and auto-creation is allowed.
 pub fn may_create_topics(ctx: &RequestContext, request: &MetadataRequest) -> bool {
+    let view = ctx.broker.cluster_view();
+    let known = |name: &str| match &view {
+        Some(view) => view.topics.contains_key(name),
+        None => ctx.broker.topic(name).is_some(),
+    };
     may_auto_create(ctx, request)
         && request.topics.iter().flatten().any(|wanted| {
             wanted
                 .name
                 .as_ref()
-                .is_some_and(|name| ctx.broker.topic(name.as_str()).is_none())
+                .is_some_and(|name| !known(name.as_str()))
         })
 }
 
 fn may_auto_create(ctx: &RequestContext, request: &MetadataRequest) -> bool {
-    !ctx.broker.is_cluster_member()
-        && ctx.broker.spec().cluster.auto_create_topics
+    ctx.broker.spec().cluster.auto_create_topics
         && (ctx.version < 4 || request.allow_auto_topic_creation)
 }
 
@@ -46,7 +52,8 @@ pub fn handle(ctx: &RequestContext, request: MetadataRequest) -> Result<Reply, D
         Some(list) => list.is_empty() && ctx.version == 0,
     };
     if let Some(view) = broker.cluster_view() {
-        let response = from_view(&view, request, all_topics, ctx.version);
+        let create = may_auto_create(ctx, &request).then_some(&**broker);
+        let response = from_view(&view, request, all_topics, create, ctx.version);
         return ctx
             .encode(&with_cluster_id(response, &spec.cluster.name, ctx.version))
             .map(Reply::Ready);
@@ -102,11 +109,13 @@ fn with_cluster_id(mut response: MetadataResponse, name: &str, version: i16) -> 
 }
 
 /// A cluster member's answer: brokers, controller and partitions as the
-/// view says, whether or not this broker hosts them.
+/// view says, whether or not this broker hosts them. With `create`, an
+/// unknown topic is created through the controller.
 fn from_view(
     view: &ClusterView,
     request: MetadataRequest,
     all_topics: bool,
+    create: Option<&Broker>,
     version: i16,
 ) -> MetadataResponse {
     let topics = if all_topics {
@@ -121,9 +130,10 @@ fn from_view(
             .unwrap_or_default()
             .into_iter()
             .map(|wanted| match wanted.name {
-                Some(name) => match view.topics.get(name.as_str()) {
-                    Some(topic) => describe_view_topic(name.as_str(), topic, version),
-                    None => MetadataResponseTopic::default()
+                Some(name) => match (view.topics.get(name.as_str()), create) {
+                    (Some(topic), _) => describe_view_topic(name.as_str(), topic, version),
+                    (None, Some(broker)) => auto_create_in_cluster(broker, name),
+                    (None, None) => MetadataResponseTopic::default()
                         .with_name(Some(name))
                         .with_error_code(ResponseError::UnknownTopicOrPartition.code()),
                 },
@@ -246,6 +256,45 @@ fn lookup_or_create(
         Err(e) => {
             tracing::info!(event = "auto_create_refused", topic = %name, reason = %e);
             unknown.with_error_code(create_topic_error_code(&e))
+        }
+    }
+}
+
+/// Has the controller create `name` with the spec's topic defaults; the
+/// answer says LEADER_NOT_AVAILABLE, as Kafka's does for a topic just
+/// created, and the client asks again.
+fn auto_create_in_cluster(broker: &Broker, name: TopicName) -> MetadataResponseTopic {
+    let answer = |code: i16| {
+        MetadataResponseTopic::default()
+            .with_name(Some(name.clone()))
+            .with_error_code(code)
+    };
+    let checked = TopicRequest::for_api(&broker.spec(), name.as_str(), None, &[]);
+    let created = checked
+        .map_err(|e| create_topic_error_code(&e))
+        .and_then(|request| {
+            let changes = broker.topic_changes().map_err(|refusal| {
+                create_topic_error_code(&CreateTopicError::Controller(refusal))
+            })?;
+            changes
+                .create(
+                    name.as_str(),
+                    request.partitions,
+                    request.config.replication_factor,
+                    Default::default(),
+                    false,
+                )
+                .map_err(|refusal| create_topic_error_code(&CreateTopicError::Controller(refusal)))
+        });
+    match created {
+        Ok(_) => answer(ResponseError::LeaderNotAvailable.code()),
+        // Another broker created it first: it is there.
+        Err(code) if code == ResponseError::TopicAlreadyExists.code() => {
+            answer(ResponseError::LeaderNotAvailable.code())
+        }
+        Err(code) => {
+            tracing::info!(event = "auto_create_refused", topic = %name.as_str(), code);
+            answer(code)
         }
     }
 }

@@ -1,0 +1,203 @@
+//! What this broker asks of the active controller besides its heartbeats:
+//! producer-id blocks and topic changes from the Kafka API. Each call waits
+//! on the calling (storage) thread for the committed answer, following
+//! NotController hints (or the next voter, when nobody answers) to the
+//! active controller, within a bounded time.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use super::lifecycle::Membership;
+use super::runtime::{MemberStatus, Router};
+use crate::broker::{ControllerRefusal, ProducerIdSource, TopicChanges};
+use crate::controller::image::MetadataImage;
+use crate::controller::records::BrokerId;
+use crate::controller::rpc::{ClusterMessage, Outcome};
+use crate::controller::topic_change::TopicChange;
+
+/// How long one InitProducerId may wait for a block.
+const PRODUCER_IDS_WAIT: Duration = Duration::from_secs(5);
+/// How long one CreateTopics or CreatePartitions may wait for the
+/// controller, and then for this broker to apply the change.
+const TOPIC_CHANGE_WAIT: Duration = Duration::from_secs(5);
+/// An attempt without an answer moves on to the next voter after this.
+const ATTEMPT_WAIT: Duration = Duration::from_secs(1);
+
+pub(super) struct ControllerClient {
+    self_id: BrokerId,
+    voters: Vec<BrokerId>,
+    router: Router,
+    status: watch::Receiver<MemberStatus>,
+    image: watch::Receiver<Arc<MetadataImage>>,
+    runtime: tokio::runtime::Handle,
+    next_request_id: AtomicU64,
+}
+
+impl ControllerClient {
+    pub(super) fn new(
+        self_id: BrokerId,
+        voters: Vec<BrokerId>,
+        router: Router,
+        status: watch::Receiver<MemberStatus>,
+        image: watch::Receiver<Arc<MetadataImage>>,
+        runtime: tokio::runtime::Handle,
+    ) -> Self {
+        ControllerClient {
+            self_id,
+            voters,
+            router,
+            status,
+            image,
+            runtime,
+            // Apart from the lifecycle's request ids.
+            next_request_id: AtomicU64::new(1 << 61),
+        }
+    }
+
+    /// Sends `make(request_id, broker_epoch)` to the active controller until
+    /// it answers (anything but NotController) or `wait` passes.
+    fn ask(
+        &self,
+        wait: Duration,
+        make: impl Fn(u64, i64) -> ClusterMessage,
+    ) -> Result<Outcome, String> {
+        let deadline = Instant::now() + wait;
+        let mut target = self.status.borrow().controller.unwrap_or(self.voters[0]);
+        let next_voter = |after: BrokerId| {
+            let at = self.voters.iter().position(|v| *v == after).unwrap_or(0);
+            self.voters[(at + 1) % self.voters.len()]
+        };
+        loop {
+            let status = *self.status.borrow();
+            let Membership::Registered { broker_epoch, .. } = status.membership else {
+                return Err("this broker is not registered yet".into());
+            };
+            let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
+            let (answer, answered) = std::sync::mpsc::sync_channel(1);
+            let waiters = || {
+                self.router
+                    .waiters
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+            };
+            waiters().insert(request_id, answer);
+            self.router.send(target, make(request_id, broker_epoch));
+            let left = deadline.saturating_duration_since(Instant::now());
+            let outcome = answered.recv_timeout(left.min(ATTEMPT_WAIT));
+            waiters().remove(&request_id);
+            match outcome {
+                Ok(Outcome::NotController { leader }) => {
+                    target = leader
+                        .filter(|l| *l != target)
+                        .unwrap_or_else(|| next_voter(target));
+                }
+                Ok(outcome) => return Ok(outcome),
+                Err(_) => target = next_voter(target),
+            }
+            if Instant::now() >= deadline {
+                return Err("the controller did not answer in time".into());
+            }
+        }
+    }
+
+    /// A topic change, committed and (within the wait) applied here, so a
+    /// client's next Metadata to this broker sees it.
+    fn change(&self, change: TopicChange) -> Result<(), ControllerRefusal> {
+        let outcome = self
+            .ask(TOPIC_CHANGE_WAIT, |request_id, broker_epoch| {
+                ClusterMessage::ChangeTopic {
+                    request_id,
+                    broker_id: self.self_id,
+                    broker_epoch,
+                    change: change.clone(),
+                }
+            })
+            .map_err(ControllerRefusal::Unavailable)?;
+        match outcome {
+            Outcome::Done { index } => {
+                self.wait_applied(index, TOPIC_CHANGE_WAIT);
+                Ok(())
+            }
+            Outcome::Refused { code, message } => Err(ControllerRefusal::Refused { code, message }),
+            other => Err(ControllerRefusal::Unavailable(format!(
+                "unexpected answer {other:?}"
+            ))),
+        }
+    }
+
+    /// Waits at most `wait` for this node's image to apply `index`.
+    fn wait_applied(&self, index: u64, wait: Duration) {
+        if self.image.borrow().applied_index() >= index {
+            return;
+        }
+        let mut image = self.image.clone();
+        let (done, applied) = std::sync::mpsc::sync_channel(1);
+        self.runtime.spawn(async move {
+            let waited = tokio::time::timeout(wait, image.wait_for(|i| i.applied_index() >= index));
+            let _ = done.send(matches!(waited.await, Ok(Ok(_))));
+        });
+        if !applied.recv_timeout(wait).unwrap_or(false) {
+            tracing::debug!(event = "topic_change_not_applied_yet", index);
+        }
+    }
+}
+
+impl ProducerIdSource for ControllerClient {
+    fn next_block(&self) -> Result<(i64, i64), String> {
+        let outcome = self.ask(PRODUCER_IDS_WAIT, |request_id, broker_epoch| {
+            ClusterMessage::AllocateProducerIds {
+                request_id,
+                broker_id: self.self_id,
+                broker_epoch,
+            }
+        })?;
+        match outcome {
+            Outcome::ProducerIds { first, size } if size > 0 => {
+                tracing::info!(event = "producer_ids_allocated", first, size);
+                Ok((first, first.saturating_add(i64::from(size))))
+            }
+            Outcome::Refused { message, .. } => Err(message),
+            other => Err(format!("unexpected answer {other:?}")),
+        }
+    }
+}
+
+impl TopicChanges for ControllerClient {
+    fn create(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        settings: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<Uuid, ControllerRefusal> {
+        let topic_id = Uuid::new_v4();
+        self.change(TopicChange::Create {
+            topic_id,
+            name: name.to_string(),
+            partitions,
+            replication_factor,
+            settings,
+            validate_only,
+        })?;
+        Ok(topic_id)
+    }
+
+    fn add_partitions(
+        &self,
+        name: &str,
+        total: i32,
+        validate_only: bool,
+    ) -> Result<(), ControllerRefusal> {
+        self.change(TopicChange::AddPartitions {
+            name: name.to_string(),
+            total,
+            validate_only,
+        })
+    }
+}
