@@ -1353,3 +1353,189 @@ fn admin_clients_create_and_grow_topics_through_the_controller() {
         .unwrap();
     assert!(line.contains("not-declared"), "{line}");
 }
+
+/// Copies directory `from` into `to` (created), files and subdirectories.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// A producer id from broker `id` (InitProducerId v0 on the wire).
+fn init_producer_id(cluster: &Cluster, id: i32) -> Option<i64> {
+    use kafka_protocol::messages::{
+        ApiKey, InitProducerIdRequest, InitProducerIdResponse, ResponseHeader,
+    };
+    use kafka_protocol::protocol::Decodable;
+    let mut stream = std::net::TcpStream::connect(cluster.node(id).kafka).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    let body = InitProducerIdRequest::default()
+        .with_transactional_id(None)
+        .with_transaction_timeout_ms(60_000);
+    let frame = common::wire::request_frame(ApiKey::InitProducerId, 0, 1, &body);
+    std::io::Write::write_all(&mut stream, &frame).ok()?;
+    let mut bytes = bytes::Bytes::from(common::wire::read_response(&mut stream));
+    ResponseHeader::decode(&mut bytes, 0).ok()?;
+    let response = InitProducerIdResponse::decode(&mut bytes, 0).ok()?;
+    (response.error_code == 0).then_some(response.producer_id.0)
+}
+
+/// The data directory of a single node from before the cluster
+/// (tests/fixtures/single-node-v0: a declared topic of 2 partitions, a
+/// topic created on first use, a consumer group's commits, a producer-id
+/// block ending at 1000) becomes broker 1's in a three-node spec that
+/// names it in `controller.adopt_broker`: the controller records its
+/// topics with their ids on broker 1 before it applies the spec, every
+/// message and commit is served, and producer ids start above the single
+/// node's. A broker whose data directory holds such topics without the
+/// key refuses to start, saying what to do.
+#[test]
+fn a_single_node_data_directory_is_adopted_by_a_cluster_spec_that_names_it() {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    use rdkafka::{Offset, TopicPartitionList};
+
+    let _serial = serial();
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/single-node-v0");
+    let registry = std::fs::read_to_string(fixture.join("meta/topics.toml")).unwrap();
+    let fixture_id = |topic: &str| {
+        let table = registry
+            .split(&format!("[topics.{topic}]\n"))
+            .nth(1)
+            .unwrap();
+        table
+            .lines()
+            .next()
+            .unwrap()
+            .trim_start_matches("id = ")
+            .trim_matches('"')
+            .to_string()
+    };
+    let mut cluster =
+        Cluster::prepare_nodes(&NODES, &NODES, "\n[topics.declared]\npartitions = 2\n");
+    copy_dir(&fixture, &cluster.data_dir(1));
+
+    // Without the key, broker 1 refuses its data directory and says why.
+    cluster.spawn_expecting_exit(1);
+    let refusal = cluster.log(1);
+    assert!(
+        refusal.contains("controller.adopt_broker = 1") && refusal.contains("auto-created"),
+        "{refusal}"
+    );
+    for id in NODES {
+        let path = cluster.node_spec_path(id);
+        let spec = std::fs::read_to_string(&path).unwrap();
+        let spec = spec.replacen("[controller]\n", "[controller]\nadopt_broker = 1\n", 1);
+        std::fs::write(&path, spec).unwrap();
+    }
+    // The other two first: they form the quorum but plan nothing until
+    // broker 1 has registered with its topics.
+    cluster.spawn(2);
+    cluster.spawn(3);
+    let active = cluster.wait_formed(2, FORM_TIMEOUT);
+    let status = cluster.status(active).unwrap();
+    assert!(
+        !status.contains("topic declared "),
+        "nothing before the adoption:\n{status}"
+    );
+    cluster.spawn(1);
+    let active = cluster.wait_formed(3, FORM_TIMEOUT);
+    let adopted = common::wait_until(Duration::from_secs(10), || {
+        cluster.status(active).is_some_and(|s| {
+            leaders(&s, "declared")
+                .iter()
+                .all(|(leader, _)| *leader == 1)
+                && leaders(&s, "declared").len() == 2
+                && leaders(&s, "auto-created")
+                    .iter()
+                    .map(|(leader, _)| *leader)
+                    .eq([1])
+                && leaders(&s, "__consumer_offsets").len() == 16
+                && leaders(&s, "__consumer_offsets")
+                    .iter()
+                    .all(|(leader, _)| *leader == 1)
+        })
+    });
+    let status = cluster.status(active).unwrap_or_default();
+    assert!(adopted, "{status}\n{}", cluster.logs());
+    for (topic, declared) in [("declared", "declared"), ("auto-created", "not-declared")] {
+        let line = status
+            .lines()
+            .find(|l| l.contains(&format!("topic {topic} ")))
+            .unwrap_or_else(|| panic!("{topic}:\n{status}"));
+        assert!(
+            line.contains(&format!("id={} ", fixture_id(topic))),
+            "{line}"
+        );
+        assert!(line.contains(&format!(" {declared} ")), "{line}");
+    }
+    assert!(
+        !std::fs::exists(cluster.data_dir(1).join("meta/topics.toml")).unwrap()
+            && std::fs::exists(cluster.data_dir(1).join("meta/topics.adopted.toml")).unwrap(),
+        "the single node's registry is kept aside once adopted"
+    );
+
+    // Every message, and the group's commits, are there.
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap(&cluster))
+        .set("group.id", "fixture-group")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    for (topic, partition) in [("declared", 0), ("declared", 1), ("auto-created", 0)] {
+        assignment
+            .add_partition_offset(topic, partition, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let mut payloads = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while payloads.len() < 30 && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            payloads.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned());
+        }
+    }
+    payloads.sort();
+    let mut want: Vec<String> = (1..=20).map(|i| format!("declared-{i}")).collect();
+    want.extend((1..=10).map(|i| format!("auto-{i}")));
+    want.sort();
+    assert_eq!(payloads, want);
+    let mut declared = TopicPartitionList::new();
+    declared.add_partition("declared", 0);
+    declared.add_partition("declared", 1);
+    let committed: i64 = consumer
+        .committed_offsets(declared, Duration::from_secs(10))
+        .unwrap()
+        .elements()
+        .iter()
+        .filter_map(|e| e.offset().to_raw())
+        .sum();
+    assert_eq!(
+        committed, 20,
+        "the group committed all 20 on the single node"
+    );
+
+    // Producer ids continue above the single node's block.
+    let mut id = None;
+    let got = common::wait_until(Duration::from_secs(10), || {
+        id = init_producer_id(&cluster, 2);
+        id.is_some()
+    });
+    assert!(got, "{}", cluster.logs());
+    assert!(
+        id.unwrap() >= 1000,
+        "producer id {id:?} below the single node's block"
+    );
+}

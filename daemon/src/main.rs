@@ -454,9 +454,10 @@ fn run_cluster_member(
     if let Some(path) = &config {
         broker.set_spec_file(path);
     }
+    let adoption = sluice::cluster::adoption::report(&broker, &spec)?;
     service::status("joining the cluster");
     let member = Arc::new(sluice::cluster::ClusterMember::start(
-        &spec, node_id, &data_dir,
+        &spec, node_id, &data_dir, adoption,
     )?);
     broker.set_producer_id_source(member.producer_id_source());
     broker.set_topic_changes(member.topic_changes());
@@ -642,6 +643,13 @@ async fn serve(
                     tasks.iter().for_each(tokio::task::JoinHandle::abort);
                     return Ok(());
                 }
+            }
+            // The registration that carried a single node's topics is
+            // committed: they are the cluster's now.
+            if broker.pre_cluster_data().is_some() {
+                broker
+                    .retire_pre_cluster_registry()
+                    .context("retiring the adopted topic registry")?;
             }
         }
     }

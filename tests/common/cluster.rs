@@ -189,6 +189,33 @@ impl Cluster {
 
     /// Starts node `id` (again); waits until its metrics endpoint answers.
     pub fn spawn(&mut self, id: i32) {
+        self.start_process(id);
+        let metrics = self.node(id).metrics;
+        let up = wait_until(super::START_TIMEOUT, || {
+            TcpStream::connect_timeout(&metrics, Duration::from_millis(200)).is_ok()
+        });
+        assert!(up, "node {id} did not open {metrics}:\n{}", self.log(id));
+    }
+
+    /// Starts node `id`, which must refuse to run: waits for it to exit
+    /// with a failure.
+    pub fn spawn_expecting_exit(&mut self, id: i32) {
+        self.start_process(id);
+        let mut child = self.node_mut(id).child.take().expect("started");
+        let mut status = None;
+        let exited = wait_until(super::START_TIMEOUT, || {
+            status = child.try_wait().expect("waiting for sluiced");
+            status.is_some()
+        });
+        if !exited {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        assert!(exited, "node {id} kept running:\n{}", self.log(id));
+        assert!(!status.unwrap().success(), "node {id}:\n{}", self.log(id));
+    }
+
+    fn start_process(&mut self, id: i32) {
         let spec_path = self.node_spec_path(id);
         let node = self.node_mut(id);
         assert!(node.child.is_none(), "node {id} already running");
@@ -208,11 +235,6 @@ impl Cluster {
             .spawn()
             .expect("spawning sluiced");
         node.child = Some(child);
-        let metrics = node.metrics;
-        let up = wait_until(super::START_TIMEOUT, || {
-            TcpStream::connect_timeout(&metrics, Duration::from_millis(200)).is_ok()
-        });
-        assert!(up, "node {id} did not open {metrics}:\n{}", self.log(id));
     }
 
     /// SIGKILL; waits for the process to be gone.

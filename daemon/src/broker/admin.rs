@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
-use super::{Broker, TopicOrigin};
+use super::{Broker, RegistryEntry, TopicOrigin};
 use crate::config::toml_key_for;
 
 /// Why an admin call was refused; `kafka::errors` maps each to a code.
@@ -119,6 +119,43 @@ impl Broker {
                 self.spec_file()
             ))
         })
+    }
+
+    /// A member's data directory that a single node left: the topics of
+    /// its registry (a member never writes one) and the end of its last
+    /// producer-id block, for the controller to adopt. None if there are
+    /// none.
+    pub fn pre_cluster_data(&self) -> Option<(BTreeMap<String, RegistryEntry>, i64)> {
+        let topics = self.lock_registry().topics.clone();
+        if !self.member || topics.is_empty() {
+            return None;
+        }
+        let block_end = self
+            .producer_ids
+            .lock()
+            .expect("producer id lock poisoned")
+            .block_end();
+        Some((topics, block_end))
+    }
+
+    /// Once the controller adopted them (the registration committed), the
+    /// single node's registry is kept beside, as `topics.adopted.toml`, and
+    /// no longer read.
+    pub fn retire_pre_cluster_registry(&self) -> Result<(), AdminError> {
+        let path = super::registry::registry_path(&self.data_dir);
+        let kept = path.with_file_name("topics.adopted.toml");
+        let moved = std::fs::rename(&path, &kept)
+            .and_then(|()| std::fs::File::open(self.data_dir.join("meta"))?.sync_all());
+        moved.map_err(|e| {
+            AdminError::Storage(format!(
+                "renaming {} to {}: {e}",
+                path.display(),
+                kept.display()
+            ))
+        })?;
+        self.lock_registry().topics.clear();
+        tracing::info!(event = "pre_cluster_registry_retired", kept = %kept.display());
+        Ok(())
     }
 
     /// Installs where a member's topic changes go (once).

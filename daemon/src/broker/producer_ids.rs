@@ -99,6 +99,11 @@ impl ProducerIdAllocator {
         }
     }
 
+    /// Every id below this may have been handed out (the block file's).
+    pub fn block_end(&self) -> i64 {
+        self.block_end
+    }
+
     /// The next id; persists a new block end first when the block is used up.
     pub fn has_source(&self) -> bool {
         self.source.is_some()

@@ -10,6 +10,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::controller::adoption::Adoption;
 use crate::controller::records::{BrokerId, BrokerRegistration};
 use crate::controller::rpc::{ClusterMessage, HeartbeatRequest, Outcome, RegisterRequest, Reply};
 
@@ -57,9 +58,18 @@ pub struct Lifecycle {
     metadata_commit: u64,
     /// The voter that last answered as the active controller.
     controller: Option<BrokerId>,
+    /// A single node's data directory, reported with the first
+    /// registration (controller/adoption.rs).
+    adoption: Option<Adoption>,
 }
 
 impl Lifecycle {
+    /// Reports `adoption` with the registration.
+    pub fn with_adoption(mut self, adoption: Option<Adoption>) -> Self {
+        self.adoption = adoption;
+        self
+    }
+
     pub fn new(
         registration: BrokerRegistration,
         spec_hash: String,
@@ -86,6 +96,7 @@ impl Lifecycle {
             lease_until: None,
             metadata_commit: 0,
             controller: None,
+            adoption: None,
         }
     }
 
@@ -165,6 +176,7 @@ impl Lifecycle {
                 request_id,
                 registration: self.registration.clone(),
                 spec_hash: self.spec_hash.clone(),
+                adoption: self.adoption.clone(),
             }),
             Membership::Registered { broker_epoch, .. } => {
                 ClusterMessage::Heartbeat(HeartbeatRequest {
@@ -199,6 +211,8 @@ impl Lifecycle {
             Outcome::Registered { broker_epoch } => {
                 self.controller = Some(from);
                 tracing::info!(event = "broker_registered", broker_epoch, controller = from);
+                // Recorded with this registration: once is enough.
+                self.adoption = None;
                 self.membership = Membership::Registered {
                     broker_epoch,
                     fenced: true,

@@ -4,6 +4,7 @@
 //! transport, the controller thread and the membership task together
 //! (`runtime`). The single-node default uses none of it.
 
+pub mod adoption;
 mod controller_client;
 pub mod follower;
 pub mod lifecycle;

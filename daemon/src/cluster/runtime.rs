@@ -20,6 +20,7 @@ use super::follower::MetadataFollower;
 use super::lifecycle::{Lifecycle, Membership, Timings};
 use crate::broker::{ProducerIdSource, TopicChanges};
 use crate::config::ClusterSpec;
+use crate::controller::adoption::Adoption;
 use crate::controller::image::MetadataImage;
 use crate::controller::log_store::{OsDir, StoreLimits};
 use crate::controller::node::ControllerNode;
@@ -141,10 +142,12 @@ impl Router {
 impl ClusterMember {
     /// Starts node `node_id` of `spec` (which declares more than one broker).
     /// The controller's Raft log lives in `data_dir/__cluster_metadata`.
+    /// `adoption` goes with the registration (cluster/adoption.rs).
     pub fn start(
         spec: &ClusterSpec,
         node_id: BrokerId,
         data_dir: &Path,
+        adoption: Option<Adoption>,
     ) -> anyhow::Result<ClusterMember> {
         let broker = spec
             .broker(node_id)
@@ -232,7 +235,8 @@ impl ClusterMember {
             voters,
             timings,
             Instant::now(),
-        );
+        )
+        .with_adoption(adoption);
         let (status_tx, status) = watch::channel(MemberStatus {
             membership: Membership::Unregistered,
             lease_until: None,

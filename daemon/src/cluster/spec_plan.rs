@@ -63,6 +63,7 @@ pub fn desired_spec(
             })
             .unwrap_or_default(),
         internal: vec![offsets_topic(spec)],
+        adopt_broker: spec.controller.adopt_broker,
     })
 }
 

@@ -247,6 +247,11 @@ fn restart_only_changes(old: &ClusterSpec, new: &ClusterSpec, node_id: i32) -> V
         format!("{:?}", new.controller.tls_dir),
     );
     check(
+        "controller.adopt_broker",
+        format!("{:?}", old.controller.adopt_broker),
+        format!("{:?}", new.controller.adopt_broker),
+    );
+    check(
         "brokers",
         format!("{:?}", old.broker_ids()),
         format!("{:?}", new.broker_ids()),

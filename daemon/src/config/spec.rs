@@ -102,6 +102,12 @@ pub struct ControllerSection {
     /// one broker. `None` means `tls` beside the spec.
     #[serde(default)]
     pub tls_dir: Option<PathBuf>,
+    /// The broker whose data directory holds a single-node Sluice's data
+    /// (docs/OPERATIONS.md "Growing a single node into a cluster"): the
+    /// controller takes its topics as they are, with that broker as their
+    /// only replica, before it applies the spec.
+    #[serde(default)]
+    pub adopt_broker: Option<i32>,
 }
 
 pub const DEFAULT_BROKER_HEARTBEAT_INTERVAL_MS: u64 = 250;

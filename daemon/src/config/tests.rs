@@ -862,3 +862,25 @@ fn broker_timings_and_the_tls_dir_are_checked() {
         "{single}"
     );
 }
+
+#[test]
+fn adopt_broker_names_a_declared_broker_of_a_cluster() {
+    let with =
+        |text: &str, voters: &str, key: &str| text.replace(voters, &format!("{voters}\n{key}"));
+    let spec = parse_spec(
+        &with(THREE, "voters = [1, 2, 3]", "adopt_broker = 2"),
+        "c.toml",
+    )
+    .unwrap();
+    assert_eq!(spec.controller.adopt_broker, Some(2));
+    let unknown = errors(&with(THREE, "voters = [1, 2, 3]", "adopt_broker = 7"));
+    assert!(
+        unknown.contains("controller.adopt_broker: broker 7 is not declared in [[brokers]]"),
+        "{unknown}"
+    );
+    let single = errors(&with(ONE, "voters = [1]", "adopt_broker = 1"));
+    assert!(
+        single.contains("controller.adopt_broker: a single broker keeps its data directory"),
+        "{single}"
+    );
+}

@@ -300,6 +300,16 @@ fn validate_controller(spec: &ClusterSpec, issues: &mut Vec<Issue>) {
             "a single broker talks to no other node; remove the key",
         ));
     }
+    if let Some(id) = controller.adopt_broker {
+        if spec.brokers.len() == 1 {
+            issues.push(issue(
+                "controller.adopt_broker",
+                "a single broker keeps its data directory as it is; remove the key",
+            ));
+        } else if spec.broker(id).is_none() {
+            issues.push(issue("controller.adopt_broker", not_declared(spec, id)));
+        }
+    }
     let mut seen = BTreeSet::new();
     for (position, id) in voters.iter().enumerate() {
         let path = format!("controller.voters[{position}]");

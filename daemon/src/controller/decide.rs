@@ -332,7 +332,7 @@ pub fn add_partitions(
     Ok(RecordBatch::new(records))
 }
 
-fn partition_records(
+pub(super) fn partition_records(
     image: &MetadataImage,
     topic_id: Uuid,
     first_partition: i32,

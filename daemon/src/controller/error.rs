@@ -261,6 +261,14 @@ pub enum DecideError {
     /// INVALID_REQUEST (42): ids are drawn at random; draw again.
     #[error("topic id {0} is taken")]
     TopicIdInUse(Uuid),
+    #[error(
+        "topic {name} of the adopted data directory has id {adopted}, but the cluster holds a topic of that name with id {existing}"
+    )]
+    AdoptionConflict {
+        name: String,
+        adopted: Uuid,
+        existing: Uuid,
+    },
     /// INVALID_PARTITIONS (37) / INVALID_REPLICATION_FACTOR (38) /
     /// INVALID_REPLICA_ASSIGNMENT (39), by the placement error's kind.
     #[error("placement: {0}")]

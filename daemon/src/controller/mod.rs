@@ -10,6 +10,7 @@
 //! `Instant`s and ids as arguments. "plan §N" in this folder is
 //! docs/plans/issue-13-cluster.md.
 
+pub mod adoption;
 mod codec;
 pub mod decide;
 mod error;

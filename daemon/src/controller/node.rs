@@ -16,6 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
+use super::adoption::adopt;
 use super::decide::{
     Heartbeat, PRODUCER_ID_BLOCK_SIZE, allocate_producer_ids, on_heartbeat, on_register,
     on_session_expired,
@@ -439,11 +440,16 @@ impl ControllerNode {
                 tracing::info!(event = "broker_session_expired", broker = broker_id);
             }
         }
-        self.plan_spec(&mut round);
-        self.plan_internal_topics(&mut round);
+        if self.adoption_pending(round.image()) {
+            tracing::debug!(event = "spec_waits_for_adoption", broker = ?self.desired.adopt_broker);
+        } else {
+            self.plan_spec(&mut round);
+            self.plan_internal_topics(&mut round);
+        }
         let registers = std::mem::take(&mut self.registers);
         for (broker_id, request) in registers {
-            let decided = on_register(round.image(), &self.sessions, now, &request.registration);
+            let decided = on_register(round.image(), &self.sessions, now, &request.registration)
+                .and_then(|batch| self.with_adoption(&round, batch, &request));
             match decided.map(|batch| round.add(batch)) {
                 Ok(true) => waiters.push(Waiter {
                     node: broker_id,
@@ -603,6 +609,45 @@ impl ControllerNode {
                 }
             }
         }
+    }
+
+    /// Whether `controller.adopt_broker` has yet to register (and bring
+    /// its topics).
+    fn adoption_pending(&self, image: &MetadataImage) -> bool {
+        self.desired
+            .adopt_broker
+            .is_some_and(|broker| image.broker(broker).is_none())
+    }
+
+    /// A registration that brings a single node's data directory adopts it
+    /// in the same entry; only the broker the spec names may.
+    fn with_adoption(
+        &self,
+        round: &Round,
+        mut batch: RecordBatch,
+        request: &RegisterRequest,
+    ) -> Result<RecordBatch, DecideError> {
+        let Some(adoption) = &request.adoption else {
+            return Ok(batch);
+        };
+        let broker_id = request.registration.broker_id;
+        if self.desired.adopt_broker != Some(broker_id) {
+            return Err(DecideError::InvalidRegistration {
+                broker_id,
+                why: "its data directory holds a single node's topics, and controller.adopt_broker does not name it",
+            });
+        }
+        let declared = self.desired.topics.iter().map(|t| t.name.clone()).collect();
+        let epoch = round.index as i64;
+        let records = adopt(round.image(), (broker_id, epoch), adoption, &declared)?;
+        tracing::info!(
+            event = "adopting",
+            broker = broker_id,
+            topics = adoption.topics.len(),
+            producer_id_end = adoption.producer_id_end
+        );
+        batch.records.extend(records);
+        Ok(batch)
     }
 
     /// Internal topics, once enough brokers are live for them.

@@ -42,6 +42,7 @@ fn desired(hash: &str) -> DesiredSpec {
             replication_factor: 2,
             replicas: None,
         }],
+        adopt_broker: None,
     }
 }
 
@@ -175,6 +176,7 @@ impl Net {
             request_id: 0,
             registration: registration(broker, incarnation),
             spec_hash: hash.to_string(),
+            adoption: None,
         };
         let id = self.send(broker, to, |request_id| {
             ClusterMessage::Register(RegisterRequest {
@@ -285,6 +287,7 @@ fn a_node_may_speak_only_for_itself() {
             request_id,
             registration: registration(active, 1),
             spec_hash: HASH.into(),
+            adoption: None,
         })
     });
     assert!(matches!(

@@ -13,7 +13,7 @@ use super::decide::{NewTopic, add_partitions, create_topic};
 use super::error::DecideError;
 use super::image::MetadataImage;
 use super::placement::PlacementBroker;
-use super::records::{Record, RecordBatch};
+use super::records::{BrokerId, Record, RecordBatch};
 
 /// The spec as the controller wants it in the metadata log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +31,8 @@ pub struct DesiredSpec {
     /// Internal topics (`__consumer_offsets`), created by the active
     /// controller whatever spec is applied (`plan_internal_topics`).
     pub internal: Vec<NewTopic>,
+    /// `controller.adopt_broker`: nothing is planned until it registered.
+    pub adopt_broker: Option<BrokerId>,
 }
 
 /// A change the plan could not make, reported and skipped: the rest of the
@@ -191,6 +193,7 @@ mod tests {
             brokers: declared(&[(1, None), (2, None), (3, None)]),
             deletable: deletable.iter().map(|s| s.to_string()).collect(),
             internal: Vec::new(),
+            adopt_broker: None,
         }
     }
 

@@ -6,7 +6,8 @@
 //! ```text
 //! message := version:u8 kind:u8 body
 //! raft      (1) := controller::wire bytes
-//! register  (2) := request_id:u64 registration spec_hash
+//! register  (2) := request_id:u64 registration spec_hash adoption?
+//! adoption  := topics:[topic_id name partitions:i32 settings] producer_id_end:i64
 //! heartbeat (3) := request_id:u64 broker_id:i32 broker_epoch:i64
 //!                  metadata_offset:i64 want_fence:u8 spec_hash
 //! reply     (4) := request_id:u64 outcome
@@ -20,6 +21,7 @@
 use bytes::Bytes;
 use raft::eraftpb::Message;
 
+use super::adoption::{AdoptedTopic, Adoption};
 use super::codec::{Reader, Writer};
 use super::error::CodecError;
 use super::records::{
@@ -85,7 +87,12 @@ pub struct RegisterRequest {
     pub registration: BrokerRegistration,
     /// The hash of the spec file the broker runs with (`ClusterSpec::source_hash`).
     pub spec_hash: String,
+    /// A single node's data directory this broker brings (adoption.rs).
+    pub adoption: Option<Adoption>,
 }
+
+/// Topics one adoption may bring (Kafka's own clusters hold fewer).
+const ADOPTED_TOPICS_MAX: usize = 100_000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeartbeatRequest {
@@ -150,6 +157,10 @@ impl ClusterMessage {
                 out.u64(request.request_id);
                 encode_registration(&mut out, &request.registration)?;
                 out.string("spec hash", &request.spec_hash, SPEC_HASH_BYTES_MAX)?;
+                out.bool(request.adoption.is_some());
+                if let Some(adoption) = &request.adoption {
+                    encode_adoption(&mut out, adoption)?;
+                }
             }
             ClusterMessage::Heartbeat(request) => {
                 out.u8(3);
@@ -212,6 +223,10 @@ impl ClusterMessage {
                 request_id: input.u64("request id")?,
                 registration: decode_registration(&mut input)?,
                 spec_hash: input.string("spec hash", SPEC_HASH_BYTES_MAX)?,
+                adoption: match input.bool("adoption")? {
+                    true => Some(decode_adoption(&mut input)?),
+                    false => None,
+                },
             }),
             3 => ClusterMessage::Heartbeat(HeartbeatRequest {
                 request_id: input.u64("request id")?,
@@ -245,6 +260,36 @@ impl ClusterMessage {
         input.finish("cluster message")?;
         Ok(message)
     }
+}
+
+fn encode_adoption(out: &mut Writer, adoption: &Adoption) -> Result<(), CodecError> {
+    out.length("adopted topics", adoption.topics.len(), ADOPTED_TOPICS_MAX)?;
+    for topic in &adoption.topics {
+        out.uuid(&topic.topic_id);
+        out.string("topic name", &topic.name, TOPIC_NAME_BYTES_MAX)?;
+        out.i32(topic.partitions);
+        out.string_map("topic settings", &topic.settings, SETTINGS_LIMITS)?;
+    }
+    out.i64(adoption.producer_id_end);
+    Ok(())
+}
+
+fn decode_adoption(input: &mut Reader<'_>) -> Result<Adoption, CodecError> {
+    // Each topic is at least an id, a name's length, a count and a map's length.
+    let count = input.length("adopted topics", ADOPTED_TOPICS_MAX, 16 + 2 + 4 + 2)?;
+    let mut topics = Vec::with_capacity(count.min(1024));
+    for _ in 0..count {
+        topics.push(AdoptedTopic {
+            topic_id: input.uuid("topic id")?,
+            name: input.string("topic name", TOPIC_NAME_BYTES_MAX)?,
+            partitions: input.i32("partitions")?,
+            settings: input.string_map("topic settings", SETTINGS_LIMITS)?,
+        });
+    }
+    Ok(Adoption {
+        topics,
+        producer_id_end: input.i64("producer id end")?,
+    })
 }
 
 fn encode_change(out: &mut Writer, change: &TopicChange) -> Result<(), CodecError> {
@@ -446,6 +491,30 @@ mod tests {
                     rack: Some("r1".into()),
                 },
                 spec_hash: "00112233aabbccdd".into(),
+                adoption: None,
+            }),
+            ClusterMessage::Register(RegisterRequest {
+                request_id: 10,
+                registration: BrokerRegistration {
+                    broker_id: 1,
+                    incarnation_id: Uuid::from_u128(0xbeef),
+                    kafka: HostPort {
+                        host: "127.0.0.1".into(),
+                        port: 9092,
+                    },
+                    quic: "127.0.0.1:9093".parse().unwrap(),
+                    rack: None,
+                },
+                spec_hash: "00112233aabbccdd".into(),
+                adoption: Some(Adoption {
+                    topics: vec![AdoptedTopic {
+                        topic_id: Uuid::from_u128(3),
+                        name: "declared".into(),
+                        partitions: 2,
+                        settings: [("retention.ms".to_string(), "-1".to_string())].into(),
+                    }],
+                    producer_id_end: 1000,
+                }),
             }),
             ClusterMessage::Heartbeat(HeartbeatRequest {
                 request_id: u64::MAX,
