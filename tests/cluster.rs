@@ -1539,3 +1539,91 @@ fn a_single_node_data_directory_is_adopted_by_a_cluster_spec_that_names_it() {
         "producer id {id:?} below the single node's block"
     );
 }
+
+/// A broker added to the spec joins a running cluster by reload: every
+/// node reloaded with the new file links to it and accepts its certificate
+/// (issued by `sluiced certs` from the existing CA), the new broker
+/// registers, a topic the reload places on it is served there, and no
+/// other node restarted (their broker epochs are unchanged).
+#[test]
+fn a_broker_added_to_the_spec_joins_by_reload_without_restarts() {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use rdkafka::{Offset, TopicPartitionList};
+
+    let _serial = serial();
+    let mut cluster = Cluster::start("\n[topics.events]\npartitions = 3\n");
+    cluster.wait_formed(3, FORM_TIMEOUT);
+    let epochs = |cluster: &Cluster| -> Vec<Option<f64>> {
+        NODES
+            .iter()
+            .map(|id| cluster.gauge(*id, "sluice_broker_epoch"))
+            .collect()
+    };
+    let before = epochs(&cluster);
+    cluster.declare_node(4);
+    let topic = "\n[topics.fourth]\nreplicas = [[4]]\n";
+    let path = cluster.node_spec_path(4);
+    let spec = std::fs::read_to_string(&path).unwrap() + topic;
+    std::fs::write(&path, spec).unwrap();
+    for id in NODES {
+        cluster.reload(id, |s| format!("{s}{topic}"));
+    }
+    let started = Instant::now();
+    cluster.spawn(4);
+    let active = cluster.wait_formed(4, FORM_TIMEOUT);
+    println!(
+        "figure: a broker added by reload was unfenced {:.3} s after it started",
+        started.elapsed().as_secs_f64()
+    );
+    let placed = common::wait_until(Duration::from_secs(10), || {
+        cluster
+            .status(active)
+            .is_some_and(|s| leaders(&s, "fourth").iter().map(|l| l.0).eq([4]))
+    });
+    assert!(placed, "{}", cluster.status(active).unwrap_or_default());
+
+    let bootstrap = bootstrap(&cluster);
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("message.timeout.ms", "30000")
+        .create()
+        .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        for i in 0..20 {
+            let payload = format!("fourth-{i}");
+            let record = FutureRecord::<(), _>::to("fourth").payload(&payload);
+            producer
+                .send(record, Duration::from_secs(30))
+                .await
+                .unwrap_or_else(|(e, _)| panic!("fourth: {e}"));
+        }
+    });
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.node(1).kafka.to_string())
+        .set("group.id", "fourth-reader")
+        .create()
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset("fourth", 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&assignment).unwrap();
+    let mut read = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while read.len() < 20 && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            read.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned());
+        }
+    }
+    let want: Vec<String> = (0..20).map(|i| format!("fourth-{i}")).collect();
+    assert_eq!(read, want);
+    assert_eq!(
+        epochs(&cluster),
+        before,
+        "no node restarted or re-registered"
+    );
+}

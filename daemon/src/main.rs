@@ -498,16 +498,18 @@ async fn stop_member(mut member: Arc<sluice::cluster::ClusterMember>) {
 /// SIGHUP on a cluster node: the reloaded spec's hash is reported to the
 /// controller, which applies it once a majority of voters hold it.
 async fn reload_cluster_on_sighup(
+    broker: Arc<Broker>,
     member: Arc<sluice::cluster::ClusterMember>,
     config: Option<PathBuf>,
     mut hangups: Signal,
 ) {
     while hangups.recv().await.is_some() {
         service::reloading();
-        let (reloading, config) = (member.clone(), config.clone());
-        let done =
-            tokio::task::spawn_blocking(move || reload_cluster(&reloading, config.as_deref()))
-                .await;
+        let (reloading, config, broker) = (member.clone(), config.clone(), broker.clone());
+        let done = tokio::task::spawn_blocking(move || {
+            reload_cluster(&broker, &reloading, config.as_deref())
+        })
+        .await;
         if let Err(e) = done {
             tracing::error!(event = "reload_failed", error = %e);
         }
@@ -515,7 +517,11 @@ async fn reload_cluster_on_sighup(
     }
 }
 
-fn reload_cluster(member: &sluice::cluster::ClusterMember, config: Option<&std::path::Path>) {
+fn reload_cluster(
+    broker: &Broker,
+    member: &sluice::cluster::ClusterMember,
+    config: Option<&std::path::Path>,
+) {
     let Some(spec) = load_reloaded(config) else {
         return;
     };
@@ -527,8 +533,9 @@ fn reload_cluster(member: &sluice::cluster::ClusterMember, config: Option<&std::
         tracing::warn!(event = "reload_action_deferred", action = %action);
     }
     let hash = spec.source_hash.clone();
-    match member.reload(spec) {
+    match member.reload(spec.clone()) {
         Ok(()) => {
+            broker.reload_member_spec(spec, &actions);
             let result = if restart.is_empty() {
                 "ok"
             } else {
@@ -629,6 +636,7 @@ async fn serve(
                 member.status(),
             )));
             tasks.push(tokio::spawn(reload_cluster_on_sighup(
+                broker.clone(),
                 member.clone(),
                 config,
                 hangups,

@@ -112,6 +112,50 @@ impl Cluster {
         }
     }
 
+    /// Declares broker `id` (on 127.0.0.<id>) in the spec and in every
+    /// node's copy, issues its certificate from the cluster's CA (`sluiced
+    /// certs` again) and makes its directory. Starts nothing and signals
+    /// nobody: the test reloads and spawns.
+    pub fn declare_node(&mut self, id: i32) {
+        let node = ClusterNode {
+            id,
+            kafka: address(id, free_port()),
+            quic: address(id, free_port()),
+            metrics: address(id, free_port()),
+            child: None,
+            log_path: self.dir.path().join(format!("node-{id}.log")),
+        };
+        let table = format!(
+            "\n[[brokers]]\nid = {}\nkafka = \"{}\"\nquic = \"{}\"\nmetrics = \"{}\"\n\
+             data_dir = \"data-{}\"\n",
+            node.id, node.kafka, node.quic, node.metrics, node.id
+        );
+        self.nodes.push(node);
+        let spec = std::fs::read_to_string(&self.spec_path).expect("reading the spec") + &table;
+        std::fs::write(&self.spec_path, &spec).expect("writing the spec");
+        std::fs::create_dir_all(self.dir.path().join(format!("node-{id}"))).expect("node dir");
+        std::fs::write(self.node_spec_path(id), &spec).expect("writing the spec");
+        for other in self.ids().into_iter().filter(|other| *other != id) {
+            let path = self.node_spec_path(other);
+            let text = std::fs::read_to_string(&path).expect("reading the spec") + &table;
+            std::fs::write(&path, text).expect("writing the spec");
+        }
+        let tls = self.dir.path().join("tls");
+        let certs = Command::new(sluiced_bin())
+            .arg("certs")
+            .arg("--spec")
+            .arg(&self.spec_path)
+            .arg("--out")
+            .arg(&tls)
+            .output()
+            .expect("running sluiced certs");
+        assert!(
+            certs.status.success(),
+            "sluiced certs failed: {}",
+            String::from_utf8_lossy(&certs.stderr)
+        );
+    }
+
     /// The ids of every node, running or not.
     pub fn ids(&self) -> Vec<i32> {
         self.nodes.iter().map(|n| n.id).collect()

@@ -18,6 +18,15 @@ pub struct AppliedAction {
 }
 
 impl Broker {
+    /// A member's reload: the spec it answers from (declared names, topic
+    /// defaults, cluster settings) becomes `new`, restart-only parts kept;
+    /// its topics follow the controller, which applies the spec.
+    pub fn reload_member_spec(&self, new: ClusterSpec, actions: &[ReloadAction]) {
+        assert!(self.member, "a single node applies its reload itself");
+        let merged = merge_running(&self.spec(), new, actions);
+        *self.spec.write().expect("spec lock poisoned") = Arc::new(merged);
+    }
+
     /// Applies the live actions of a reload from the running spec to `new`.
     pub fn apply_reload(&self, new: ClusterSpec, actions: Vec<ReloadAction>) -> Vec<AppliedAction> {
         let running = self.spec();
@@ -57,6 +66,9 @@ impl Broker {
                 self.release_topic_to_defaults(&spec, topic)
             }
             ReloadAction::UpdateClusterSettings { .. } => Ok(()), // read from the spec on every request
+            // A single node has no peers: a spec with more brokers is a
+            // restart (`NeedsRestart`), never this.
+            ReloadAction::AddBrokers { .. } => Ok(()),
             ReloadAction::NeedsRestart { .. } | ReloadAction::Refused { .. } => Ok(()),
         }
     }
@@ -197,7 +209,12 @@ fn merge_running(
 ) -> ClusterSpec {
     new.cluster.name = running.cluster.name.clone();
     new.controller = running.controller.clone();
-    new.brokers = running.brokers.clone();
+    if !actions
+        .iter()
+        .any(|a| matches!(a, ReloadAction::AddBrokers { .. }))
+    {
+        new.brokers = running.brokers.clone();
+    }
     new.limits = running.limits.clone();
     new.replication = running.replication.clone();
     for action in actions {

@@ -56,6 +56,8 @@ pub struct MemberStatus {
 pub struct ClusterMember {
     node_id: BrokerId,
     controller_client: Arc<ControllerClient>,
+    /// The router's links, for brokers a reload adds.
+    peers: Arc<std::sync::RwLock<BTreeMap<BrokerId, PeerSender>>>,
     /// The spec this node runs: the one it started with or last reloaded.
     running: std::sync::Mutex<ClusterSpec>,
     spec_hash: watch::Sender<String>,
@@ -76,7 +78,8 @@ pub(super) type Waiters =
 #[derive(Clone)]
 pub(super) struct Router {
     self_id: BrokerId,
-    peers: Arc<BTreeMap<BrokerId, PeerSender>>,
+    /// A link to every other declared node; a reload adds brokers.
+    peers: Arc<std::sync::RwLock<BTreeMap<BrokerId, PeerSender>>>,
     controller: Option<ControllerInbox>,
     replies: mpsc::Sender<(BrokerId, Reply)>,
     pub(super) waiters: Waiters,
@@ -87,7 +90,8 @@ impl Router {
         if to == self.self_id {
             return self.deliver(Instant::now(), self.self_id, message);
         }
-        let Some(peer) = self.peers.get(&to) else {
+        let peers = self.peers.read().unwrap_or_else(|e| e.into_inner());
+        let Some(peer) = peers.get(&to) else {
             tracing::warn!(event = "cluster_message_unroutable", to);
             return;
         };
@@ -188,7 +192,7 @@ impl ClusterMember {
         let voters = spec.controller.voters.clone();
         let mut router = Router {
             self_id: node_id,
-            peers: Arc::new(peers),
+            peers: Arc::new(std::sync::RwLock::new(peers)),
             controller: None,
             replies: replies_tx,
             waiters: Arc::default(),
@@ -244,6 +248,7 @@ impl ClusterMember {
         });
         let (spec_hash, hashes) = watch::channel(spec.source_hash.clone());
         let controller_inbox = router.controller.clone();
+        let peers = router.peers.clone();
         let router_for_ids = router.clone();
         runtime.spawn(run_membership(
             lifecycle,
@@ -267,6 +272,7 @@ impl ClusterMember {
         Ok(ClusterMember {
             node_id,
             controller_client,
+            peers,
             running: std::sync::Mutex::new(spec.clone()),
             spec_hash,
             controller_inbox,
@@ -342,9 +348,39 @@ impl ClusterMember {
         if let Some(inbox) = &self.controller_inbox {
             anyhow::ensure!(inbox.set_desired(desired), "the controller has stopped");
         }
+        self.link_new_brokers(&running, &new);
         self.spec_hash.send_replace(new.source_hash.clone());
         *running = new;
         Ok(())
+    }
+
+    /// Brokers the reloaded spec adds: accepted by the endpoint and linked
+    /// to, so they can register without any node restarting. (A broker
+    /// removed or readdressed still needs restarts: diff_specs says so.)
+    fn link_new_brokers(&self, running: &ClusterSpec, new: &ClusterSpec) {
+        let added: Vec<_> = new
+            .brokers
+            .iter()
+            .filter(|b| running.broker(b.id).is_none() && b.id != self.node_id)
+            .collect();
+        let Some(runtime) = self.runtime.as_ref().filter(|_| !added.is_empty()) else {
+            return;
+        };
+        let mut declared = running.broker_ids();
+        declared.extend(added.iter().map(|b| b.id));
+        self.endpoint.set_declared(declared);
+        let _inside = runtime.enter();
+        let mut peers = self.peers.write().unwrap_or_else(|e| e.into_inner());
+        for broker in added {
+            let link = spawn_peer_link(
+                self.endpoint.clone(),
+                broker.id,
+                broker.quic,
+                PEER_QUEUE_LEN,
+            );
+            peers.insert(broker.id, link);
+            tracing::info!(event = "broker_linked", broker = broker.id, quic = %broker.quic);
+        }
     }
 
     /// Stops heartbeating, the controller and the endpoint.

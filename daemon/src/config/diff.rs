@@ -51,6 +51,11 @@ pub enum ReloadAction {
         allow_api_topic_creation: bool,
         producer_id_expiration_ms: u64,
     },
+    /// Brokers added to a cluster's spec (the others unchanged): every
+    /// node links to them and accepts them, without a restart.
+    AddBrokers {
+        ids: Vec<i32>,
+    },
     /// Takes effect only after `systemctl restart`; nothing of it is applied.
     NeedsRestart {
         key: String,
@@ -100,6 +105,7 @@ impl fmt::Display for ReloadAction {
                 f,
                 "update cluster settings: auto_create_topics = {auto_create_topics}, allow_api_topic_creation = {allow_api_topic_creation}, producer_id_expiration_ms = {producer_id_expiration_ms}"
             ),
+            Self::AddBrokers { ids } => write!(f, "add brokers {ids:?}"),
             Self::NeedsRestart { key, from, to } => {
                 write!(f, "needs restart: {key}: {from} -> {to}")
             }
@@ -251,11 +257,23 @@ fn restart_only_changes(old: &ClusterSpec, new: &ClusterSpec, node_id: i32) -> V
         format!("{:?}", old.controller.adopt_broker),
         format!("{:?}", new.controller.adopt_broker),
     );
-    check(
-        "brokers",
-        format!("{:?}", old.broker_ids()),
-        format!("{:?}", new.broker_ids()),
-    );
+    // A cluster takes new brokers live; any other change to the list (a
+    // broker removed or readdressed, a single node becoming a cluster)
+    // needs restarts.
+    let added: Vec<i32> = new
+        .broker_ids()
+        .into_iter()
+        .filter(|id| old.broker(*id).is_none())
+        .collect();
+    let others_kept = old.brokers.iter().all(|b| new.broker(b.id) == Some(b));
+    let adds_brokers = old.brokers.len() > 1 && others_kept && !added.is_empty();
+    if !adds_brokers {
+        check(
+            "brokers",
+            format!("{:?}", old.broker_ids()),
+            format!("{:?}", new.broker_ids()),
+        );
+    }
     check(
         "limits",
         format!("{:?}", old.limits),
@@ -293,6 +311,9 @@ fn restart_only_changes(old: &ClusterSpec, new: &ClusterSpec, node_id: i32) -> V
         }
         (Some(_), None) => check("brokers", format!("broker {node_id}"), "absent".to_string()),
         _ => {}
+    }
+    if adds_brokers {
+        out.push(ReloadAction::AddBrokers { ids: added });
     }
     out
 }

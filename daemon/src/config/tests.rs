@@ -884,3 +884,24 @@ fn adopt_broker_names_a_declared_broker_of_a_cluster() {
         "{single}"
     );
 }
+
+#[test]
+fn a_broker_added_to_a_cluster_is_live_and_any_other_broker_change_needs_restarts() {
+    let old = parse_spec(THREE, "c.toml").unwrap();
+    let fourth = "\n[[brokers]]\nid = 4\nkafka = \"127.0.0.4:9092\"\nquic = \"127.0.0.4:9093\"\n\
+                  metrics = \"127.0.0.4:9644\"\ndata_dir = \"data/4\"\n";
+    let added = parse_spec(&format!("{THREE}{fourth}"), "c.toml").unwrap();
+    let actions = diff_specs(&old, &added, 1);
+    assert_eq!(actions.len(), 1, "{actions:?}");
+    assert_eq!(actions[0].to_string(), "add brokers [4]");
+    assert!(actions[0].is_live());
+    // Broker 3 readdressed as well: restarts, and no live part.
+    let moved = format!("{THREE}{fourth}").replace("127.0.0.3:9093", "127.0.0.3:9999");
+    let actions = diff_specs(&old, &parse_spec(&moved, "c.toml").unwrap(), 1);
+    assert!(
+        actions
+            .iter()
+            .all(|a| !a.is_live() && a.to_string().starts_with("needs restart: brokers")),
+        "{actions:?}"
+    );
+}

@@ -278,7 +278,8 @@ fn metadata_answers_from_the_cluster_view() {
             assert_eq!(t.partitions[1].offline_replicas, vec![BrokerId(3)]);
         }
     }
-    // A topic the view does not know is unknown, and not auto-created.
+    // A topic the view does not know is unknown when the client does not
+    // allow auto-creation (auto-creation: the forwarding test below).
     let wanted =
         metadata_request::MetadataRequestTopic::default().with_name(Some(topic_name("nowhere")));
     let r: MetadataResponse = call(
@@ -287,7 +288,7 @@ fn metadata_answers_from_the_cluster_view() {
         12,
         &MetadataRequest::default()
             .with_topics(Some(vec![wanted]))
-            .with_allow_auto_topic_creation(true),
+            .with_allow_auto_topic_creation(false),
     );
     assert_eq!(
         r.topics[0].error_code,

@@ -92,6 +92,8 @@ pub struct NodeEndpoint {
     endpoint: quinn::Endpoint,
     hello: Hello,
     client: quinn::ClientConfig,
+    /// The node ids admission accepts (shared with it).
+    declared: Arc<std::sync::RwLock<Vec<i32>>>,
     /// Connections admitted by the admission tasks (see `admit_all`).
     admitted: tokio::sync::Mutex<mpsc::Receiver<Peer>>,
     closed: AtomicBool,
@@ -101,7 +103,8 @@ pub struct NodeEndpoint {
 #[derive(Clone, Debug)]
 struct Admission {
     hello: Hello,
-    declared: Vec<i32>,
+    /// The spec's node ids; a reload that adds brokers extends them.
+    declared: Arc<std::sync::RwLock<Vec<i32>>>,
 }
 
 fn transport_config() -> Arc<quinn::TransportConfig> {
@@ -146,18 +149,25 @@ impl NodeEndpoint {
             node_id: material.node_id,
         };
         let (admitted_tx, admitted) = mpsc::channel(INCOMING_MAX as usize);
+        let declared = Arc::new(std::sync::RwLock::new(declared));
         let admission = Admission {
             hello: hello.clone(),
-            declared,
+            declared: declared.clone(),
         };
         tokio::spawn(admit_all(endpoint.clone(), admission, admitted_tx));
         Ok(NodeEndpoint {
             endpoint,
+            declared,
             hello,
             client,
             admitted: tokio::sync::Mutex::new(admitted),
             closed: AtomicBool::new(false),
         })
+    }
+
+    /// Accepts the nodes `declared` from now on (a reload added brokers).
+    pub fn set_declared(&self, declared: Vec<i32>) {
+        *self.declared.write().unwrap_or_else(|e| e.into_inner()) = declared;
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -287,7 +297,12 @@ async fn admit(incoming: quinn::Incoming, admission: &Admission) -> Result<Peer,
     let connection = incoming
         .await
         .map_err(|e| refused(format!("TLS handshake: {e}")))?;
-    let node_id = match certificate_identity(&connection, &admission.declared) {
+    let declared = admission
+        .declared
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let node_id = match certificate_identity(&connection, &declared) {
         Ok(id) => id,
         Err(error) => {
             connection.close(CloseCode::Identity.var_int(), b"not a node of this cluster");
