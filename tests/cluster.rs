@@ -1352,6 +1352,37 @@ fn admin_clients_create_and_grow_topics_through_the_controller() {
         .find(|l| l.contains("topic auto-made "))
         .unwrap();
     assert!(line.contains("not-declared"), "{line}");
+
+    // DeleteTopics: gone from every node's view, and every broker that
+    // hosted a partition removes its files.
+    let hosted = |cluster: &Cluster| -> usize {
+        NODES
+            .iter()
+            .flat_map(|id| (0..6).map(move |p| (*id, p)))
+            .filter(|(id, p)| cluster.data_dir(*id).join(format!("made-{p}")).exists())
+            .count()
+    };
+    assert_eq!(hosted(&cluster), 6, "one directory per partition");
+    let deleted = runtime
+        .block_on(admin_via(1).delete_topics(&["made"], &options))
+        .unwrap();
+    assert_eq!(deleted[0], Ok("made".to_string()));
+    let gone = common::wait_until(Duration::from_secs(10), || {
+        hosted(&cluster) == 0
+            && NODES.iter().all(|id| {
+                cluster
+                    .status(*id)
+                    .is_some_and(|s| !s.contains("topic made "))
+            })
+    });
+    assert!(gone, "{} directories left", hosted(&cluster));
+    let declared = runtime
+        .block_on(admin_via(1).delete_topics(&["events"], &options))
+        .unwrap();
+    assert_eq!(
+        declared[0],
+        Err(("events".to_string(), RDKafkaErrorCode::PolicyViolation))
+    );
 }
 
 /// Copies directory `from` into `to` (created), files and subdirectories.

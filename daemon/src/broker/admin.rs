@@ -68,6 +68,9 @@ pub trait TopicChanges: Send + Sync {
         total: i32,
         validate_only: bool,
     ) -> Result<(), ControllerRefusal>;
+
+    /// Deletes topic `name` (its brokers remove its data).
+    fn delete(&self, name: &str) -> Result<(), ControllerRefusal>;
 }
 
 impl Broker {

@@ -47,7 +47,7 @@ pub enum AssignmentError {
     #[error("topic {topic}: invalid settings: {reason}")]
     InvalidConfig { topic: String, reason: String },
     #[error(
-        "topic {topic} is open here with id {open}, the assignment names {assigned}: removing a topic is not built yet"
+        "topic {topic} is open here with id {open}, the assignment names {assigned}: the old one was deleted while this broker was away; remove its directories to serve the new one"
     )]
     IdChanged {
         topic: String,
@@ -59,6 +59,8 @@ pub enum AssignmentError {
         topic: String,
         source: CreateTopicError,
     },
+    #[error("removing deleted topic {topic}: {reason}")]
+    Retire { topic: String, reason: String },
     #[error("{partition}: taking leadership {leadership:?}: {source}")]
     Leadership {
         partition: String,
@@ -103,6 +105,26 @@ impl TopicAssignment {
 }
 
 impl Broker {
+    /// A topic the metadata log deleted (its id left the image this member
+    /// served before): its logs are closed and its directories removed.
+    /// A local topic of that name under another id is left alone.
+    pub fn retire_topic(&self, name: &str, id: Uuid) -> Result<(), AssignmentError> {
+        if !self.member {
+            return Err(AssignmentError::NotAMember);
+        }
+        let _serial = self.assignments.lock().expect("assignments lock poisoned");
+        if self.topic(name).is_none_or(|topic| topic.id != id) {
+            return Ok(());
+        }
+        self.delete_topic(name)
+            .map_err(|reason| AssignmentError::Retire {
+                topic: name.to_string(),
+                reason,
+            })?;
+        tracing::info!(event = "topic_retired", topic = %name, %id);
+        Ok(())
+    }
+
     /// Brings one topic to `assignment`, idempotently: opens the logs of
     /// hosted partitions not open yet (directories `<topic>-<index>`,
     /// recovered as at startup), applies the settings, and sets each hosted

@@ -164,12 +164,15 @@ impl Broker {
         self.update_topic_config(name, spec.new_topic_config(Some(partitions), &[])?)
     }
 
-    /// Forgets the topic, closes its logs and removes its directories.
+    /// Forgets the topic, closes its logs and removes its directories (a
+    /// member has no registry: the metadata log records its topics).
     pub(super) fn delete_topic(&self, name: &str) -> Result<(), String> {
         let topic = {
-            let mut registry = self.lock_registry();
-            registry.topics.remove(name);
-            registry.store(&self.data_dir).map_err(|e| e.to_string())?;
+            if !self.member {
+                let mut registry = self.lock_registry();
+                registry.topics.remove(name);
+                registry.store(&self.data_dir).map_err(|e| e.to_string())?;
+            }
             self.topics
                 .write()
                 .expect("topics lock poisoned")

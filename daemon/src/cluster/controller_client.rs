@@ -200,4 +200,10 @@ impl TopicChanges for ControllerClient {
             validate_only,
         })
     }
+
+    fn delete(&self, name: &str) -> Result<(), ControllerRefusal> {
+        self.change(TopicChange::Delete {
+            name: name.to_string(),
+        })
+    }
 }

@@ -117,6 +117,18 @@ pub fn assignments(
         .collect()
 }
 
+/// Topics (name, id) in `before` whose id `after` no longer holds: the
+/// metadata log deleted them. Only what a broker saw alive is ever retired
+/// this way, so a broker catching up after a restart (its image passing
+/// through states before a topic's creation) deletes nothing it should keep.
+pub fn deleted_topics(before: &MetadataImage, after: &MetadataImage) -> Vec<(String, uuid::Uuid)> {
+    before
+        .topics()
+        .filter(|topic| after.topic(&topic.topic_id).is_none())
+        .map(|topic| (topic.name.clone(), topic.topic_id))
+        .collect()
+}
+
 /// Keeps `broker` serving what the image assigns it, until the image
 /// channel closes. File I/O (opening logs) runs off the async workers.
 pub async fn serve_image(
@@ -126,6 +138,8 @@ pub async fn serve_image(
     mut member: watch::Receiver<MemberStatus>,
 ) {
     let mut served: Option<(u64, bool, Option<BrokerId>)> = None;
+    // The image last served: a topic in it and not in the next was deleted.
+    let mut previous: Option<Arc<MetadataImage>> = None;
     loop {
         let current = image.borrow_and_update().clone();
         let status = *member.borrow_and_update();
@@ -135,7 +149,14 @@ pub async fn serve_image(
         let key = (current.applied_index(), lease_valid, status.controller);
         if served != Some(key) {
             let target = broker.clone();
+            let before = previous.replace(current.clone());
             let applied = tokio::task::spawn_blocking(move || {
+                for (name, id) in before.iter().flat_map(|b| deleted_topics(b, &current)) {
+                    if let Err(error) = target.retire_topic(&name, id) {
+                        // Left on disk, unserved; logged for the operator.
+                        tracing::error!(event = "topic_retire_failed", topic = %name, %error);
+                    }
+                }
                 for assignment in assignments(&current, self_id, lease_valid) {
                     if let Err(error) = target.apply_assignment(&assignment) {
                         tracing::error!(event = "assignment_failed", topic = %assignment.name, %error);

@@ -16,6 +16,7 @@
 //! topic     (7) := request_id:u64 broker_id:i32 broker_epoch:i64 change
 //! change    := 1 topic_id name partitions:i32 rf:i16 settings validate_only:u8
 //!            | 2 name total:i32 validate_only:u8
+//!            | 3 name
 //! ```
 
 use bytes::Bytes;
@@ -320,6 +321,10 @@ fn encode_change(out: &mut Writer, change: &TopicChange) -> Result<(), CodecErro
             out.i32(*total);
             out.bool(*validate_only);
         }
+        TopicChange::Delete { name } => {
+            out.u8(3);
+            out.string("topic name", name, TOPIC_NAME_BYTES_MAX)?;
+        }
     }
     Ok(())
 }
@@ -338,6 +343,9 @@ fn decode_change(input: &mut Reader<'_>) -> Result<TopicChange, CodecError> {
             name: input.string("topic name", TOPIC_NAME_BYTES_MAX)?,
             total: input.i32("partitions")?,
             validate_only: input.bool("validate only")?,
+        },
+        3 => TopicChange::Delete {
+            name: input.string("topic name", TOPIC_NAME_BYTES_MAX)?,
         },
         other => {
             return Err(CodecError::InvalidValue {
@@ -565,6 +573,14 @@ mod tests {
                     name: "orders".into(),
                     total: 20,
                     validate_only: false,
+                },
+            },
+            ClusterMessage::ChangeTopic {
+                request_id: 12,
+                broker_id: 3,
+                broker_epoch: 18,
+                change: TopicChange::Delete {
+                    name: "orders".into(),
                 },
             },
             ClusterMessage::Reply(Reply {

@@ -1,5 +1,5 @@
 //! Topic changes a broker forwards from the Kafka API (CreateTopics,
-//! CreatePartitions): decided by the active controller
+//! CreatePartitions, DeleteTopics): decided by the active controller
 //! against the image like any request, so an API topic lives in the
 //! metadata log beside the declared ones (`declared = false`). Declared
 //! and internal topics are refused: the spec, and the controller, own them.
@@ -12,7 +12,7 @@ use super::decide::{NewTopic, add_partitions, create_topic};
 use super::error::{DecideError, PlacementError};
 use super::image::MetadataImage;
 use super::placement::PlacementBroker;
-use super::records::RecordBatch;
+use super::records::{Record, RecordBatch};
 
 /// One change, as a broker asks for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,12 +33,17 @@ pub enum TopicChange {
         total: i32,
         validate_only: bool,
     },
+    Delete {
+        name: String,
+    },
 }
 
 impl TopicChange {
     pub fn name(&self) -> &str {
         match self {
-            TopicChange::Create { name, .. } | TopicChange::AddPartitions { name, .. } => name,
+            TopicChange::Create { name, .. }
+            | TopicChange::AddPartitions { name, .. }
+            | TopicChange::Delete { name } => name,
         }
     }
 
@@ -46,6 +51,7 @@ impl TopicChange {
         match self {
             TopicChange::Create { validate_only, .. }
             | TopicChange::AddPartitions { validate_only, .. } => *validate_only,
+            TopicChange::Delete { .. } => false,
         }
     }
 }
@@ -167,6 +173,15 @@ pub fn decide_topic_change(
             }
             add_partitions(image, topic.topic_id, *total, brokers, None)?
         }
+        TopicChange::Delete { .. } => {
+            let topic = existing.ok_or_else(|| TopicChangeError::UnknownTopic(name.into()))?;
+            if topic.declared {
+                return Err(TopicChangeError::Declared(name.to_string()));
+            }
+            RecordBatch::new(vec![Record::DeleteTopic {
+                topic_id: topic.topic_id,
+            }])
+        }
     };
     Ok((!change.validate_only()).then_some(batch))
 }
@@ -261,6 +276,13 @@ mod tests {
             .expect("records");
         image.apply(4, &batch).unwrap();
         assert_eq!(image.topic_by_name("api").unwrap().partitions.len(), 5);
+        let delete = TopicChange::Delete { name: "api".into() };
+        let batch = decide_topic_change(&image, &brokers(), asker, &delete)
+            .unwrap()
+            .expect("records");
+        let mut deleted = image.clone();
+        deleted.apply(5, &batch).unwrap();
+        assert!(deleted.topic_by_name("api").is_none());
 
         // Validate-only writes nothing.
         let mut probe = create("other", 1, &[], true);
@@ -306,6 +328,10 @@ mod tests {
             "stale epoch"
         );
         assert_eq!(code(&image, (5, 1), &create("x", 1, &[], false)), 102);
+        let delete = |name: &str| TopicChange::Delete { name: name.into() };
+        assert_eq!(code(&image, asker, &delete("d")), 44, "declared");
+        assert_eq!(code(&image, asker, &delete("nope")), 3);
+        assert_eq!(code(&image, asker, &delete("__consumer_offsets")), 44);
     }
 
     #[test]

@@ -339,6 +339,11 @@ impl TopicChanges for Forwarded {
             .push(format!("grow {name} {total} {validate_only}"));
         Ok(())
     }
+
+    fn delete(&self, name: &str) -> Result<(), ControllerRefusal> {
+        self.0.lock().unwrap().push(format!("delete {name}"));
+        Ok(())
+    }
 }
 
 fn create_topics(broker: &Arc<Broker>, topic: CreatableTopic) -> (i16, String, Uuid, i32) {
@@ -417,13 +422,23 @@ fn a_member_forwards_topic_changes_to_the_controller_and_refuses_what_it_cannot_
     );
     assert!(broker.topic("new").is_none(), "the controller's to place");
 
-    let body = DeleteTopicsRequest::default().with_topic_names(vec![topic_name("t")]);
+    // DeleteTopics: a declared topic goes through the spec, an internal
+    // one never; the others are forwarded.
+    let body = DeleteTopicsRequest::default().with_topic_names(vec![
+        topic_name("events"),
+        topic_name("__consumer_offsets"),
+        topic_name("t"),
+    ]);
     let r: DeleteTopicsResponse = call(&broker, ApiKey::DeleteTopics, 5, &body);
+    let codes: Vec<i16> = r.responses.iter().map(|t| t.error_code).collect();
+    let policy = ResponseError::PolicyViolation.code();
+    assert_eq!(codes, vec![policy, policy, 0]);
+    let message = r.responses[0].error_message.as_deref().unwrap_or_default();
+    assert!(message.contains("remove [topics.events]"), "{message}");
     assert_eq!(
-        r.responses[0].error_code,
-        ResponseError::PolicyViolation.code()
+        forwarded.0.lock().unwrap().last().map(String::as_str),
+        Some("delete t")
     );
-    assert!(broker.topic("t").is_some());
 
     // Metadata for an unknown topic creates it (auto_create_topics is on
     // in local-3.toml) with the spec's defaults (3 partitions); the client

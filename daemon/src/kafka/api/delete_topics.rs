@@ -1,5 +1,6 @@
 //! DeleteTopics: deletes topics created through the API (by name, or by
-//! id from v6). A declared topic is deleted by removing it from the spec
+//! id from v6; in a cluster, through the active controller, and each
+//! broker then removes the topic's data). A declared topic is deleted by removing it from the spec
 //! (with `allow_delete = true`); internal topics are never deleted.
 
 use kafka_protocol::ResponseError;
@@ -28,7 +29,7 @@ pub fn handle(ctx: &RequestContext, request: DeleteTopicsRequest) -> Result<Repl
     let responses = wanted
         .into_iter()
         .map(|(name, id)| {
-            let name = name.or_else(|| ctx.broker.topic_by_id(id).map(|t| t.name.to_string()));
+            let name = name.or_else(|| topic_by_id(ctx, id));
             let mut result = DeletableTopicResult::default()
                 .with_name(name.as_deref().map(topic_name))
                 .with_topic_id(id);
@@ -56,9 +57,27 @@ pub fn handle(ctx: &RequestContext, request: DeleteTopicsRequest) -> Result<Repl
         .map(Reply::Ready)
 }
 
+/// A topic's name by id: a member looks in the cluster view (it may not
+/// host the topic).
+fn topic_by_id(ctx: &RequestContext, id: uuid::Uuid) -> Option<String> {
+    match ctx.broker.cluster_view() {
+        Some(view) => view.topic_by_id(id).map(|(name, _)| name.to_string()),
+        None => ctx.broker.topic_by_id(id).map(|t| t.name.to_string()),
+    }
+}
+
 fn delete(ctx: &RequestContext, name: &str) -> Result<(), AdminError> {
-    if let Some(refusal) = ctx.broker.cluster_topic_change_refusal(name, "deleting") {
-        return Err(refusal);
+    if ctx.broker.is_cluster_member() {
+        if name.starts_with("__") {
+            return Err(AdminError::PolicyViolation(format!(
+                "{name} is an internal topic and cannot be deleted"
+            )));
+        }
+        if let Some(refusal) = ctx.broker.declared_topic_refusal(name, "delete") {
+            return Err(refusal);
+        }
+        let changes = ctx.broker.topic_changes().map_err(AdminError::Controller)?;
+        return changes.delete(name).map_err(AdminError::Controller);
     }
     if name.starts_with("__") && ctx.broker.topic(name).is_some() {
         return Err(AdminError::PolicyViolation(format!(
