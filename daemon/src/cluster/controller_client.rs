@@ -18,7 +18,7 @@ use crate::broker::{ControllerRefusal, ProducerIdSource, TopicChanges};
 use crate::controller::image::MetadataImage;
 use crate::controller::records::BrokerId;
 use crate::controller::rpc::{ClusterMessage, Outcome};
-use crate::controller::topic_change::TopicChange;
+use crate::controller::topic_change::{self, TopicChange};
 
 /// How long one InitProducerId may wait for a block.
 const PRODUCER_IDS_WAIT: Duration = Duration::from_secs(5);
@@ -177,15 +177,25 @@ impl TopicChanges for ControllerClient {
         validate_only: bool,
     ) -> Result<Uuid, ControllerRefusal> {
         let topic_id = Uuid::new_v4();
-        self.change(TopicChange::Create {
+        let created = self.change(TopicChange::Create {
             topic_id,
             name: name.to_string(),
             partitions,
             replication_factor,
             settings,
             validate_only,
-        })?;
-        Ok(topic_id)
+        });
+        match created {
+            Ok(()) => Ok(topic_id),
+            // A retry after a lost answer finds what its first attempt made.
+            Err(ControllerRefusal::Refused { code, .. })
+                if code == topic_change::code::TOPIC_ALREADY_EXISTS
+                    && self.image.borrow().topic(&topic_id).is_some() =>
+            {
+                Ok(topic_id)
+            }
+            Err(refusal) => Err(refusal),
+        }
     }
 
     fn add_partitions(

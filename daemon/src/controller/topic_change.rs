@@ -73,7 +73,7 @@ pub enum TopicChangeError {
 }
 
 /// Kafka's error codes for the refusals (the broker answers them as they are).
-mod code {
+pub mod code {
     pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
     pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
     pub const TOPIC_ALREADY_EXISTS: i16 = 36;
