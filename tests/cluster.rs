@@ -498,6 +498,32 @@ fn leaders(status: &str, topic: &str) -> Vec<(i32, i32)> {
         .collect()
 }
 
+/// Sends `count` messages to each of the `partitions` of `topic` (payload
+/// `<topic>-<partition>-<i>`), each acknowledged before the next.
+fn produce_to_every_partition(
+    producer: &rdkafka::producer::FutureProducer,
+    topic: &str,
+    partitions: i32,
+    count: usize,
+) {
+    use rdkafka::producer::FutureRecord;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        for partition in 0..partitions {
+            for i in 0..count {
+                let payload = format!("{topic}-{partition}-{i}");
+                let record = FutureRecord::<(), _>::to(topic)
+                    .partition(partition)
+                    .payload(&payload);
+                producer
+                    .send(record, Duration::from_secs(30))
+                    .await
+                    .unwrap_or_else(|(e, _)| panic!("{topic}/{partition}: {e}"));
+            }
+        }
+    });
+}
+
 /// librdkafka on its defaults sees three brokers and the declared
 /// placement, produces to every partition of the cluster (each led by its
 /// own broker), and reads everything back from any bootstrap broker.
@@ -506,7 +532,7 @@ fn librdkafka_produces_to_and_consumes_from_every_partition_with_the_declared_pl
     use rdkafka::config::ClientConfig;
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::Message;
-    use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+    use rdkafka::producer::{FutureProducer, Producer};
     use rdkafka::{Offset, TopicPartitionList};
 
     let _serial = serial();
@@ -554,23 +580,9 @@ fn librdkafka_produces_to_and_consumes_from_every_partition_with_the_declared_pl
     assert_eq!(placed, vec![(0, 3), (1, 1), (2, 2)], "explicit placement");
 
     const PER_PARTITION: usize = 200;
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        for (topic, partitions) in [("events", 6), ("placed", 3)] {
-            for partition in 0..partitions {
-                for i in 0..PER_PARTITION {
-                    let payload = format!("{topic}-{partition}-{i}");
-                    let record = FutureRecord::<(), _>::to(topic)
-                        .partition(partition)
-                        .payload(&payload);
-                    producer
-                        .send(record, Duration::from_secs(30))
-                        .await
-                        .unwrap_or_else(|(e, _)| panic!("{topic}/{partition}: {e}"));
-                }
-            }
-        }
-    });
+    for (topic, partitions) in [("events", 6), ("placed", 3)] {
+        produce_to_every_partition(&producer, topic, partitions, PER_PARTITION);
+    }
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", cluster.node(2).kafka.to_string())
         .set("group.id", "unused-assign-only")
@@ -1058,7 +1070,7 @@ fn a_consumer_group_follows_its_offsets_partition_leader_and_its_commits_survive
     use rdkafka::config::ClientConfig;
     use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
     use rdkafka::message::Message;
-    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use rdkafka::producer::FutureProducer;
     use std::collections::{BTreeMap, BTreeSet};
 
     const GROUP: &str = "payments-reader";
@@ -1094,21 +1106,7 @@ fn a_consumer_group_follows_its_offsets_partition_leader_and_its_commits_survive
         .set("message.timeout.ms", "30000")
         .create()
         .unwrap();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        for partition in 0..PARTITIONS {
-            for i in 0..PER_PARTITION {
-                let payload = format!("m-{partition}-{i}");
-                let record = FutureRecord::<(), _>::to("events")
-                    .partition(partition)
-                    .payload(&payload);
-                producer
-                    .send(record, Duration::from_secs(30))
-                    .await
-                    .unwrap_or_else(|(e, _)| panic!("events/{partition}: {e}"));
-            }
-        }
-    });
+    produce_to_every_partition(&producer, "events", PARTITIONS, PER_PARTITION as usize);
     let consumer = || -> BaseConsumer {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &bootstrap)
@@ -1182,7 +1180,7 @@ fn a_consumer_group_follows_its_offsets_partition_leader_and_its_commits_survive
     assert_eq!(read_second.len(), TOTAL - TOTAL / 2, "{}", cluster.logs());
     let mut by_partition: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
     for (partition, offset, payload) in &read_second {
-        assert_eq!(payload, &format!("m-{partition}-{offset}"));
+        assert_eq!(payload, &format!("events-{partition}-{offset}"));
         by_partition.entry(*partition).or_default().push(*offset);
     }
     for partition in 0..PARTITIONS {
@@ -1262,20 +1260,7 @@ fn admin_clients_create_and_grow_topics_through_the_controller() {
         .set("message.timeout.ms", "30000")
         .create()
         .unwrap();
-    runtime.block_on(async {
-        for partition in 0..6 {
-            for i in 0..10 {
-                let payload = format!("made-{partition}-{i}");
-                let record = FutureRecord::<(), _>::to("made")
-                    .partition(partition)
-                    .payload(&payload);
-                producer
-                    .send(record, Duration::from_secs(30))
-                    .await
-                    .unwrap_or_else(|(e, _)| panic!("made/{partition}: {e}"));
-            }
-        }
-    });
+    produce_to_every_partition(&producer, "made", 6, 10);
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
         .set("group.id", "made-reader")

@@ -38,6 +38,46 @@ fn address(id: i32, port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, id as u8], port))
 }
 
+impl ClusterNode {
+    /// Node `id` on 127.0.0.<id> with free ports, its log in `dir`.
+    fn new(id: i32, dir: &tempfile::TempDir) -> ClusterNode {
+        ClusterNode {
+            id,
+            kafka: address(id, free_port()),
+            quic: address(id, free_port()),
+            metrics: address(id, free_port()),
+            child: None,
+            log_path: dir.path().join(format!("node-{id}.log")),
+        }
+    }
+
+    /// Its `[[brokers]]` table.
+    fn broker_table(&self) -> String {
+        format!(
+            "\n[[brokers]]\nid = {}\nkafka = \"{}\"\nquic = \"{}\"\nmetrics = \"{}\"\n\
+             data_dir = \"data-{}\"\n",
+            self.id, self.kafka, self.quic, self.metrics, self.id
+        )
+    }
+}
+
+/// `sluiced certs` for `spec`: the CA (once) and what each node lacks.
+fn make_certs(spec: &std::path::Path, tls: &std::path::Path) {
+    let certs = Command::new(sluiced_bin())
+        .arg("certs")
+        .arg("--spec")
+        .arg(spec)
+        .arg("--out")
+        .arg(tls)
+        .output()
+        .expect("running sluiced certs");
+    assert!(
+        certs.status.success(),
+        "sluiced certs failed: {}",
+        String::from_utf8_lossy(&certs.stderr)
+    );
+}
+
 impl Cluster {
     /// Three nodes, all voters: see `start_nodes`.
     pub fn start(extra_toml: &str) -> Cluster {
@@ -59,17 +99,7 @@ impl Cluster {
     /// node's copy and the certificates. The caller `spawn`s each node.
     pub fn prepare_nodes(ids: &[i32], voters: &[i32], extra_toml: &str) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
-        let nodes: Vec<ClusterNode> = ids
-            .iter()
-            .map(|id| ClusterNode {
-                id: *id,
-                kafka: address(*id, free_port()),
-                quic: address(*id, free_port()),
-                metrics: address(*id, free_port()),
-                child: None,
-                log_path: dir.path().join(format!("node-{id}.log")),
-            })
-            .collect();
+        let nodes: Vec<ClusterNode> = ids.iter().map(|id| ClusterNode::new(*id, &dir)).collect();
         let tls = dir.path().join("tls");
         let mut spec = format!(
             "[cluster]\nname = \"test-cluster\"\n\n[controller]\nvoters = {voters:?}\n\
@@ -77,11 +107,7 @@ impl Cluster {
             tls.display()
         );
         for node in &nodes {
-            spec.push_str(&format!(
-                "\n[[brokers]]\nid = {}\nkafka = \"{}\"\nquic = \"{}\"\nmetrics = \"{}\"\n\
-                 data_dir = \"data-{}\"\n",
-                node.id, node.kafka, node.quic, node.metrics, node.id
-            ));
+            spec.push_str(&node.broker_table());
         }
         spec.push_str(extra_toml);
         let spec_path = dir.path().join("cluster.toml");
@@ -91,19 +117,7 @@ impl Cluster {
             std::fs::create_dir_all(&node_dir).expect("node dir");
             std::fs::write(node_dir.join("cluster.toml"), &spec).expect("writing the spec");
         }
-        let certs = Command::new(sluiced_bin())
-            .arg("certs")
-            .arg("--spec")
-            .arg(&spec_path)
-            .arg("--out")
-            .arg(&tls)
-            .output()
-            .expect("running sluiced certs");
-        assert!(
-            certs.status.success(),
-            "sluiced certs failed: {}",
-            String::from_utf8_lossy(&certs.stderr)
-        );
+        make_certs(&spec_path, &tls);
         Cluster {
             dir,
             spec_path,
@@ -117,19 +131,8 @@ impl Cluster {
     /// certs` again) and makes its directory. Starts nothing and signals
     /// nobody: the test reloads and spawns.
     pub fn declare_node(&mut self, id: i32) {
-        let node = ClusterNode {
-            id,
-            kafka: address(id, free_port()),
-            quic: address(id, free_port()),
-            metrics: address(id, free_port()),
-            child: None,
-            log_path: self.dir.path().join(format!("node-{id}.log")),
-        };
-        let table = format!(
-            "\n[[brokers]]\nid = {}\nkafka = \"{}\"\nquic = \"{}\"\nmetrics = \"{}\"\n\
-             data_dir = \"data-{}\"\n",
-            node.id, node.kafka, node.quic, node.metrics, node.id
-        );
+        let node = ClusterNode::new(id, &self.dir);
+        let table = node.broker_table();
         self.nodes.push(node);
         let spec = std::fs::read_to_string(&self.spec_path).expect("reading the spec") + &table;
         std::fs::write(&self.spec_path, &spec).expect("writing the spec");
@@ -140,20 +143,7 @@ impl Cluster {
             let text = std::fs::read_to_string(&path).expect("reading the spec") + &table;
             std::fs::write(&path, text).expect("writing the spec");
         }
-        let tls = self.dir.path().join("tls");
-        let certs = Command::new(sluiced_bin())
-            .arg("certs")
-            .arg("--spec")
-            .arg(&self.spec_path)
-            .arg("--out")
-            .arg(&tls)
-            .output()
-            .expect("running sluiced certs");
-        assert!(
-            certs.status.success(),
-            "sluiced certs failed: {}",
-            String::from_utf8_lossy(&certs.stderr)
-        );
+        make_certs(&self.spec_path, &self.dir.path().join("tls"));
     }
 
     /// The ids of every node, running or not.
