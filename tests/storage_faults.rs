@@ -215,16 +215,16 @@ fn child_broker() -> ! {
     let broker =
         sluice::broker::Broker::open_with_storage(spec, 1, var("SLUICE_TEST_DATA"), storage)
             .expect("opening the broker");
-    let groups = broker.start_group_coordinator().expect("groups");
+    let groups = sluice::group::GroupCoordinator::start(&broker).expect("groups");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(broker.broker_spec().kafka)
             .await
             .expect("binding");
         tokio::spawn(broker.clone().run_syncer());
-        tokio::spawn(groups.run_driver());
+        tokio::spawn(groups.clone().run_driver());
         let (_stop, stop_rx) = tokio::sync::watch::channel(false);
-        sluice::kafka::serve(listener, broker, Default::default(), stop_rx).await;
+        sluice::kafka::serve(listener, broker, Some(groups), Default::default(), stop_rx).await;
     });
     std::process::exit(0)
 }

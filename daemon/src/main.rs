@@ -405,15 +405,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         topics = broker.topics().len(),
         partitions = broker.partition_count()
     );
-    let groups = broker
-        .start_group_coordinator()
+    let groups = sluice::group::GroupCoordinator::start(&broker)
         .map_err(|e| anyhow::anyhow!("starting the group coordinator: {e}"))?;
     tracing::info!(event = "groups_ready");
     runtime.block_on(serve(
         broker.clone(),
+        groups,
         limits,
         cli.config.clone(),
-        Mode::Single(groups),
+        Mode::Single,
     ))?;
     broker.close().context("closing partition logs")?;
     tracing::info!(event = "stopped");
@@ -432,7 +432,7 @@ fn worker_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// What runs beside the Kafka listener.
 enum Mode {
     /// One broker: its own topics and consumer groups.
-    Single(Arc<sluice::group::GroupCoordinator>),
+    Single,
     /// A node of a cluster: it serves what the metadata log assigns it.
     Member(Arc<sluice::cluster::ClusterMember>),
 }
@@ -461,11 +461,11 @@ fn run_cluster_member(
     )?);
     broker.set_producer_id_source(member.producer_id_source());
     broker.set_topic_changes(member.topic_changes());
-    broker
-        .start_group_coordinator()
+    let groups = sluice::group::GroupCoordinator::start(&broker)
         .map_err(|e| anyhow::anyhow!("starting the group coordinator: {e}"))?;
     runtime.block_on(serve(
         broker.clone(),
+        groups,
         limits,
         config,
         Mode::Member(member.clone()),
@@ -576,6 +576,7 @@ fn listener_limits(spec: &ClusterSpec) -> ListenerLimits {
 
 async fn serve(
     broker: Arc<Broker>,
+    groups: Arc<sluice::group::GroupCoordinator>,
     limits: ListenerLimits,
     config: Option<PathBuf>,
     mode: Mode,
@@ -597,7 +598,7 @@ async fn serve(
     m.set_spec_hash(&broker.spec().source_hash);
     m.config_last_reload_success.set(1);
     let status: Option<sluice::metrics::StatusFn> = match &mode {
-        Mode::Single(_) => None,
+        Mode::Single => None,
         Mode::Member(member) => {
             let source = member.status_source();
             Some(Arc::new(move || source.render()))
@@ -606,6 +607,7 @@ async fn serve(
     tokio::spawn(sluice::metrics::serve(
         metrics_listener,
         Some(broker.clone()),
+        Some(groups.clone()),
         status,
         stop_rx.clone(),
     ));
@@ -616,9 +618,9 @@ async fn serve(
     ];
     tokio::spawn(signals.wait_then_stop(stop_tx));
     tokio::spawn(service::run_watchdog());
+    tasks.push(tokio::spawn(groups.clone().run_driver()));
     match &mode {
-        Mode::Single(groups) => {
-            tasks.push(tokio::spawn(groups.clone().run_driver()));
+        Mode::Single => {
             tasks.push(tokio::spawn(reload_on_sighup(
                 broker.clone(),
                 config,
@@ -626,11 +628,9 @@ async fn serve(
             )));
         }
         Mode::Member(member) => {
-            if let Some(groups) = broker.group_coordinator() {
-                tasks.push(tokio::spawn(groups.clone().run_driver()));
-            }
             tasks.push(tokio::spawn(sluice::cluster::publisher::serve_image(
                 broker.clone(),
+                groups.clone(),
                 broker.node_id(),
                 member.image(),
                 member.status(),
@@ -668,7 +668,7 @@ async fn serve(
         broker.partition_count(),
         broker.topics().len()
     ));
-    kafka::serve(listener, broker, limits, stop_rx).await;
+    kafka::serve(listener, broker, Some(groups), limits, stop_rx).await;
     for task in &tasks {
         task.abort();
     }

@@ -109,6 +109,7 @@ fn run_phases(options: &BenchOptions) -> anyhow::Result<Vec<BenchRun>> {
     let server = server_runtime.spawn(kafka::serve(
         listener,
         broker.clone(),
+        None,
         ListenerLimits::default(),
         stop_rx,
     ));

@@ -164,7 +164,7 @@ fn close_closes_every_log_even_those_still_held() {
     let dir = tempfile::tempdir().unwrap();
     let broker = open(dir.path());
     populate(&broker);
-    let _groups = broker.start_group_coordinator().unwrap();
+    let _groups = crate::group::GroupCoordinator::start(&broker).unwrap();
     let held = broker.topic("t").unwrap().partition(0).unwrap().clone();
     broker.close().unwrap();
     let mut closed = 0;

@@ -112,8 +112,6 @@ pub struct Broker {
     spec_file: std::sync::OnceLock<String>,
     /// Hands out producer ids (InitProducerId).
     producer_ids: Mutex<ProducerIdAllocator>,
-    /// The consumer group coordinator, installed once at startup.
-    group_coordinator: std::sync::OnceLock<Arc<crate::group::GroupCoordinator>>,
     /// A member's topic changes go to the controller through this.
     topic_changes: std::sync::OnceLock<Arc<dyn TopicChanges>>,
     /// Where request handlers run appends and other storage work.
@@ -210,7 +208,6 @@ impl Broker {
             spec_file: std::sync::OnceLock::new(),
             sync_wakeup: Notify::new(),
             _dir_lock: dir_lock,
-            group_coordinator: std::sync::OnceLock::new(),
             topic_changes: std::sync::OnceLock::new(),
             io: IoPool::default(),
             storage,
@@ -257,26 +254,6 @@ impl Broker {
                 })?;
         }
         Ok(())
-    }
-
-    /// Opens the group coordinator (replaying committed offsets) and
-    /// installs it; returns the one already installed on a second call.
-    pub fn start_group_coordinator(
-        self: &Arc<Self>,
-    ) -> Result<Arc<crate::group::GroupCoordinator>, crate::group::GroupError> {
-        if let Some(existing) = self.group_coordinator.get() {
-            return Ok(existing.clone());
-        }
-        let coordinator = match self.member {
-            true => crate::group::GroupCoordinator::open_member(),
-            false => crate::group::GroupCoordinator::open(self)?,
-        };
-        Ok(self.group_coordinator.get_or_init(|| coordinator).clone())
-    }
-
-    /// The group coordinator, once started.
-    pub fn group_coordinator(&self) -> Option<&Arc<crate::group::GroupCoordinator>> {
-        self.group_coordinator.get()
     }
 
     /// A member's producer ids come from the controller from now on (its

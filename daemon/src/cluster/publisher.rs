@@ -133,6 +133,7 @@ pub fn deleted_topics(before: &MetadataImage, after: &MetadataImage) -> Vec<(Str
 /// channel closes. File I/O (opening logs) runs off the async workers.
 pub async fn serve_image(
     broker: Arc<Broker>,
+    groups: Arc<crate::group::GroupCoordinator>,
     self_id: BrokerId,
     mut image: watch::Receiver<Arc<MetadataImage>>,
     mut member: watch::Receiver<MemberStatus>,
@@ -149,6 +150,7 @@ pub async fn serve_image(
         let key = (current.applied_index(), lease_valid, status.controller);
         if served != Some(key) {
             let target = broker.clone();
+            let groups = groups.clone();
             let before = previous.replace(current.clone());
             let applied = tokio::task::spawn_blocking(move || {
                 for (name, id) in before.iter().flat_map(|b| deleted_topics(b, &current)) {
@@ -163,9 +165,7 @@ pub async fn serve_image(
                     }
                 }
                 target.set_cluster_view(cluster_view(&current, status.controller));
-                if let Some(groups) = target.group_coordinator() {
-                    groups.follow_leadership(&target);
-                }
+                groups.follow_leadership(&target);
             })
             .await;
             if let Err(error) = applied {

@@ -131,6 +131,15 @@ impl std::fmt::Debug for GroupCoordinator {
 pub type CommitWait = Option<(Arc<Partition>, i64)>;
 
 impl GroupCoordinator {
+    /// The coordinator `broker` runs: a single node's (`open`) or a
+    /// cluster member's (`open_member`).
+    pub fn start(broker: &Arc<Broker>) -> Result<Arc<Self>, GroupError> {
+        match broker.is_cluster_member() {
+            true => Ok(Self::open_member()),
+            false => Self::open(broker),
+        }
+    }
+
     /// Opens (creating) the offsets topic and rebuilds every group's
     /// committed offsets from it.
     pub fn open(broker: &Arc<Broker>) -> Result<Arc<Self>, GroupError> {

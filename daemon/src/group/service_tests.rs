@@ -9,7 +9,7 @@ use crate::broker::{Broker, now_ms};
 fn open(dir: &std::path::Path) -> (Arc<Broker>, Arc<GroupCoordinator>) {
     let broker = Broker::open(crate::config::default_spec(), 1, dir.to_path_buf()).unwrap();
     broker.create_topic("t", Some(2), &[], false).ok();
-    let coordinator = broker.start_group_coordinator().unwrap();
+    let coordinator = crate::group::GroupCoordinator::start(&broker).unwrap();
     (broker, coordinator)
 }
 
@@ -257,7 +257,7 @@ fn a_commit_stuck_on_a_stalled_disk_holds_up_no_other_group() {
     )
     .unwrap();
     broker.create_topic("t", Some(2), &[], false).unwrap();
-    let c = broker.start_group_coordinator().unwrap();
+    let c = crate::group::GroupCoordinator::start(&broker).unwrap();
     let stuck_group = "stuck";
     let stuck_partition = c.offsets_partition(stuck_group).unwrap().index;
     let other_group = (0..)

@@ -61,6 +61,7 @@ enum ReadError {
 /// Shared by all connections: bounds on memory held by queued requests.
 pub struct ConnectionShared {
     pub broker: Arc<Broker>,
+    pub groups: Option<Arc<crate::group::GroupCoordinator>>,
     pub limits: ListenerLimits,
     /// One permit per byte of request being read or dispatched.
     pub request_bytes: Arc<Semaphore>,
@@ -113,7 +114,13 @@ pub async fn run(
         }
         let apis: Vec<Option<ApiKey>> = frames.iter().map(|frame| api_key(frame)).collect();
         // Awaited before the next frame is taken: requests apply in order.
-        let results = dispatch_all(&shared.broker, &shared.limits, frames).await;
+        let results = dispatch_all(
+            &shared.broker,
+            shared.groups.as_ref(),
+            &shared.limits,
+            frames,
+        )
+        .await;
         drop(permits);
         let mut open = true;
         for (result, api) in results.into_iter().zip(apis) {

@@ -14,6 +14,7 @@ use super::listener::ListenerLimits;
 use super::response::ResponseFrame;
 use super::versions::is_supported;
 use crate::broker::{Broker, JobCost};
+use crate::group::GroupCoordinator;
 
 /// Largest frame accepted for any API but Produce: bounds what a decoder can
 /// be asked to allocate for a lying array length.
@@ -56,6 +57,8 @@ pub enum DispatchError {
 #[derive(Debug, Clone)]
 pub struct RequestContext {
     pub broker: Arc<Broker>,
+    /// The group coordinator, once started (COORDINATOR_NOT_AVAILABLE before).
+    pub groups: Option<Arc<GroupCoordinator>>,
     pub header: RequestHeader,
     pub key: ApiKey,
     pub version: i16,
@@ -98,10 +101,11 @@ pub fn encode_response<R: Encodable>(
 /// is left to the returned reply.
 pub async fn dispatch(
     broker: &Arc<Broker>,
+    groups: Option<&Arc<GroupCoordinator>>,
     limits: &ListenerLimits,
     frame: Bytes,
 ) -> Result<Reply, DispatchError> {
-    let mut results = dispatch_all(broker, limits, vec![frame]).await;
+    let mut results = dispatch_all(broker, groups, limits, vec![frame]).await;
     results
         .pop()
         .expect("dispatch_all answers the first request, or fails it")
@@ -114,13 +118,14 @@ pub async fn dispatch(
 /// results may be fewer than the frames; never empty for a non-empty input.
 pub async fn dispatch_all(
     broker: &Arc<Broker>,
+    groups: Option<&Arc<GroupCoordinator>>,
     limits: &ListenerLimits,
     frames: Vec<Bytes>,
 ) -> Vec<Result<Reply, DispatchError>> {
     let mut results = Vec::with_capacity(frames.len());
     let mut storage: Vec<Job> = Vec::new();
     for frame in frames {
-        let job = match route(broker, limits, frame) {
+        let job = match route(broker, groups, limits, frame) {
             Ok(job) if job.storage.is_some() => {
                 storage.push(job);
                 continue;
@@ -199,6 +204,7 @@ async fn run_on_storage_threads(
 /// after the requests before it.
 fn route(
     broker: &Arc<Broker>,
+    groups: Option<&Arc<GroupCoordinator>>,
     limits: &ListenerLimits,
     mut frame: Bytes,
 ) -> Result<Job, DispatchError> {
@@ -233,6 +239,7 @@ fn route(
     let header = decode_request_header_from_buffer(&mut frame).map_err(malformed)?;
     let ctx = RequestContext {
         broker: broker.clone(),
+        groups: groups.cloned(),
         header,
         key,
         version,

@@ -17,7 +17,7 @@ use kafka_protocol::messages::*;
 use uuid::Uuid;
 
 use super::api::topic_name;
-use super::dispatch_tests::{answer, batch, check_decodes, dispatch_now, frame};
+use super::dispatch_tests::{answer, batch, check_decodes, dispatch_now_with, frame};
 use super::listener::ListenerLimits;
 use crate::broker::assignment_tests::assignment;
 use crate::broker::{
@@ -25,7 +25,8 @@ use crate::broker::{
     TopicChanges, ViewBroker, ViewPartition, ViewTopic,
 };
 use crate::group::{
-    CommittedOffset, GroupError, OFFSETS_TOPIC, OFFSETS_TOPIC_PARTITIONS, offsets_log,
+    CommittedOffset, GroupCoordinator, GroupError, OFFSETS_TOPIC, OFFSETS_TOPIC_PARTITIONS,
+    offsets_log,
 };
 
 fn member() -> (tempfile::TempDir, Arc<Broker>) {
@@ -43,8 +44,20 @@ fn call<R: kafka_protocol::protocol::Decodable>(
     version: i16,
     body: &impl kafka_protocol::protocol::Encodable,
 ) -> R {
-    let reply = dispatch_now(
+    call_with(broker, None, key, version, body)
+}
+
+/// `call` with a group coordinator.
+fn call_with<R: kafka_protocol::protocol::Decodable>(
+    broker: &Arc<Broker>,
+    groups: Option<&Arc<crate::group::GroupCoordinator>>,
+    key: ApiKey,
+    version: i16,
+    body: &impl kafka_protocol::protocol::Encodable,
+) -> R {
+    let reply = dispatch_now_with(
         broker,
+        groups,
         &ListenerLimits::default(),
         frame(key, version, body),
     );
@@ -462,23 +475,28 @@ fn a_member_forwards_topic_changes_to_the_controller_and_refuses_what_it_cannot_
 }
 
 /// (node id, error code, message) FindCoordinator v2 answers for `group`.
-fn find_coordinator(broker: &Arc<Broker>, group: &str) -> (i32, i16, String) {
+fn find_coordinator(
+    broker: &Arc<Broker>,
+    groups: &Arc<GroupCoordinator>,
+    group: &str,
+) -> (i32, i16, String) {
     let body = FindCoordinatorRequest::default().with_key(topic_name(group).0);
-    let r: FindCoordinatorResponse = call(broker, ApiKey::FindCoordinator, 2, &body);
+    let r: FindCoordinatorResponse =
+        call_with(broker, Some(groups), ApiKey::FindCoordinator, 2, &body);
     let message = r.error_message.as_deref().unwrap_or_default().to_string();
     (r.node_id.0, r.error_code, message)
 }
 
 /// The error code OffsetFetch v5 answers for `group`, and partition 0's
 /// committed offset of topic `t`.
-fn offset_fetch(broker: &Arc<Broker>, group: &str) -> (i16, i64) {
+fn offset_fetch(broker: &Arc<Broker>, groups: &Arc<GroupCoordinator>, group: &str) -> (i16, i64) {
     let topic = kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic::default()
         .with_name(topic_name("t"))
         .with_partition_indexes(vec![0]);
     let body = OffsetFetchRequest::default()
         .with_group_id(topic_name(group).0.into())
         .with_topics(Some(vec![topic]));
-    let r: OffsetFetchResponse = call(broker, ApiKey::OffsetFetch, 5, &body);
+    let r: OffsetFetchResponse = call_with(broker, Some(groups), ApiKey::OffsetFetch, 5, &body);
     let committed = r
         .topics
         .first()
@@ -503,13 +521,13 @@ fn offsets_assignment(mine: i32, leadership: Leadership) -> TopicAssignment {
 #[test]
 fn a_member_coordinates_the_groups_of_the_offsets_partitions_it_leads() {
     let (_dir, broker) = member();
-    let groups = broker.start_group_coordinator().unwrap();
-    let (_, code, message) = find_coordinator(&broker, "g");
+    let groups = crate::group::GroupCoordinator::start(&broker).unwrap();
+    let (_, code, message) = find_coordinator(&broker, &groups, "g");
     assert_eq!(code, ResponseError::CoordinatorNotAvailable.code());
     assert!(message.contains("cluster metadata"), "{message}");
     let mut cluster = view();
     broker.set_cluster_view(cluster.clone());
-    let (_, code, message) = find_coordinator(&broker, "g");
+    let (_, code, message) = find_coordinator(&broker, &groups, "g");
     assert_eq!(code, ResponseError::CoordinatorNotAvailable.code());
     assert!(
         message.contains("not created __consumer_offsets yet"),
@@ -547,10 +565,11 @@ fn a_member_coordinates_the_groups_of_the_offsets_partitions_it_leads() {
         .unwrap();
     groups.follow_leadership(&broker);
 
-    assert_eq!(find_coordinator(&broker, here).0, 1);
-    assert_eq!(find_coordinator(&broker, &away).0, 2);
+    assert_eq!(find_coordinator(&broker, &groups, here).0, 1);
+    assert_eq!(find_coordinator(&broker, &groups, &away).0, 2);
     let body = FindCoordinatorRequest::default().with_key(topic_name(here).0);
-    let r: FindCoordinatorResponse = call(&broker, ApiKey::FindCoordinator, 2, &body);
+    let r: FindCoordinatorResponse =
+        call_with(&broker, Some(&groups), ApiKey::FindCoordinator, 2, &body);
     assert_eq!((r.host.as_str(), r.port), ("127.0.0.1", 9092));
     let commit = |group: &str, offset: i64| {
         let value = CommittedOffset {
@@ -567,16 +586,16 @@ fn a_member_coordinates_the_groups_of_the_offsets_partitions_it_leads() {
     };
     commit(here, 42).unwrap();
     assert_eq!(commit(&away, 7).unwrap_err(), GroupError::NotCoordinator);
-    assert_eq!(offset_fetch(&broker, here), (0, 42));
+    assert_eq!(offset_fetch(&broker, &groups, here), (0, 42));
     assert_eq!(
-        offset_fetch(&broker, &away).0,
+        offset_fetch(&broker, &groups, &away).0,
         ResponseError::NotCoordinator.code()
     );
     let body = HeartbeatRequest::default()
         .with_group_id(topic_name(&away).0.into())
         .with_member_id(topic_name("m").0)
         .with_generation_id(1);
-    let r: HeartbeatResponse = call(&broker, ApiKey::Heartbeat, 3, &body);
+    let r: HeartbeatResponse = call_with(&broker, Some(&groups), ApiKey::Heartbeat, 3, &body);
     assert_eq!(r.error_code, ResponseError::NotCoordinator.code());
 
     // The partition moves to broker 2: this broker forgets the group...
@@ -591,7 +610,7 @@ fn a_member_coordinates_the_groups_of_the_offsets_partitions_it_leads() {
         .unwrap();
     groups.follow_leadership(&broker);
     assert_eq!(
-        offset_fetch(&broker, here).0,
+        offset_fetch(&broker, &groups, here).0,
         ResponseError::NotCoordinator.code()
     );
     assert_eq!(commit(here, 43).unwrap_err(), GroupError::NotCoordinator);
@@ -601,7 +620,7 @@ fn a_member_coordinates_the_groups_of_the_offsets_partitions_it_leads() {
         .apply_assignment(&offsets_assignment(p_here, Leadership::Leader { epoch: 3 }))
         .unwrap();
     groups.follow_leadership(&broker);
-    assert_eq!(offset_fetch(&broker, here), (0, 42));
+    assert_eq!(offset_fetch(&broker, &groups, here), (0, 42));
     commit(here, 44).unwrap();
-    assert_eq!(offset_fetch(&broker, here), (0, 44));
+    assert_eq!(offset_fetch(&broker, &groups, here), (0, 44));
 }

@@ -42,6 +42,7 @@ pub(super) const GROUP_APIS: &[ApiKey] = &[
 struct Harness {
     _dir: tempfile::TempDir,
     broker: Arc<Broker>,
+    groups: Arc<crate::group::GroupCoordinator>,
     runtime: tokio::runtime::Runtime,
 }
 
@@ -50,15 +51,16 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let broker = Broker::open(crate::config::default_spec(), 1, dir.path().into()).unwrap();
         broker.create_topic("t", Some(2), &[], false).unwrap();
-        let coordinator = broker.start_group_coordinator().unwrap();
+        let coordinator = crate::group::GroupCoordinator::start(&broker).unwrap();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        runtime.spawn(coordinator.run_driver());
+        runtime.spawn(coordinator.clone().run_driver());
         Self {
             _dir: dir,
             broker,
+            groups: coordinator,
             runtime,
         }
     }
@@ -78,6 +80,7 @@ impl Harness {
             .runtime
             .block_on(dispatch(
                 &self.broker,
+                Some(&self.groups),
                 &ListenerLimits::default(),
                 buf.freeze(),
             ))

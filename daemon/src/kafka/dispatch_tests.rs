@@ -262,11 +262,21 @@ pub(super) fn dispatch_now(
     limits: &ListenerLimits,
     frame: Bytes,
 ) -> Result<Reply, DispatchError> {
+    dispatch_now_with(broker, None, limits, frame)
+}
+
+/// `dispatch_now` with a group coordinator.
+pub(super) fn dispatch_now_with(
+    broker: &Arc<Broker>,
+    groups: Option<&Arc<crate::group::GroupCoordinator>>,
+    limits: &ListenerLimits,
+    frame: Bytes,
+) -> Result<Reply, DispatchError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap()
-        .block_on(super::dispatch::dispatch(broker, limits, frame))
+        .block_on(super::dispatch::dispatch(broker, groups, limits, frame))
 }
 
 pub(super) fn answer(reply: Reply) -> Vec<u8> {
@@ -724,7 +734,9 @@ fn requests_dispatched_together_apply_in_order_and_stop_at_an_error() {
         Bytes::from(malformed),
         produce(),
     ];
-    let results = runtime.block_on(super::dispatch::dispatch_all(&broker, &limits, frames));
+    let results = runtime.block_on(super::dispatch::dispatch_all(
+        &broker, None, &limits, frames,
+    ));
     assert_eq!(results.len(), 4, "nothing runs after the malformed request");
     let mut results = results.into_iter();
     for base_offset in [0, 1] {

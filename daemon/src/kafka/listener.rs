@@ -64,6 +64,7 @@ impl Default for ListenerLimits {
 pub async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
+    groups: Option<Arc<crate::group::GroupCoordinator>>,
     limits: ListenerLimits,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -71,6 +72,7 @@ pub async fn serve(
     let connections = Arc::new(Semaphore::new(limits.connections_max));
     let shared = Arc::new(ConnectionShared {
         broker,
+        groups,
         limits,
         request_bytes: Arc::new(Semaphore::new(limits.queued_request_bytes_max as usize)),
     });

@@ -24,6 +24,7 @@ pub type StatusFn = Arc<dyn Fn() -> String + Send + Sync>;
 pub async fn serve(
     listener: TcpListener,
     broker: Option<Arc<Broker>>,
+    groups: Option<Arc<crate::group::GroupCoordinator>>,
     status: Option<StatusFn>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -34,9 +35,9 @@ pub async fn serve(
         };
         match accepted {
             Ok((stream, _)) => {
-                let (broker, status) = (broker.clone(), status.clone());
+                let (broker, groups, status) = (broker.clone(), groups.clone(), status.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = answer(stream, broker, status).await {
+                    if let Err(e) = answer(stream, broker, groups, status).await {
                         tracing::debug!(event = "metrics_request_failed", error = %e);
                     }
                 });
@@ -52,6 +53,7 @@ pub async fn serve(
 async fn answer(
     mut stream: TcpStream,
     broker: Option<Arc<Broker>>,
+    groups: Option<Arc<crate::group::GroupCoordinator>>,
     status: Option<StatusFn>,
 ) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(512);
@@ -83,7 +85,7 @@ async fn answer(
                     broker
                         .io()
                         .run("metrics scrape", JobCost::Long, move || {
-                            super::refresh(&reader);
+                            super::refresh(&reader, groups.as_deref());
                             super::metrics().encode()
                         })
                         .await

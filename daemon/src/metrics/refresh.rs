@@ -11,7 +11,7 @@ use prometheus::core::Collector;
 use super::metrics;
 use crate::broker::Broker;
 
-pub fn refresh(broker: &Broker) {
+pub fn refresh(broker: &Broker, groups: Option<&crate::group::GroupCoordinator>) {
     let m = metrics();
     let gauges = &m.partition;
     for family in [
@@ -83,7 +83,7 @@ pub fn refresh(broker: &Broker) {
         b.data_dir_free_bytes.set(free);
         b.data_dir_size_bytes.set(size);
     }
-    refresh_group_lag(broker);
+    refresh_group_lag(broker, groups);
 }
 
 /// Removes the series of partitions this broker no longer holds (a deleted
@@ -115,10 +115,10 @@ fn drop_partitions_not_held(family: &IntCounterVec, held: &HashSet<(String, Stri
 
 /// `sluice_consumer_group_lag`: one series per committed partition of each
 /// group this broker coordinates; a deleted group's series disappear.
-fn refresh_group_lag(broker: &Broker) {
+fn refresh_group_lag(broker: &Broker, groups: Option<&crate::group::GroupCoordinator>) {
     let family = &metrics().consumer_group_lag;
     family.reset();
-    let Some(coordinator) = broker.group_coordinator() else {
+    let Some(coordinator) = groups else {
         return;
     };
     for row in crate::group::lag::broker_lag(broker, coordinator) {

@@ -43,7 +43,7 @@ fn locate(ctx: &RequestContext, key_type: i8, key: &str) -> Located {
     if key_type != KEY_TYPE_GROUP {
         return Err("transactions are not built yet: there is no transaction coordinator".into());
     }
-    if ctx.broker.group_coordinator().is_none() {
+    if ctx.groups.is_none() {
         return Err("the group coordinator has not started".into());
     }
     if !ctx.broker.is_cluster_member() {

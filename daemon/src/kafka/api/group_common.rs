@@ -9,7 +9,7 @@ use crate::kafka::dispatch::RequestContext;
 
 /// The coordinator, or None before it started (answered COORDINATOR_NOT_AVAILABLE).
 pub fn coordinator(ctx: &RequestContext) -> Option<Arc<GroupCoordinator>> {
-    ctx.broker.group_coordinator().cloned()
+    ctx.groups.clone()
 }
 
 pub fn string(s: &str) -> StrBytes {
