@@ -194,3 +194,38 @@ fn close_closes_every_log_even_those_still_held() {
         "{refused}"
     );
 }
+
+#[test]
+fn a_scrape_does_not_wait_for_a_log_held_by_a_stalled_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open(dir.path());
+    populate(&broker);
+    let partition = broker.topic("t").unwrap().partition(0).unwrap().clone();
+    let first = partition.stats();
+    assert_eq!(first.offsets.log_end_offset, 10);
+    // Another thread holds the log lock, as an append whose write or
+    // fsync is stuck on the disk does, until told to let go.
+    let (held_tx, held) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let holder = {
+        let partition = partition.clone();
+        std::thread::spawn(move || {
+            let _log = partition.lock_log();
+            held_tx.send(()).unwrap();
+            released.recv().unwrap();
+        })
+    };
+    held.recv().unwrap();
+    partition.advance_high_watermark(10);
+    let (done_tx, done) = std::sync::mpsc::channel();
+    {
+        let partition = partition.clone();
+        std::thread::spawn(move || done_tx.send(partition.stats()).unwrap());
+    }
+    let during = done.recv_timeout(std::time::Duration::from_secs(10));
+    release.send(()).unwrap();
+    holder.join().unwrap();
+    let during = during.expect("the scrape waited for the log lock");
+    assert_eq!(during.offsets.log_end_offset, 10, "the last figures");
+    assert_eq!(during.size_bytes, first.size_bytes);
+}

@@ -51,6 +51,8 @@ pub struct Partition {
     /// lock held (lock order: log, then this), so an append sees the
     /// leadership its batches are stamped with.
     leadership: Mutex<Leadership>,
+    /// What `stats` last read, for a scrape that finds the log busy.
+    last_stats: Mutex<Option<PartitionStats>>,
 }
 
 impl std::fmt::Debug for Partition {
@@ -78,6 +80,7 @@ impl Partition {
             fsync_before_ack: AtomicBool::new(fsync_before_ack),
             sync_requested: AtomicBool::new(false),
             leadership: Mutex::new(leadership),
+            last_stats: Mutex::new(None),
         }
     }
 
@@ -374,9 +377,30 @@ impl Partition {
         self.lock_log().size_bytes()
     }
 
+    /// Sizes and offsets for the metrics scrape. It does not wait for the
+    /// log lock, which an append stuck on a stalled disk holds for as long
+    /// as the stall: then it reports what the last scrape read (the high
+    /// watermark is always current), so Prometheus still reaches a broker
+    /// whose disk stalls. The first scrape of a partition waits.
     pub fn stats(&self) -> PartitionStats {
-        let log = self.lock_log();
-        PartitionStats {
+        let mut last = self
+            .last_stats
+            .lock()
+            .expect("partition stats lock poisoned");
+        let log = match self.log.try_lock() {
+            Ok(log) => log,
+            Err(std::sync::TryLockError::WouldBlock) if last.is_some() => {
+                let mut stale = last.expect("checked above");
+                stale.offsets.high_watermark = self.high_watermark();
+                return stale;
+            }
+            Err(std::sync::TryLockError::WouldBlock) => self.lock_log(),
+            // A panic mid-append: as `lock_log`.
+            Err(std::sync::TryLockError::Poisoned(_)) => {
+                panic!("partition log lock poisoned")
+            }
+        };
+        let stats = PartitionStats {
             offsets: PartitionOffsets {
                 log_start_offset: log.log_start_offset(),
                 log_end_offset: log.log_end_offset(),
@@ -384,7 +408,9 @@ impl Partition {
             },
             size_bytes: log.size_bytes(),
             segments: log.segment_count(),
-        }
+        };
+        *last = Some(stats);
+        stats
     }
 }
 
