@@ -18,7 +18,7 @@ use crate::broker::{ControllerRefusal, ProducerIdSource, TopicChanges};
 use crate::controller::image::MetadataImage;
 use crate::controller::records::BrokerId;
 use crate::controller::rpc::{ClusterMessage, Outcome};
-use crate::controller::topic_change::{self, TopicChange};
+use crate::controller::topic_change::TopicChange;
 
 /// How long one InitProducerId may wait for a block.
 const PRODUCER_IDS_WAIT: Duration = Duration::from_secs(5);
@@ -177,25 +177,17 @@ impl TopicChanges for ControllerClient {
         validate_only: bool,
     ) -> Result<Uuid, ControllerRefusal> {
         let topic_id = Uuid::new_v4();
-        let created = self.change(TopicChange::Create {
+        // A retry after a lost answer carries the same id: the controller
+        // answers it done (controller/topic_change.rs).
+        self.change(TopicChange::Create {
             topic_id,
             name: name.to_string(),
             partitions,
             replication_factor,
             settings,
             validate_only,
-        });
-        match created {
-            Ok(()) => Ok(topic_id),
-            // A retry after a lost answer finds what its first attempt made.
-            Err(ControllerRefusal::Refused { code, .. })
-                if code == topic_change::code::TOPIC_ALREADY_EXISTS
-                    && self.image.borrow().topic(&topic_id).is_some() =>
-            {
-                Ok(topic_id)
-            }
-            Err(refusal) => Err(refusal),
-        }
+        })?;
+        Ok(topic_id)
     }
 
     fn add_partitions(

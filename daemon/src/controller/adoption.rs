@@ -13,7 +13,8 @@ use uuid::Uuid;
 use super::decide::partition_records;
 use super::error::DecideError;
 use super::image::MetadataImage;
-use super::records::{BrokerId, Record};
+use super::records::{BrokerId, Record, check_topic_name};
+use crate::config::PARTITIONS_MAX;
 
 /// What a single node's data directory holds, as its broker reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -55,10 +56,14 @@ pub fn adopt(
                 existing: existing.topic_id,
             });
         }
-        if topic.partitions < 1 {
+        check_topic_name(&topic.name).map_err(|why| DecideError::InvalidTopicName {
+            name: topic.name.clone(),
+            why,
+        })?;
+        if !(1..=PARTITIONS_MAX).contains(&topic.partitions) {
             return Err(DecideError::InvalidTopicName {
                 name: topic.name.clone(),
-                why: "an adopted topic needs at least one partition",
+                why: "an adopted topic has 1 to PARTITIONS_MAX partitions",
             });
         }
         records.push(Record::CreateTopic {
@@ -154,5 +159,20 @@ mod tests {
             matches!(error, DecideError::AdoptionConflict { .. }),
             "{error}"
         );
+        // What a damaged registry could say is refused, not recorded.
+        let mut bad = adoption();
+        bad.topics[0].partitions = 0;
+        bad.topics[1].name = "no/slashes".into();
+        for topic in bad.topics {
+            let one = Adoption {
+                topics: vec![topic],
+                producer_id_end: 0,
+            };
+            let error = adopt(&MetadataImage::default(), (1, 1), &one, &BTreeSet::new());
+            assert!(
+                matches!(error, Err(DecideError::InvalidTopicName { .. })),
+                "{error:?}"
+            );
+        }
     }
 }

@@ -185,12 +185,7 @@ impl ControllerNode {
             }
             ClusterMessage::Register(request) => {
                 let broker_id = request.registration.broker_id;
-                if from != broker_id {
-                    return self.refuse(from, request.request_id, code::INVALID_REQUEST, || {
-                        format!("node {from} cannot register broker {broker_id}")
-                    });
-                }
-                if !self.answers_brokers(from, request.request_id) {
+                if !self.accepts(from, broker_id, request.request_id, "register") {
                     return;
                 }
                 self.note_spec_hash(broker_id, &request.spec_hash);
@@ -198,12 +193,7 @@ impl ControllerNode {
             }
             ClusterMessage::Heartbeat(request) => {
                 let broker_id = request.broker_id;
-                if from != broker_id {
-                    return self.refuse(from, request.request_id, code::INVALID_REQUEST, || {
-                        format!("node {from} cannot heartbeat for broker {broker_id}")
-                    });
-                }
-                if !self.answers_brokers(from, request.request_id) {
+                if !self.accepts(from, broker_id, request.request_id, "heartbeat for") {
                     return;
                 }
                 self.note_spec_hash(broker_id, &request.spec_hash);
@@ -225,12 +215,7 @@ impl ControllerNode {
                 broker_id,
                 broker_epoch,
             } => {
-                if from != broker_id {
-                    return self.refuse(from, request_id, code::INVALID_REQUEST, || {
-                        format!("node {from} cannot ask producer ids for broker {broker_id}")
-                    });
-                }
-                if !self.answers_brokers(from, request_id) {
+                if !self.accepts(from, broker_id, request_id, "ask producer ids for") {
                     return;
                 }
                 self.id_requests
@@ -242,12 +227,7 @@ impl ControllerNode {
                 broker_epoch,
                 change,
             } => {
-                if from != broker_id {
-                    return self.refuse(from, request_id, code::INVALID_REQUEST, || {
-                        format!("node {from} cannot change topics for broker {broker_id}")
-                    });
-                }
-                if !self.answers_brokers(from, request_id) {
+                if !self.accepts(from, broker_id, request_id, "change topics for") {
                     return;
                 }
                 if self.topic_changes.len() >= TOPIC_CHANGES_QUEUED_MAX {
@@ -697,6 +677,25 @@ impl ControllerNode {
             },
         };
         self.reply(from, request_id, outcome);
+    }
+
+    /// Whether to take a broker's request: a node speaks only for itself
+    /// (refused otherwise), and only the active controller answers (the
+    /// others name it). `what` completes "node N cannot … broker M".
+    fn accepts(
+        &mut self,
+        from: BrokerId,
+        broker_id: BrokerId,
+        request_id: u64,
+        what: &str,
+    ) -> bool {
+        if from != broker_id {
+            self.refuse(from, request_id, code::INVALID_REQUEST, || {
+                format!("node {from} cannot {what} broker {broker_id}")
+            });
+            return false;
+        }
+        self.answers_brokers(from, request_id)
     }
 
     fn answers_brokers(&mut self, from: BrokerId, request_id: u64) -> bool {

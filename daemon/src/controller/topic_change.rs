@@ -73,7 +73,7 @@ pub enum TopicChangeError {
 }
 
 /// Kafka's error codes for the refusals (the broker answers them as they are).
-pub mod code {
+mod code {
     pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
     pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
     pub const TOPIC_ALREADY_EXISTS: i16 = 36;
@@ -139,6 +139,12 @@ pub fn decide_topic_change(
         return Err(TopicChangeError::Internal(name.to_string()));
     }
     let existing = image.topic_by_name(name);
+    // A create retried after its answer was lost finds its own topic.
+    if let (TopicChange::Create { topic_id, .. }, Some(topic)) = (change, existing)
+        && topic.topic_id == *topic_id
+    {
+        return Ok(None);
+    }
     let batch = match change {
         TopicChange::Create {
             topic_id,
@@ -284,6 +290,11 @@ mod tests {
         deleted.apply(5, &batch).unwrap();
         assert!(deleted.topic_by_name("api").is_none());
 
+        // A retried create (same id) is done already.
+        assert_eq!(
+            decide_topic_change(&image, &brokers(), asker, &change),
+            Ok(None)
+        );
         // Validate-only writes nothing.
         let mut probe = create("other", 1, &[], true);
         if let TopicChange::Create { topic_id, .. } = &mut probe {

@@ -4,7 +4,7 @@
 //! (the log cleaner compacts the offsets topic like any compacted topic).
 //!
 //! A group is coordinated by the leader of the offsets partition it hashes
-//! to. A single node leads all 50 and loads them at start; a cluster member
+//! to. A single node leads all 16 and loads them at start; a cluster member
 //! loads a partition's groups when it becomes its leader and forgets them
 //! when it stops leading (`follow_leadership`), as Kafka's
 //! GroupMetadataManager does. Every request checks, under the same lock,
