@@ -15,6 +15,7 @@ pub mod group;
 pub mod kafka;
 pub mod log;
 pub mod metrics;
+pub mod replication;
 pub mod service;
 pub mod transport;
 

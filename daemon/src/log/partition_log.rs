@@ -841,6 +841,20 @@ impl PartitionLog {
             }
             expected = header.next_offset();
         }
+        let mut latest = self.epochs.latest_epoch();
+        for header in &headers {
+            let epoch = header.partition_leader_epoch;
+            if let Some(latest_epoch) = latest
+                && epoch < latest_epoch
+            {
+                // The follower must truncate by epoch first (replication/divergence.rs).
+                return Err(LogError::StaleLeaderEpoch {
+                    epoch,
+                    latest_epoch,
+                });
+            }
+            latest = latest.max(Some(epoch));
+        }
         for header in &headers {
             if header.partition_leader_epoch >= 0 {
                 self.epochs
@@ -1334,6 +1348,10 @@ impl PartitionLog {
         assert!(offset >= 0);
         self.check_open()?;
         if offset >= self.log_end_offset() {
+            // Nothing to drop but, as Kafka does, an epoch this broker began
+            // as leader at the log end without appending: kept, it would
+            // make every fetch from the next leader diverge again.
+            self.epochs.truncate_from_end(self.log_end_offset())?;
             return Ok(());
         }
         if offset <= self.log_start_offset() {

@@ -685,6 +685,46 @@ fn follower_appends_must_continue_the_log() {
 }
 
 #[test]
+fn an_epoch_begun_without_appends_goes_on_truncation_and_older_epochs_are_refused_until_then() {
+    let leader_dir = tempfile::tempdir().unwrap();
+    let follower_dir = tempfile::tempdir().unwrap();
+    let (mut leader, _) = open(leader_dir.path(), LogConfig::default());
+    let (mut follower, _) = open(follower_dir.path(), LogConfig::default());
+    leader
+        .append_as_leader(&encode_batch(2, 10, 1, Compression::None), 3, 1)
+        .unwrap();
+    let first = leader.read(0, u32::MAX, i64::MAX, true).unwrap();
+    let first = first.file.unwrap().read_to_vec().unwrap();
+    follower.append_as_follower(&first, 2).unwrap();
+    // The follower led epoch 5 for a moment, appending nothing.
+    follower.assign_leader_epoch(5).unwrap();
+    leader.assign_leader_epoch(4).unwrap();
+    leader
+        .append_as_leader(&encode_batch(2, 10, 1, Compression::None), 4, 3)
+        .unwrap();
+    let second = leader.read(2, u32::MAX, i64::MAX, true).unwrap();
+    let second = second.file.unwrap().read_to_vec().unwrap();
+    assert!(matches!(
+        follower.append_as_follower(&second, 4),
+        Err(LogError::StaleLeaderEpoch {
+            epoch: 4,
+            latest_epoch: 5
+        })
+    ));
+    follower.truncate_to(2).unwrap();
+    assert_eq!(follower.latest_leader_epoch(), Some(3), "epoch 5 is gone");
+    follower.append_as_follower(&second, 4).unwrap();
+    assert_eq!(
+        follower.leader_epoch_entries(),
+        leader.leader_epoch_entries()
+    );
+    let reopened_entries = follower.leader_epoch_entries().to_vec();
+    follower.close(5).unwrap();
+    let (follower, _) = open(follower_dir.path(), LogConfig::default());
+    assert_eq!(follower.leader_epoch_entries(), &reopened_entries[..]);
+}
+
+#[test]
 fn leftover_files_are_cleaned_up_on_open() {
     let dir = tempfile::tempdir().unwrap();
     let (mut log, _) = open(dir.path(), small_config());
