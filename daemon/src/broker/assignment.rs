@@ -14,6 +14,7 @@ use super::leadership::Leadership;
 use super::topic::{CreateTopicError, TOPIC_PARTITIONS_MAX, Topic, open_partitions};
 use super::{Broker, TopicOrigin, log_config_for, now_ms};
 use crate::log::LogError;
+use crate::replication::ReplicaSet;
 
 /// One topic as the controller placed it, and this broker's share of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,10 +31,25 @@ pub struct TopicAssignment {
 }
 
 /// A partition placed on this broker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostedPartition {
     pub index: i32,
     pub leadership: Leadership,
+    /// Its replicas and ISR as the controller committed them.
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    pub partition_epoch: i32,
+}
+
+impl HostedPartition {
+    fn replica_set(&self) -> ReplicaSet {
+        ReplicaSet {
+            replicas: self.replicas.clone(),
+            isr: self.isr.clone(),
+            leader_epoch: self.leadership.epoch(),
+            partition_epoch: self.partition_epoch,
+        }
+    }
 }
 
 #[derive(Debug, Error)]
@@ -217,7 +233,7 @@ impl Broker {
         for wanted in &assignment.hosted {
             let partition = &hosted[&wanted.index];
             partition
-                .set_leadership(wanted.leadership)
+                .set_assignment(wanted.leadership, self.node_id(), wanted.replica_set())
                 .map_err(|source| AssignmentError::Leadership {
                     partition: format!("{partition:?}"),
                     leadership: wanted.leadership,

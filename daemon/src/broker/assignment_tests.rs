@@ -28,6 +28,9 @@ pub(crate) fn assignment(epoch: i32) -> TopicAssignment {
             HostedPartition {
                 index: 0,
                 leadership: Leadership::Leader { epoch },
+                replicas: vec![1],
+                isr: vec![1],
+                partition_epoch: 0,
             },
             HostedPartition {
                 index: 2,
@@ -35,6 +38,9 @@ pub(crate) fn assignment(epoch: i32) -> TopicAssignment {
                     leader: Some(2),
                     epoch: 1,
                 },
+                replicas: vec![1],
+                isr: vec![1],
+                partition_epoch: 0,
             },
         ],
     }

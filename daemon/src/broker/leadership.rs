@@ -116,6 +116,10 @@ pub enum PartitionError {
         requested: i32,
         current: i32,
     },
+    #[error("{partition}: broker {broker} is not one of its replicas")]
+    NotAReplica { partition: String, broker: i32 },
+    #[error("{partition} is led by this broker: it takes no leader's records")]
+    NotFollower { partition: String },
     #[error(transparent)]
     Log(#[from] LogError),
 }

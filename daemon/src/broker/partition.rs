@@ -12,6 +12,59 @@ use crate::failstop;
 use crate::log::{
     AppendInfo, CleanStats, FlushPolicy, LogConfig, LogError, PartitionLog, ReadSlice,
 };
+use crate::replication::divergence::{
+    self, EpochEnd, FetchPosition, Truncation, UNDEFINED_EPOCH,
+};
+use crate::replication::leader_state::BrokerId;
+use crate::replication::{IsrProposal, LeaderEnd, LeaderState, ReplicaFetch, ReplicaSet};
+
+/// The replica id a single node's partitions are led by (no followers).
+const SOLO_REPLICA: BrokerId = 0;
+
+/// What this broker does for a partition's replication.
+#[derive(Debug)]
+enum Role {
+    /// Leads: its followers' progress and the high watermark they allow.
+    Leader(LeaderState),
+    /// Follows a leader, or waits for one.
+    Follower,
+}
+
+#[derive(Debug)]
+struct Replication {
+    role: Role,
+    /// The offset below which the log is known fsynced (what a leader
+    /// counts towards the high watermark under fsync-before-ack).
+    durable_end: i64,
+}
+
+/// A leader's answer to a follower's fetch, records still in the file.
+#[derive(Debug)]
+pub struct ReplicaServe {
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+    /// Set instead of records when the follower must truncate first.
+    pub diverging: Option<EpochEnd>,
+    pub records: ReadSlice,
+    /// An ISR expansion this fetch makes due: the caller asks the controller.
+    pub proposal: Option<IsrProposal>,
+}
+
+/// Where a follower fetches from next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchState {
+    pub fetch_offset: i64,
+    pub last_fetched_epoch: i32,
+    pub log_start_offset: i64,
+}
+
+/// How many replicas count for acks=all now (`min.insync.replicas`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IsrSizes {
+    pub committed: usize,
+    pub maximal: usize,
+}
 
 /// A read, with the offsets the fetch response reports beside it.
 #[derive(Debug)]
@@ -53,6 +106,12 @@ pub struct Partition {
     leadership: Mutex<Leadership>,
     /// What `stats` last read, for a scrape that finds the log busy.
     last_stats: Mutex<Option<PartitionStats>>,
+    /// Leader or follower bookkeeping. Lock order: log, leadership, this.
+    replication: Mutex<Replication>,
+    /// The log end, for followers' fetches parked until the leader appends.
+    log_end: watch::Sender<i64>,
+    /// The fsynced end, for acks=1 under fsync-before-ack.
+    durable: watch::Sender<i64>,
 }
 
 impl std::fmt::Debug for Partition {
@@ -71,7 +130,23 @@ impl Partition {
     ) -> Self {
         // With fsync-before-ack nothing is visible until a sync proves it
         // durable; after a restart everything recovered was on disk.
-        let high_watermark = watch::Sender::new(log.log_end_offset());
+        let log_end = log.log_end_offset();
+        let high_watermark = watch::Sender::new(log_end);
+        let role = match leadership {
+            Leadership::Leader { epoch } => Role::Leader(LeaderState::new(
+                SOLO_REPLICA,
+                ReplicaSet {
+                    replicas: vec![SOLO_REPLICA],
+                    isr: vec![SOLO_REPLICA],
+                    leader_epoch: epoch,
+                    partition_epoch: 0,
+                },
+                LeaderEnd::all_durable(log_end),
+                log_end,
+                super::now_ms(),
+            )),
+            Leadership::NotLeader { .. } => Role::Follower,
+        };
         Self {
             topic,
             index,
@@ -81,7 +156,20 @@ impl Partition {
             sync_requested: AtomicBool::new(false),
             leadership: Mutex::new(leadership),
             last_stats: Mutex::new(None),
+            replication: Mutex::new(Replication {
+                role,
+                // Whatever recovery found is on disk.
+                durable_end: log_end,
+            }),
+            log_end: watch::Sender::new(log_end),
+            durable: watch::Sender::new(log_end),
         }
+    }
+
+    fn lock_replication(&self) -> MutexGuard<'_, Replication> {
+        self.replication
+            .lock()
+            .expect("partition replication lock poisoned")
     }
 
     pub fn leadership(&self) -> Leadership {
@@ -110,8 +198,36 @@ impl Partition {
     /// the controller bumps the epoch on every leader change, so either is a
     /// broken invariant upstream, and acting on it could fork the log.
     pub fn set_leadership(&self, new: Leadership) -> Result<bool, LogError> {
+        let solo = ReplicaSet {
+            replicas: vec![SOLO_REPLICA],
+            isr: vec![SOLO_REPLICA],
+            leader_epoch: new.epoch(),
+            partition_epoch: 0,
+        };
+        self.set_assignment(new, SOLO_REPLICA, solo)
+    }
+
+    /// `set_leadership` in a cluster: this broker is `self_id`, and `set`
+    /// is the partition's replicas and ISR as the controller committed
+    /// them. A leader keeps its followers' progress while its epoch holds
+    /// and takes a newer partition epoch's ISR.
+    pub fn set_assignment(
+        &self,
+        new: Leadership,
+        self_id: BrokerId,
+        set: ReplicaSet,
+    ) -> Result<bool, LogError> {
         let mut log = self.lock_log();
         let mut current = self.lock_leadership();
+        if new == *current {
+            let mut replication = self.lock_replication();
+            if let Role::Leader(state) = &mut replication.role
+                && let Some(high_watermark) = state.on_committed(set)
+            {
+                self.advance_high_watermark(high_watermark);
+            }
+            return Ok(false);
+        }
         assert!(
             new.epoch() >= current.epoch(),
             "{self:?}: leader epoch would move back from {:?} to {new:?}",
@@ -133,13 +249,61 @@ impl Partition {
             "{self:?}: leadership changed from {:?} to {new:?} at the same epoch",
             *current
         );
-        if let Leadership::Leader { epoch } = new {
-            let assigned = log.assign_leader_epoch(epoch);
-            self.stop_on_storage_failure("leader epoch checkpoint", assigned)?;
+        let mut replication = self.lock_replication();
+        match new {
+            Leadership::Leader { epoch } => {
+                let assigned = log.assign_leader_epoch(epoch);
+                self.stop_on_storage_failure("leader epoch checkpoint", assigned)?;
+                assert_eq!(set.leader_epoch, epoch, "{self:?}: the set is of this epoch");
+                let end = self.leader_end(&log, &replication);
+                let state = LeaderState::new(
+                    self_id,
+                    set,
+                    end,
+                    self.high_watermark(),
+                    super::now_ms(),
+                );
+                if state.high_watermark() > self.high_watermark() {
+                    self.advance_high_watermark(state.high_watermark());
+                }
+                replication.role = Role::Leader(state);
+            }
+            Leadership::NotLeader { .. } => replication.role = Role::Follower,
         }
         tracing::info!(event = "leadership_changed", partition = ?self, from = ?*current, to = ?new);
         *current = new;
         Ok(true)
+    }
+
+    /// The leader's log end and the part of it that counts for the high
+    /// watermark under the current flush policy.
+    fn leader_end(&self, log: &PartitionLog, replication: &Replication) -> LeaderEnd {
+        let log_end = log.log_end_offset();
+        let durable_end = match self.fsync_before_ack() {
+            true => replication.durable_end.min(log_end),
+            false => log_end,
+        };
+        LeaderEnd {
+            log_end,
+            durable_end,
+        }
+    }
+
+    /// After the log or its durable end moved: wake parked replica fetches
+    /// and, as leader, move the high watermark as far as the ISR allows.
+    fn log_moved(&self, log: &PartitionLog) {
+        self.log_end.send_if_modified(|end| {
+            let moved = *end != log.log_end_offset();
+            *end = log.log_end_offset();
+            moved
+        });
+        let mut replication = self.lock_replication();
+        let end = self.leader_end(log, &replication);
+        if let Role::Leader(state) = &mut replication.role
+            && let Some(high_watermark) = state.on_leader_end(end)
+        {
+            self.advance_high_watermark(high_watermark);
+        }
     }
 
     pub(crate) fn lock_log(&self) -> MutexGuard<'_, PartitionLog> {
@@ -173,9 +337,7 @@ impl Partition {
             return Ok(info);
         }
         assert!(info.last_offset + 1 == log.log_end_offset());
-        if !self.fsync_before_ack() {
-            self.advance_high_watermark(log.log_end_offset());
-        }
+        self.log_moved(&log);
         Ok(info)
     }
 
@@ -341,12 +503,33 @@ impl Partition {
             Err(error) => failstop::storage_failure(&format!("fdatasync of {self:?}"), &error),
         };
         // A truncation between capture and completion makes the sync moot.
-        let completed = self.lock_log().complete_pending_sync(&pending, now_ms);
+        let log = self.lock_log();
+        let mut log = log;
+        let completed = log.complete_pending_sync(&pending, now_ms);
         self.stop_on_storage_failure("recovery-point checkpoint", completed)?;
-        if self.fsync_before_ack() {
-            self.advance_high_watermark(durable);
+        if log.recovery_point() >= durable.min(log.log_end_offset()) {
+            let mut replication = self.lock_replication();
+            replication.durable_end = replication.durable_end.max(durable);
+            drop(replication);
+            self.durable.send_if_modified(|end| {
+                let moved = durable > *end;
+                *end = (*end).max(durable);
+                moved
+            });
+            self.log_moved(&log);
         }
         Ok(())
+    }
+
+    /// Waits until the log is fsynced up to `offset` or `deadline` passes
+    /// (acks=1 under fsync-before-ack: the leader's own copy only).
+    pub async fn wait_for_durable(&self, offset: i64, deadline: Instant) -> bool {
+        let mut rx = self.durable.subscribe();
+        let wait = rx.wait_for(|end| *end >= offset);
+        matches!(
+            tokio::time::timeout_at(deadline.into(), wait).await,
+            Ok(Ok(_))
+        )
     }
 
     /// Periodic housekeeping: age-based roll, policy flush, and with
@@ -436,5 +619,243 @@ impl Partition {
         let mut log = self.lock_log();
         let closed = log.close_in_place(now_ms);
         self.stop_on_storage_failure("close", closed)
+    }
+}
+
+/// Replication: the leader serving its followers' fetches and ISR changes,
+/// and a follower copying its leader. The decisions are the replication
+/// cores'; this moves the log and the high watermark accordingly.
+impl Partition {
+    /// A follower's fetch, served as leader: the epoch checks, then the
+    /// divergence check (KIP-279/595), then the follower's progress (which
+    /// may move the high watermark) and the records from its offset up to
+    /// the log end (not the high watermark: followers copy everything).
+    pub fn serve_replica_fetch(
+        &self,
+        fetch: &ReplicaFetch,
+        now_ms: i64,
+    ) -> Result<ReplicaServe, PartitionError> {
+        let log = self.lock_log();
+        self.check_leader(fetch.current_leader_epoch)?;
+        let (log_start_offset, log_end_offset) = (log.log_start_offset(), log.log_end_offset());
+        let position = divergence::check_fetch_position(
+            fetch.fetch_offset,
+            fetch.last_fetched_epoch,
+            log_start_offset,
+            log_end_offset,
+            |epoch| log.leader_epoch_end_offset(epoch),
+        );
+        let answer = |diverging, records, proposal| ReplicaServe {
+            high_watermark: self.high_watermark(),
+            log_start_offset,
+            log_end_offset,
+            diverging,
+            records,
+            proposal,
+        };
+        match position {
+            FetchPosition::Read => {}
+            FetchPosition::Diverging(diverging) => {
+                return Ok(answer(Some(diverging), ReadSlice::default(), None));
+            }
+            FetchPosition::OutOfRange => {
+                return Err(PartitionError::Log(LogError::OffsetOutOfRange {
+                    offset: fetch.fetch_offset,
+                    log_start_offset,
+                    log_end_offset,
+                }));
+            }
+        }
+        let proposal = {
+            let mut replication = self.lock_replication();
+            let Role::Leader(state) = &mut replication.role else {
+                unreachable!("{self:?}: leadership says leader, replication does not");
+            };
+            let moved = state
+                .on_follower_fetch(fetch.replica_id, fetch.fetch_offset, now_ms)
+                .map_err(|_| PartitionError::NotAReplica {
+                    partition: format!("{self:?}"),
+                    broker: fetch.replica_id,
+                })?;
+            if let Some(high_watermark) = moved {
+                self.advance_high_watermark(high_watermark);
+            }
+            state.propose_expand(fetch.replica_id)
+        };
+        let max_bytes = u32::try_from(fetch.max_bytes).unwrap_or(0);
+        let records = log.read(fetch.fetch_offset, max_bytes, log_end_offset, true)?;
+        Ok(answer(None, records, proposal))
+    }
+
+    /// Waits until the log end passes `offset` or the high watermark moves
+    /// from `high_watermark`, or `deadline`: a parked follower fetch.
+    pub async fn wait_for_replica_data(&self, offset: i64, high_watermark: i64, deadline: Instant) {
+        let mut ends = self.log_end.subscribe();
+        let mut watermarks = self.subscribe();
+        let grown = ends.wait_for(|end| *end > offset);
+        let moved = watermarks.wait_for(|hw| *hw != high_watermark);
+        let _ = tokio::time::timeout_at(deadline.into(), async {
+            tokio::select! {
+                _ = grown => {}
+                _ = moved => {}
+            }
+        })
+        .await;
+    }
+
+    /// ISR members that fell behind for longer than `lag_time_max_ms`, as
+    /// a shrink to ask the controller for (none while another is in flight
+    /// or when this broker does not lead).
+    pub fn propose_isr_shrink(&self, now_ms: i64, lag_time_max_ms: i64) -> Option<IsrProposal> {
+        match &mut self.lock_replication().role {
+            Role::Leader(state) => state.propose_shrink(now_ms, lag_time_max_ms),
+            Role::Follower => None,
+        }
+    }
+
+    /// The controller committed an ISR change this leader asked for.
+    pub fn isr_change_committed(&self, set: ReplicaSet) {
+        let mut replication = self.lock_replication();
+        if let Role::Leader(state) = &mut replication.role
+            && state.leader_epoch() == set.leader_epoch
+            && let Some(high_watermark) = state.on_committed(set)
+        {
+            self.advance_high_watermark(high_watermark);
+        }
+    }
+
+    /// The controller refused (or never answered) the change in flight.
+    pub fn isr_change_refused(&self, leader_epoch: i32) {
+        let mut replication = self.lock_replication();
+        if let Role::Leader(state) = &mut replication.role
+            && state.leader_epoch() == leader_epoch
+            && let Some(high_watermark) = state.on_refused()
+        {
+            self.advance_high_watermark(high_watermark);
+        }
+    }
+
+    /// The ISR sizes acks=all checks against `min.insync.replicas`; None
+    /// unless this broker leads.
+    pub fn isr_sizes(&self) -> Option<IsrSizes> {
+        match &self.lock_replication().role {
+            Role::Leader(state) => Some(IsrSizes {
+                committed: state.isr().len(),
+                maximal: state.maximal_isr().len(),
+            }),
+            Role::Follower => None,
+        }
+    }
+
+    /// KIP-207: a new leader's high watermark may lag what the previous
+    /// leader exposed until it reaches the start of this epoch.
+    pub fn high_watermark_settled(&self) -> bool {
+        match &self.lock_replication().role {
+            Role::Leader(state) => state.high_watermark_reached_epoch_start(),
+            Role::Follower => true,
+        }
+    }
+
+    /// Each follower's lag behind the leader's log end (messages), for
+    /// metrics; empty unless this broker leads.
+    pub fn follower_lags(&self) -> Vec<(BrokerId, i64)> {
+        let log_end = *self.log_end.borrow();
+        match &self.lock_replication().role {
+            Role::Leader(state) => state
+                .followers()
+                .map(|(id, end)| (id, if end < 0 { log_end } else { log_end - end }))
+                .collect(),
+            Role::Follower => Vec::new(),
+        }
+    }
+
+    /// Where a follower fetches from: its log end, the epoch of its last
+    /// batch, its log start.
+    pub fn fetch_state(&self) -> FetchState {
+        let log = self.lock_log();
+        FetchState {
+            fetch_offset: log.log_end_offset(),
+            last_fetched_epoch: log.latest_leader_epoch().unwrap_or(UNDEFINED_EPOCH),
+            log_start_offset: log.log_start_offset(),
+        }
+    }
+
+    /// A follower appends what its leader sent (offsets and epochs kept,
+    /// producer state rebuilt from the batches), then takes the leader's
+    /// high watermark as far as its own log reaches and its log start if
+    /// the leader's moved past it. Refused while this broker leads.
+    pub fn append_replicated(
+        &self,
+        records: &[u8],
+        leader_high_watermark: i64,
+        leader_log_start: i64,
+        now_ms: i64,
+    ) -> Result<(), PartitionError> {
+        let mut log = self.lock_log();
+        if self.leadership().is_leader() {
+            return Err(PartitionError::NotFollower {
+                partition: format!("{self:?}"),
+            });
+        }
+        if !records.is_empty() {
+            let appended = log.append_as_follower(records, now_ms);
+            self.stop_on_storage_failure("follower append", appended)?;
+        }
+        self.log_moved(&log);
+        let high_watermark = leader_high_watermark.min(log.log_end_offset());
+        self.advance_high_watermark(high_watermark);
+        let start = leader_log_start.min(self.high_watermark());
+        if start > log.log_start_offset() {
+            let advanced = log.advance_log_start_offset(start);
+            self.stop_on_storage_failure("follower log start", advanced)?;
+        }
+        Ok(())
+    }
+
+    /// A follower truncates as its leader's diverging answer requires;
+    /// returns what it did.
+    pub fn truncate_diverging(&self, diverging: EpochEnd) -> Result<Truncation, PartitionError> {
+        let log = self.lock_log();
+        let truncation =
+            divergence::truncation_for_diverging(diverging, log.log_end_offset(), |epoch| {
+                log.leader_epoch_end_offset(epoch)
+            });
+        drop(log);
+        self.truncate_replica(truncation)?;
+        Ok(truncation)
+    }
+
+    /// A follower drops its divergent suffix, or its whole log when its
+    /// fetch position fell below the leader's log start.
+    pub fn truncate_replica(&self, truncation: Truncation) -> Result<(), PartitionError> {
+        let mut log = self.lock_log();
+        if self.leadership().is_leader() {
+            return Err(PartitionError::NotFollower {
+                partition: format!("{self:?}"),
+            });
+        }
+        let truncated = match truncation {
+            Truncation::To(offset) => log.truncate_to(offset),
+            Truncation::StartAt(offset) => log.restart_at(offset),
+            Truncation::Unresolved => return Ok(()),
+        };
+        self.stop_on_storage_failure("follower truncation", truncated)?;
+        let log_end = log.log_end_offset();
+        // Only an unclean election can truncate below what was committed.
+        self.high_watermark.send_if_modified(|hw| {
+            let above = *hw > log_end;
+            *hw = (*hw).min(log_end);
+            above
+        });
+        let mut replication = self.lock_replication();
+        replication.durable_end = replication.durable_end.min(log_end);
+        drop(replication);
+        self.durable.send_if_modified(|end| {
+            let above = *end > log_end;
+            *end = (*end).min(log_end);
+            above
+        });
+        self.log_moved(&log);
+        Ok(())
     }
 }

@@ -99,7 +99,13 @@ pub fn assignments(
                             epoch: state.leader_epoch,
                         },
                     };
-                    HostedPartition { index, leadership }
+                    HostedPartition {
+                        index,
+                        leadership,
+                        replicas: state.replicas.clone(),
+                        isr: state.isr.clone(),
+                        partition_epoch: state.partition_epoch,
+                    }
                 })
                 .collect();
             (!hosted.is_empty()).then(|| TopicAssignment {

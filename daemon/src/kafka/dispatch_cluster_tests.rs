@@ -514,6 +514,9 @@ fn offsets_assignment(mine: i32, leadership: Leadership) -> TopicAssignment {
         hosted: vec![HostedPartition {
             index: mine,
             leadership,
+            replicas: vec![1],
+            isr: vec![1],
+            partition_epoch: 0,
         }],
     }
 }

@@ -41,9 +41,10 @@ pub fn partition_error_code(error: &PartitionError) -> i16 {
         PartitionError::UnknownTopic { .. } | PartitionError::UnknownPartition { .. } => {
             ResponseError::UnknownTopicOrPartition
         }
-        PartitionError::NotHosted { .. } | PartitionError::NotLeader { .. } => {
-            ResponseError::NotLeaderOrFollower
-        }
+        PartitionError::NotHosted { .. }
+        | PartitionError::NotLeader { .. }
+        | PartitionError::NotAReplica { .. }
+        | PartitionError::NotFollower { .. } => ResponseError::NotLeaderOrFollower,
         PartitionError::FencedLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
         PartitionError::UnknownLeaderEpoch { .. } => ResponseError::UnknownLeaderEpoch,
         PartitionError::Log(error) => return log_error_code(error),

@@ -1359,6 +1359,20 @@ impl PartitionLog {
         } else {
             self.truncate_within(offset)?;
         }
+        self.after_truncation(offset)
+    }
+
+    /// Drops the whole log and starts it again, empty, at `offset`, which
+    /// may lie beyond the log end: a follower whose fetch position fell
+    /// below its leader's log start. Durable before returning.
+    pub fn restart_at(&mut self, offset: i64) -> Result<(), LogError> {
+        assert!(offset >= 0);
+        self.check_open()?;
+        self.truncate_fully_and_start_at(offset)?;
+        self.after_truncation(offset)
+    }
+
+    fn after_truncation(&mut self, offset: i64) -> Result<(), LogError> {
         self.truncations += 1;
         let log_end_offset = self.log_end_offset();
         assert!(log_end_offset <= offset);
@@ -1369,7 +1383,11 @@ impl PartitionLog {
         self.cleaner_checkpoint = self.cleaner_checkpoint.min(log_end_offset);
         // The recovery point must never stay above data that is no longer
         // the data it vouched for, not even in a checkpoint a crash brings back.
-        self.recovery_point = self.recovery_point.min(log_end_offset);
+        // Nor below a log start a restart moved up (nothing is there to recover).
+        self.recovery_point = self
+            .recovery_point
+            .min(log_end_offset)
+            .max(self.log_start_offset);
         self.checkpoint(self.last_flush_ms, CheckpointWrite::Durable)?;
         tracing::info!(partition_dir = %self.dir.display(), offset, log_end_offset, "truncated log");
         Ok(())
