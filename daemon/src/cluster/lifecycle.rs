@@ -261,7 +261,10 @@ impl Lifecycle {
                     }
                 }
             }
-            Outcome::Metadata(_) | Outcome::ProducerIds { .. } | Outcome::Done { .. } => {
+            Outcome::Metadata(_)
+            | Outcome::ProducerIds { .. }
+            | Outcome::Done { .. }
+            | Outcome::PartitionAltered(_) => {
                 tracing::debug!(event = "controller_unexpected_answer", from);
             }
             Outcome::Refused { code, message } => {

@@ -13,5 +13,8 @@ pub mod runtime;
 pub mod spec_plan;
 pub mod status;
 
+pub use crate::controller::alter_partition::AlterPartitionRequest;
+pub use crate::controller::records::{BrokerId, PartitionState};
+pub use controller_client::{AlterPartitionRefusal, IsrChanges, isr_refusal};
 pub use lifecycle::{Membership, Timings};
 pub use runtime::{ClusterMember, MemberStatus};

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
-use super::controller_client::ControllerClient;
+use super::controller_client::{ControllerClient, IsrChanges};
 use super::follower::MetadataFollower;
 use super::lifecycle::{Lifecycle, Membership, Timings};
 use crate::broker::{ProducerIdSource, TopicChanges};
@@ -315,6 +315,12 @@ impl ClusterMember {
 
     /// Topic changes from the Kafka API go to the active controller.
     pub fn topic_changes(&self) -> Arc<dyn TopicChanges> {
+        self.controller_client.clone()
+    }
+
+    /// ISR changes of the partitions this broker leads go to the active
+    /// controller.
+    pub fn isr_changes(&self) -> Arc<dyn IsrChanges> {
         self.controller_client.clone()
     }
 

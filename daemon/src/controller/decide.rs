@@ -3,11 +3,16 @@
 //! here changes the image: the batch takes effect when it is committed and
 //! applied, on every node alike.
 //!
-//! Leadership (plan §4.3): the leader is the first replica that is in the
-//! ISR and unfenced, else none (-1). Every leader change, to or from none
-//! included, bumps the leader epoch, and every partition change bumps the
-//! partition epoch, so a restarted broker taking a partition back always
-//! leads at a higher epoch than in its previous life.
+//! Leadership (plan §4.3): an election picks the first replica that is in
+//! the ISR and unfenced, else none (-1); a leader that stays eligible keeps
+//! its place when another member leaves. Where the topic allows unclean
+//! elections (`unclean.leader.election.enable`), a partition whose ISR has
+//! no eligible member is led by its first unfenced replica, alone in the
+//! ISR: it may have lost acknowledged writes, so `unclean_elections` names
+//! every such election in a batch for the counter. Every leader change, to
+//! or from none included, bumps the leader epoch, and every partition
+//! change bumps the partition epoch, so a restarted broker taking a
+//! partition back always leads at a higher epoch than in its previous life.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -15,7 +20,7 @@ use std::time::Instant;
 use uuid::Uuid;
 
 use super::error::DecideError;
-use super::image::{BrokerEntry, MetadataImage};
+use super::image::{BrokerEntry, MetadataImage, TopicEntry};
 use super::placement::{PlacementBroker, explicit_placement, place_partitions};
 use super::records::{
     BrokerId, BrokerRegistration, CONFIG_VALUE_BYTES_MAX, FenceReason, HOST_BYTES_MAX, NO_LEADER,
@@ -27,6 +32,9 @@ use crate::config::is_topic_config_name;
 
 /// Producer ids handed to a broker at a time (as broker/producer_ids.rs and Kafka).
 pub const PRODUCER_ID_BLOCK_SIZE: i32 = 1000;
+
+/// The topic setting that allows electing a replica outside the ISR.
+pub const UNCLEAN_ELECTION_KEY: &str = "unclean.leader.election.enable";
 
 /// A broker's heartbeat, as the service shell decoded it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +80,32 @@ pub fn elect_leader(
         .copied()
         .find(|id| isr.contains(id) && eligible(*id))
         .unwrap_or(NO_LEADER)
+}
+
+/// Whether `topic` allows a leader from outside the ISR (Kafka's default: no).
+fn unclean_allowed(topic: &TopicEntry) -> bool {
+    topic
+        .settings
+        .get(UNCLEAN_ELECTION_KEY)
+        .is_some_and(|value| value.eq_ignore_ascii_case("true"))
+}
+
+/// An election from `isr`; when it finds nobody and `unclean` allows, the
+/// first eligible replica alone: (ISR, leader).
+fn elect(
+    replicas: &[BrokerId],
+    isr: Vec<BrokerId>,
+    eligible: impl Fn(BrokerId) -> bool,
+    unclean: bool,
+) -> (Vec<BrokerId>, BrokerId) {
+    let leader = elect_leader(replicas, &isr, &eligible);
+    if leader != NO_LEADER || !unclean {
+        return (isr, leader);
+    }
+    match replicas.iter().copied().find(|id| eligible(*id)) {
+        Some(leader) => (vec![leader], leader),
+        None => (isr, NO_LEADER),
+    }
 }
 
 /// The partition with a new ISR and leader and its epochs moved by the
@@ -198,9 +232,64 @@ pub fn on_session_expired(image: &MetadataImage, broker_id: BrokerId) -> Option<
     )))
 }
 
+/// One unclean election: a partition led by a replica that was not in its
+/// ISR just before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UncleanElection {
+    pub topic_id: Uuid,
+    pub partition: i32,
+    pub leader: BrokerId,
+    pub leader_epoch: i32,
+}
+
+/// The unclean elections `batch` holds, as applied to `image` (records
+/// earlier in the batch count): what the active controller counts in
+/// `sluice_unclean_elections_total` once the batch is committed.
+pub fn unclean_elections(image: &MetadataImage, batch: &RecordBatch) -> Vec<UncleanElection> {
+    let mut isrs: BTreeMap<(Uuid, i32), &[BrokerId]> = BTreeMap::new();
+    let mut elections = Vec::new();
+    for record in &batch.records {
+        match record {
+            Record::CreatePartition {
+                topic_id,
+                partition,
+                state,
+            } => {
+                isrs.insert((*topic_id, *partition), &state.isr);
+            }
+            Record::PartitionChange {
+                topic_id,
+                partition,
+                state,
+            } => {
+                let key = (*topic_id, *partition);
+                let before = isrs.get(&key).copied().or_else(|| {
+                    image
+                        .partition(topic_id, *partition)
+                        .map(|old| old.isr.as_slice())
+                });
+                let outside = before.is_some_and(|isr| !isr.contains(&state.leader));
+                if state.leader != NO_LEADER && outside {
+                    elections.push(UncleanElection {
+                        topic_id: *topic_id,
+                        partition: *partition,
+                        leader: state.leader,
+                        leader_epoch: state.leader_epoch,
+                    });
+                }
+                isrs.insert(key, &state.isr);
+            }
+            _ => {}
+        }
+    }
+    elections
+}
+
 /// The fence, then a change for every partition the broker leads or is in
 /// the ISR of: it leaves the ISR unless it is the last one there (a
-/// partition keeps its last in-sync replica and waits for it, leaderless).
+/// partition keeps its last in-sync replica and waits for it, leaderless,
+/// unless its topic allows an unclean election). A leader that stays
+/// eligible keeps its place.
 fn fence_records(image: &MetadataImage, entry: &BrokerEntry, reason: FenceReason) -> Vec<Record> {
     let broker_id = entry.registration.broker_id;
     assert!(!entry.fenced, "broker {broker_id} is fenced already");
@@ -211,6 +300,7 @@ fn fence_records(image: &MetadataImage, entry: &BrokerEntry, reason: FenceReason
     }];
     let eligible = |id: BrokerId| id != broker_id && image.is_unfenced(id);
     for topic in image.topics() {
+        let unclean = unclean_allowed(topic);
         for (partition, state) in topic.partitions.iter().enumerate() {
             if state.leader != broker_id && !state.isr.contains(&broker_id) {
                 continue;
@@ -224,7 +314,12 @@ fn fence_records(image: &MetadataImage, entry: &BrokerEntry, reason: FenceReason
                     .filter(|id| *id != broker_id)
                     .collect(),
             };
-            let leader = elect_leader(&state.replicas, &isr, eligible);
+            let stays =
+                state.leader != broker_id && isr.contains(&state.leader) && eligible(state.leader);
+            let (isr, leader) = match stays {
+                true => (isr, state.leader),
+                false => elect(&state.replicas, isr, eligible, unclean),
+            };
             assert_ne!(leader, broker_id);
             if let Some(state) = change_partition(state, isr, leader) {
                 records.push(Record::PartitionChange {
@@ -239,7 +334,8 @@ fn fence_records(image: &MetadataImage, entry: &BrokerEntry, reason: FenceReason
 }
 
 /// The unfence, then a leader for every leaderless partition whose ISR
-/// holds the broker.
+/// holds the broker, or (where the topic allows an unclean election) whose
+/// replicas do.
 fn unfence_records(image: &MetadataImage, entry: &BrokerEntry) -> Vec<Record> {
     let broker_id = entry.registration.broker_id;
     assert!(entry.fenced, "broker {broker_id} is not fenced");
@@ -249,12 +345,17 @@ fn unfence_records(image: &MetadataImage, entry: &BrokerEntry) -> Vec<Record> {
     }];
     let eligible = |id: BrokerId| id == broker_id || image.is_unfenced(id);
     for topic in image.topics() {
+        let unclean = unclean_allowed(topic);
         for (partition, state) in topic.partitions.iter().enumerate() {
-            if state.leader != NO_LEADER || !state.isr.contains(&broker_id) {
+            let concerned = match unclean {
+                true => state.replicas.contains(&broker_id),
+                false => state.isr.contains(&broker_id),
+            };
+            if state.leader != NO_LEADER || !concerned {
                 continue;
             }
-            let leader = elect_leader(&state.replicas, &state.isr, eligible);
-            if let Some(state) = change_partition(state, state.isr.clone(), leader) {
+            let (isr, leader) = elect(&state.replicas, state.isr.clone(), eligible, unclean);
+            if let Some(state) = change_partition(state, isr, leader) {
                 records.push(Record::PartitionChange {
                     topic_id: topic.topic_id,
                     partition: partition as i32,

@@ -4,10 +4,36 @@
 //! hold an image that breaks an `InvariantError` rule), `ApplyError` for a well-formed batch that the image refuses (a bug
 //! in whoever wrote it, or a diverged log), `DecideError` for a broker's
 //! request that the active controller turns down. Each `DecideError` variant
-//! names the Kafka error code the service shell will answer with.
+//! names the Kafka error code the broker is answered with, and
+//! `DecideError::code` is the one place that maps them.
 
 use thiserror::Error;
 use uuid::Uuid;
+
+use super::records::BrokerId;
+
+/// Kafka's error codes that the controller answers brokers with.
+pub mod code {
+    pub const UNKNOWN_SERVER_ERROR: i16 = -1;
+    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+    pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
+    pub const TOPIC_ALREADY_EXISTS: i16 = 36;
+    pub const INVALID_PARTITIONS: i16 = 37;
+    pub const INVALID_REPLICATION_FACTOR: i16 = 38;
+    pub const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
+    pub const INVALID_CONFIG: i16 = 40;
+    pub const INVALID_REQUEST: i16 = 42;
+    pub const POLICY_VIOLATION: i16 = 44;
+    pub const FENCED_LEADER_EPOCH: i16 = 74;
+    pub const STALE_BROKER_EPOCH: i16 = 77;
+    pub const THROTTLING_QUOTA_EXCEEDED: i16 = 89;
+    pub const INVALID_UPDATE_VERSION: i16 = 95;
+    pub const UNKNOWN_TOPIC_ID: i16 = 100;
+    pub const DUPLICATE_BROKER_REGISTRATION: i16 = 101;
+    pub const BROKER_ID_NOT_REGISTERED: i16 = 102;
+    pub const INELIGIBLE_REPLICA: i16 = 107;
+}
 
 /// Bytes that do not decode as a metadata batch, or a batch too big to encode.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -261,6 +287,7 @@ pub enum DecideError {
     /// INVALID_REQUEST (42): ids are drawn at random; draw again.
     #[error("topic id {0} is taken")]
     TopicIdInUse(Uuid),
+    /// INVALID_REQUEST (42).
     #[error(
         "topic {name} of the adopted data directory has id {adopted}, but the cluster holds a topic of that name with id {existing}"
     )]
@@ -279,6 +306,91 @@ pub enum DecideError {
     /// UNKNOWN_SERVER_ERROR (-1): the 64-bit producer id space is used up.
     #[error("producer ids are exhausted")]
     ProducerIdsExhausted,
+    /// NOT_LEADER_OR_FOLLOWER (6): a fenced broker leads nothing.
+    #[error("broker {0} is fenced: it leads nothing until it is unfenced")]
+    BrokerFenced(BrokerId),
+    /// UNKNOWN_TOPIC_OR_PARTITION (3).
+    #[error("no partition {partition} of topic id {topic_id}")]
+    UnknownPartition { topic_id: Uuid, partition: i32 },
+    /// NOT_LEADER_OR_FOLLOWER (6): only the leader changes its ISR.
+    #[error("{topic}-{partition}: broker {broker_id} is not the leader (the leader is {leader})")]
+    NotLeader {
+        topic: String,
+        partition: i32,
+        broker_id: BrokerId,
+        leader: BrokerId,
+    },
+    /// FENCED_LEADER_EPOCH (74), for an older epoch and for a newer one.
+    #[error(
+        "{topic}-{partition}: the request is at leader epoch {got}; the controller's is {current}"
+    )]
+    FencedLeaderEpoch {
+        topic: String,
+        partition: i32,
+        got: i32,
+        current: i32,
+    },
+    /// INVALID_UPDATE_VERSION (95): the partition changed since the leader read it.
+    #[error(
+        "{topic}-{partition}: the request is at partition epoch {got}; the controller's is {current}"
+    )]
+    StalePartitionEpoch {
+        topic: String,
+        partition: i32,
+        got: i32,
+        current: i32,
+    },
+    /// INVALID_REQUEST (42).
+    #[error("{topic}-{partition}: ISR {isr:?} is invalid: {why}")]
+    InvalidIsr {
+        topic: String,
+        partition: i32,
+        isr: Vec<BrokerId>,
+        why: &'static str,
+    },
+    /// INELIGIBLE_REPLICA (107): only a registered unfenced broker joins an ISR.
+    #[error("{topic}-{partition}: broker {broker_id} cannot join the ISR: it is {why}")]
+    IneligibleReplica {
+        topic: String,
+        partition: i32,
+        broker_id: BrokerId,
+        why: &'static str,
+    },
+}
+
+impl DecideError {
+    /// The Kafka error code the asking broker is answered with.
+    pub fn code(&self) -> i16 {
+        match self {
+            DecideError::DuplicateBrokerRegistration { .. } => code::DUPLICATE_BROKER_REGISTRATION,
+            DecideError::StaleBrokerEpoch { .. } => code::STALE_BROKER_EPOCH,
+            DecideError::BrokerNotRegistered(_) => code::BROKER_ID_NOT_REGISTERED,
+            DecideError::TopicExists(_) => code::TOPIC_ALREADY_EXISTS,
+            DecideError::UnknownTopic(_) => code::UNKNOWN_TOPIC_ID,
+            DecideError::InvalidTopicName { .. } => code::INVALID_TOPIC_EXCEPTION,
+            DecideError::InvalidConfig { .. } => code::INVALID_CONFIG,
+            DecideError::InvalidRegistration { .. }
+            | DecideError::TopicIdInUse(_)
+            | DecideError::AdoptionConflict { .. }
+            | DecideError::InvalidIsr { .. } => code::INVALID_REQUEST,
+            DecideError::Placement(PlacementError::InvalidPartitions(_)) => {
+                code::INVALID_PARTITIONS
+            }
+            DecideError::Placement(PlacementError::InvalidReplicationFactor { .. }) => {
+                code::INVALID_REPLICATION_FACTOR
+            }
+            DecideError::Placement(_) => code::INVALID_REPLICA_ASSIGNMENT,
+            DecideError::TooManyRecords { .. } => code::POLICY_VIOLATION,
+            DecideError::ProducerIdsExhausted => code::UNKNOWN_SERVER_ERROR,
+            DecideError::BrokerFenced(_) | DecideError::NotLeader { .. } => {
+                code::NOT_LEADER_OR_FOLLOWER
+            }
+            DecideError::UnknownPartition { .. } => code::UNKNOWN_TOPIC_OR_PARTITION,
+            DecideError::FencedLeaderEpoch { .. } => code::FENCED_LEADER_EPOCH,
+            DecideError::StalePartitionEpoch { .. } => code::INVALID_UPDATE_VERSION,
+            DecideError::IneligibleReplica { .. } => code::INELIGIBLE_REPLICA,
+        }
+    }
 }
 
 /// Why partitions cannot be placed.

@@ -6,11 +6,13 @@
 //! pre-vote, check-quorum) over the durable `log_store`, `wire` is our codec
 //! for its messages and `rpc` for everything nodes say to each other; `node`
 //! is one voter as a state machine and `service` the thread that drives it;
-//! `sim` runs 3 or 5 voters on a seeded virtual clock. Time comes in as
+//! `sim` runs 3 or 5 voters on a seeded virtual clock. `alter_partition`
+//! decides a partition leader's ISR change. Time comes in as
 //! `Instant`s and ids as arguments. "plan §N" in this folder is
 //! docs/plans/issue-13-cluster.md.
 
 pub mod adoption;
+pub mod alter_partition;
 mod codec;
 pub mod decide;
 mod error;
@@ -31,6 +33,8 @@ pub mod topic_change;
 pub mod wire;
 
 #[cfg(test)]
+mod election_tests;
+#[cfg(test)]
 mod snapshot_tests;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -38,12 +42,13 @@ pub(crate) mod tests;
 mod tests_props;
 
 pub use decide::{
-    Heartbeat, HeartbeatDecision, NewTopic, PRODUCER_ID_BLOCK_SIZE, add_partitions,
-    allocate_producer_ids, change_partition, create_topic, elect_leader, on_heartbeat, on_register,
-    on_session_expired,
+    Heartbeat, HeartbeatDecision, NewTopic, PRODUCER_ID_BLOCK_SIZE, UNCLEAN_ELECTION_KEY,
+    UncleanElection, add_partitions, allocate_producer_ids, change_partition, create_topic,
+    elect_leader, on_heartbeat, on_register, on_session_expired, unclean_elections,
 };
 pub use error::{
-    ApplyError, ApplyReason, CodecError, DecideError, InvariantError, PlacementError, SnapshotError,
+    ApplyError, ApplyReason, CodecError, DecideError, InvariantError, PlacementError,
+    SnapshotError, code,
 };
 pub use image::{AppliedSpec, BrokerEntry, MetadataImage, TopicEntry};
 pub use log_store::{LogStore, LogStoreError, MetaDir, OsDir, StoreLimits};

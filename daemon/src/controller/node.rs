@@ -17,11 +17,12 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::adoption::adopt;
+use super::alter_partition::{AlterPartitionRequest, decide_alter_partition};
 use super::decide::{
-    Heartbeat, PRODUCER_ID_BLOCK_SIZE, allocate_producer_ids, on_heartbeat, on_register,
-    on_session_expired,
+    Heartbeat, PRODUCER_ID_BLOCK_SIZE, UncleanElection, allocate_producer_ids, on_heartbeat,
+    on_register, on_session_expired, unclean_elections,
 };
-use super::error::{ApplyError, DecideError};
+use super::error::{ApplyError, DecideError, code};
 use super::image::MetadataImage;
 use super::plan::{DesiredSpec, plan_internal_topics, plan_spec};
 use super::quorum::MetadataRead;
@@ -33,16 +34,6 @@ use super::rpc::{
 };
 use super::sessions::SessionTable;
 use super::topic_change::{TopicChange, decide_topic_change};
-
-/// Kafka's error codes for what a refusal means to the broker asking.
-mod code {
-    pub const UNKNOWN_SERVER_ERROR: i16 = -1;
-    pub const INVALID_REQUEST: i16 = 42;
-    pub const THROTTLING_QUOTA_EXCEEDED: i16 = 89;
-    pub const STALE_BROKER_EPOCH: i16 = 77;
-    pub const DUPLICATE_BROKER_REGISTRATION: i16 = 101;
-    pub const BROKER_ID_NOT_REGISTERED: i16 = 102;
-}
 
 /// A fatal condition: the process must stop (fail-stop). A committed entry
 /// that does not apply means this node's log diverged or a bug wrote it.
@@ -61,6 +52,9 @@ pub enum NodeError {
 
 /// Topic changes waiting for a round at most; more are refused (retriable).
 const TOPIC_CHANGES_QUEUED_MAX: usize = 1_024;
+/// ISR changes waiting for a round at most (a follower falling behind
+/// shrinks every partition it follows at once); more are refused (retriable).
+const ALTER_PARTITIONS_QUEUED_MAX: usize = 10_000;
 
 /// A topic change from the Kafka API, waiting for a round.
 #[derive(Debug)]
@@ -86,6 +80,8 @@ struct InFlight {
     index: u64,
     term: u64,
     waiters: Vec<Waiter>,
+    /// Counted once the entry commits.
+    unclean: Vec<UncleanElection>,
 }
 
 pub struct ControllerNode {
@@ -109,6 +105,12 @@ pub struct ControllerNode {
     id_requests: BTreeMap<BrokerId, (u64, i64)>,
     /// Topic changes from the Kafka API, in arrival order (bounded).
     topic_changes: VecDeque<TopicChangeRequest>,
+    /// Partition leaders' ISR changes with their request ids, in arrival
+    /// order (bounded).
+    alter_partitions: VecDeque<(u64, AlterPartitionRequest)>,
+    /// Unclean leader elections in entries this node committed as active
+    /// controller, since it started.
+    unclean_elections: u64,
     /// Brokers whose session ended, to fence in the next round.
     expired: BTreeSet<BrokerId>,
     /// The spec hash each voter last reported (itself included).
@@ -146,6 +148,8 @@ impl ControllerNode {
             heartbeats: BTreeMap::new(),
             id_requests: BTreeMap::new(),
             topic_changes: VecDeque::new(),
+            alter_partitions: VecDeque::new(),
+            unclean_elections: 0,
             expired: BTreeSet::new(),
             spec_hashes,
             desired,
@@ -172,6 +176,12 @@ impl ControllerNode {
     /// The active controller as far as this node knows.
     pub fn leader(&self) -> Option<BrokerId> {
         self.quorum.leader()
+    }
+
+    /// Unclean leader elections in entries this node committed as the
+    /// active controller, since it started (`sluice_unclean_elections_total`).
+    pub fn unclean_elections(&self) -> u64 {
+        self.unclean_elections
     }
 
     /// A message from node `from` (verified by the transport, or this node
@@ -240,6 +250,20 @@ impl ControllerNode {
                     request_id,
                     change,
                 });
+            }
+            ClusterMessage::AlterPartition {
+                request_id,
+                request,
+            } => {
+                if !self.accepts(from, request.broker_id, request_id, "alter partitions for") {
+                    return;
+                }
+                if self.alter_partitions.len() >= ALTER_PARTITIONS_QUEUED_MAX {
+                    return self.refuse(from, request_id, code::THROTTLING_QUOTA_EXCEEDED, || {
+                        format!("{ALTER_PARTITIONS_QUEUED_MAX} ISR changes are waiting already")
+                    });
+                }
+                self.alter_partitions.push_back((request_id, request));
             }
         }
     }
@@ -328,6 +352,9 @@ impl ControllerNode {
         }
         if let Some(in_flight) = self.in_flight.take_if(|round| round.index <= entry.index) {
             let committed = in_flight.index == entry.index && in_flight.term == entry.term;
+            if committed {
+                self.count_unclean(entry.index, &in_flight.unclean);
+            }
             for waiter in in_flight.waiters {
                 let outcome = match committed {
                     true => waiter.outcome,
@@ -337,6 +364,26 @@ impl ControllerNode {
             }
         }
         Ok(changed)
+    }
+
+    /// Unclean elections in the committed entry `index`: counted and logged.
+    fn count_unclean(&mut self, index: u64, elections: &[UncleanElection]) {
+        for election in elections {
+            let topic = self
+                .image
+                .topic(&election.topic_id)
+                .map(|t| t.name.as_str());
+            tracing::warn!(
+                event = "unclean_leader_election",
+                index,
+                topic = topic.unwrap_or("?"),
+                topic_id = %election.topic_id,
+                partition = election.partition,
+                leader = election.leader,
+                leader_epoch = election.leader_epoch
+            );
+        }
+        self.unclean_elections += elections.len() as u64;
     }
 
     /// The leader applied its first entry of its term: the image is
@@ -391,6 +438,11 @@ impl ControllerNode {
             self.topic_changes
                 .drain(..)
                 .map(|r| (r.broker.0, r.request_id)),
+        );
+        waiting.extend(
+            self.alter_partitions
+                .drain(..)
+                .map(|(request_id, r)| (r.broker_id, request_id)),
         );
         self.registers.clear();
         self.heartbeats.clear();
@@ -492,9 +544,10 @@ impl ControllerNode {
                 Err(error) => self.refuse_decision(broker_id, request_id, &error),
             }
         }
+        self.decide_alter_partitions(&mut round, &mut waiters);
         self.decide_topic_changes(&mut round, &mut waiters);
         let round_index = round.index;
-        let Some(batch) = round.finish() else {
+        let Some((batch, unclean)) = round.finish() else {
             // Nothing to write, but an answer extends a broker's lease: only
             // once a quorum confirms this node still leads, so a controller
             // cut off from the others (not yet stepped down) renews no lease.
@@ -530,6 +583,7 @@ impl ControllerNode {
             index,
             term: self.quorum.term(),
             waiters,
+            unclean,
         });
         Ok(true)
     }
@@ -588,6 +642,53 @@ impl ControllerNode {
                     self.refuse(node, request.request_id, code, || error.to_string());
                 }
             }
+        }
+    }
+
+    /// Partition leaders' ISR changes, in order, while the round has room.
+    /// A refusal is answered at once, and so is an ISR the partition has
+    /// already (as committed); a change once its round is committed.
+    fn decide_alter_partitions(&mut self, round: &mut Round, waiters: &mut Vec<Waiter>) {
+        while let Some((request_id, request)) = self.alter_partitions.pop_front() {
+            let node = request.broker_id;
+            let decision = match decide_alter_partition(round.image(), &request) {
+                Ok(decision) => decision,
+                Err(error) => {
+                    self.refuse_decision(node, request_id, &error);
+                    continue;
+                }
+            };
+            let outcome = Outcome::PartitionAltered(decision.state.clone());
+            let Some(batch) = decision.records else {
+                let committed = self.image.partition(&request.topic_id, request.partition);
+                match committed == Some(&decision.state) {
+                    true => self.reply(node, request_id, outcome),
+                    // Only as this round leaves it: answered once it commits.
+                    false => waiters.push(Waiter {
+                        node,
+                        request_id,
+                        outcome,
+                    }),
+                }
+                continue;
+            };
+            if !round.add(batch) {
+                self.alter_partitions.push_front((request_id, request));
+                return;
+            }
+            tracing::info!(
+                event = "isr_change",
+                broker = node,
+                topic_id = %request.topic_id,
+                partition = request.partition,
+                isr = ?decision.state.isr,
+                partition_epoch = decision.state.partition_epoch
+            );
+            waiters.push(Waiter {
+                node,
+                request_id,
+                outcome,
+            });
         }
     }
 
@@ -726,14 +827,7 @@ impl ControllerNode {
     }
 
     fn refuse_decision(&mut self, to: BrokerId, request_id: u64, error: &DecideError) {
-        let code = match error {
-            DecideError::DuplicateBrokerRegistration { .. } => code::DUPLICATE_BROKER_REGISTRATION,
-            DecideError::StaleBrokerEpoch { .. } => code::STALE_BROKER_EPOCH,
-            DecideError::BrokerNotRegistered(_) => code::BROKER_ID_NOT_REGISTERED,
-            DecideError::InvalidRegistration { .. } => code::INVALID_REQUEST,
-            _ => code::UNKNOWN_SERVER_ERROR,
-        };
-        self.refuse(to, request_id, code, || error.to_string());
+        self.refuse(to, request_id, error.code(), || error.to_string());
     }
 
     fn reply(&mut self, to: BrokerId, request_id: u64, mut outcome: Outcome) {
@@ -803,8 +897,15 @@ impl Round {
         }
     }
 
-    fn finish(self) -> Option<RecordBatch> {
-        (!self.records.is_empty()).then(|| RecordBatch::new(self.records))
+    /// The round's batch and the unclean elections it holds; `None` when
+    /// it holds nothing.
+    fn finish(self) -> Option<(RecordBatch, Vec<UncleanElection>)> {
+        if self.records.is_empty() {
+            return None;
+        }
+        let batch = RecordBatch::new(self.records);
+        let unclean = unclean_elections(&self.base, &batch);
+        Some((batch, unclean))
     }
 }
 

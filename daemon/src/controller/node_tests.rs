@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::*;
 use crate::controller::NO_LEADER;
+use crate::controller::alter_partition::AlterPartitionRequest;
 use crate::controller::decide::NewTopic;
 use crate::controller::plan::DesiredSpec;
 use crate::controller::quorum::QuorumSpec;
@@ -567,4 +568,219 @@ fn the_offsets_topic_is_created_once_its_replication_factor_of_brokers_is_live()
     // Created once: later rounds leave it alone.
     net.heartbeat(3, active, epochs[&3]);
     assert_eq!(offsets(&net).unwrap().topic_id, topic.topic_id);
+}
+
+impl Net {
+    /// Broker `request.broker_id` asks node `to` for an ISR change.
+    fn alter(&mut self, to: BrokerId, request: &AlterPartitionRequest) -> Outcome {
+        let broker = request.broker_id;
+        let id = self.send(broker, to, |request_id| ClusterMessage::AlterPartition {
+            request_id,
+            request: request.clone(),
+        });
+        self.reply(broker, id).expect("an answer once settled")
+    }
+
+    /// Broker `broker` creates an API topic through node `to`.
+    fn create_topic(
+        &mut self,
+        broker: BrokerId,
+        to: BrokerId,
+        epoch: i64,
+        name: &str,
+        settings: &[(&str, &str)],
+    ) -> Uuid {
+        let topic_id = Uuid::from_u128(0x1000 + self.next_request as u128);
+        let change = crate::controller::topic_change::TopicChange::Create {
+            topic_id,
+            name: name.into(),
+            partitions: 3,
+            replication_factor: 2,
+            settings: settings
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            validate_only: false,
+        };
+        let id = self.send(broker, to, |request_id| ClusterMessage::ChangeTopic {
+            request_id,
+            broker_id: broker,
+            broker_epoch: epoch,
+            change,
+        });
+        assert!(matches!(self.reply(broker, id), Some(Outcome::Done { .. })));
+        topic_id
+    }
+}
+
+/// The request that sets the ISR of `topic_id`-`partition` as `image` has
+/// it, by its leader.
+fn isr_request(
+    image: &MetadataImage,
+    topic_id: Uuid,
+    partition: i32,
+    isr: &[BrokerId],
+) -> AlterPartitionRequest {
+    let state = image.partition(&topic_id, partition).expect("partition");
+    AlterPartitionRequest {
+        broker_id: state.leader,
+        broker_epoch: image.broker(state.leader).expect("leader").broker_epoch,
+        topic_id,
+        partition,
+        leader_epoch: state.leader_epoch,
+        partition_epoch: state.partition_epoch,
+        isr: isr.to_vec(),
+    }
+}
+
+#[test]
+fn a_leader_changes_its_isr_once_committed_and_a_stale_request_changes_nothing() {
+    let mut net = Net::new([HASH; 3]);
+    let active = net.wait_active();
+    let epochs = net.join_all(active);
+    let topic_id = net.create_topic(1, active, epochs[&1], "api", &[]);
+    let image = net.nodes[&active].image().clone();
+    let before = image.partition(&topic_id, 0).unwrap().clone();
+    let (leader, follower) = (before.leader, before.replicas[1]);
+    assert_eq!(before.isr, vec![leader, follower]);
+
+    // Shrink: answered with the committed state, which every voter applied.
+    let shrink = isr_request(&image, topic_id, 0, &[leader]);
+    let Outcome::PartitionAltered(after) = net.alter(active, &shrink) else {
+        panic!("not altered");
+    };
+    assert_eq!(after.isr, vec![leader]);
+    assert_eq!(
+        (after.leader, after.leader_epoch, after.partition_epoch),
+        (leader, before.leader_epoch, before.partition_epoch + 1)
+    );
+    for node in net.nodes.values() {
+        assert_eq!(node.image().partition(&topic_id, 0), Some(&after));
+    }
+
+    // The same request again is stale: refused, nothing written.
+    let applied = net.nodes[&active].image().applied_index();
+    assert!(matches!(
+        net.alter(active, &shrink),
+        Outcome::Refused { code: 95, .. }
+    ));
+    assert_eq!(net.nodes[&active].image().applied_index(), applied);
+
+    // The ISR it has already: answered at once, nothing written.
+    let image = net.nodes[&active].image().clone();
+    let same = isr_request(&image, topic_id, 0, &[leader]);
+    assert_eq!(
+        net.alter(active, &same),
+        Outcome::PartitionAltered(after.clone())
+    );
+    assert_eq!(net.nodes[&active].image().applied_index(), applied);
+
+    // Expand at the new epoch.
+    let expand = isr_request(&image, topic_id, 0, &[leader, follower]);
+    let Outcome::PartitionAltered(expanded) = net.alter(active, &expand) else {
+        panic!("not altered");
+    };
+    assert_eq!(expanded.isr, vec![leader, follower]);
+    assert_eq!(expanded.partition_epoch, before.partition_epoch + 2);
+
+    // The follower may not change the leader's ISR; nobody speaks for another.
+    let image = net.nodes[&active].image().clone();
+    let by_follower = AlterPartitionRequest {
+        broker_id: follower,
+        broker_epoch: epochs[&follower],
+        ..isr_request(&image, topic_id, 0, &[follower])
+    };
+    assert!(matches!(
+        net.alter(active, &by_follower),
+        Outcome::Refused { code: 6, .. }
+    ));
+    let request = isr_request(&image, topic_id, 0, &[leader]);
+    let id = net.send(follower, active, |request_id| {
+        ClusterMessage::AlterPartition {
+            request_id,
+            request: request.clone(),
+        }
+    });
+    assert!(matches!(
+        net.reply(follower, id),
+        Some(Outcome::Refused { code: 42, .. })
+    ));
+    // Only the active controller answers.
+    let other = VOTERS.into_iter().find(|id| *id != active).unwrap();
+    let request = AlterPartitionRequest {
+        broker_id: other,
+        ..request
+    };
+    assert_eq!(
+        net.alter(other, &request),
+        Outcome::NotController {
+            leader: Some(active)
+        }
+    );
+    assert_eq!(net.nodes[&active].unclean_elections(), 0);
+}
+
+#[test]
+fn an_unclean_election_is_counted_once_committed_and_only_where_the_topic_allows_it() {
+    let mut net = Net::new([HASH; 3]);
+    let active = net.wait_active();
+    let epochs = net.join_all(active);
+    let risky = net.create_topic(
+        active,
+        active,
+        epochs[&active],
+        "risky",
+        &[("unclean.leader.election.enable", "true")],
+    );
+    let safe = net.create_topic(active, active, epochs[&active], "safe", &[]);
+    let silent = VOTERS.into_iter().find(|id| *id != active).unwrap();
+    // Every partition `silent` leads drops its follower from the ISR.
+    let mut led = BTreeMap::new();
+    for topic_id in [risky, safe] {
+        for partition in 0..3 {
+            let image = net.nodes[&active].image().clone();
+            if image.partition(&topic_id, partition).unwrap().leader != silent {
+                continue;
+            }
+            let request = isr_request(&image, topic_id, partition, &[silent]);
+            let Outcome::PartitionAltered(state) = net.alter(active, &request) else {
+                panic!("not altered");
+            };
+            led.insert((topic_id, partition), state);
+        }
+    }
+    let risky_led = led.keys().filter(|(topic, _)| *topic == risky).count();
+    assert!(risky_led >= 1 && led.len() > risky_led, "{led:?}");
+    assert_eq!(net.nodes[&active].unclean_elections(), 0);
+
+    // `silent` stops heartbeating and is fenced.
+    let start = net.now;
+    while net.now < start + SESSION + Duration::from_millis(200) {
+        for broker in VOTERS.into_iter().filter(|id| *id != silent) {
+            net.heartbeat(broker, active, epochs[&broker]);
+        }
+        net.advance(Duration::from_millis(250));
+    }
+    let image = net.nodes[&active].image().clone();
+    assert!(image.broker(silent).unwrap().fenced);
+    for ((topic_id, partition), old) in &led {
+        let state = image.partition(topic_id, *partition).unwrap();
+        let other = *old.replicas.iter().find(|id| **id != silent).unwrap();
+        let expected = match *topic_id == risky {
+            true => (other, vec![other]),
+            false => (NO_LEADER, vec![silent]),
+        };
+        assert_eq!((state.leader, state.isr.clone()), expected);
+        assert_eq!(state.leader_epoch, old.leader_epoch + 1);
+    }
+    assert_eq!(net.nodes[&active].unclean_elections(), risky_led as u64);
+    for (id, node) in &net.nodes {
+        if *id != active {
+            assert_eq!(
+                node.unclean_elections(),
+                0,
+                "only the active controller counts"
+            );
+        }
+    }
 }

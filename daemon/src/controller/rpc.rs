@@ -17,17 +17,22 @@
 //! change    := 1 topic_id name partitions:i32 rf:i16 settings validate_only:u8
 //!            | 2 name total:i32 validate_only:u8
 //!            | 3 name
+//! alter     (8) := request_id:u64 broker_id:i32 broker_epoch:i64 topic_id
+//!                  partition:i32 leader_epoch:i32 partition_epoch:i32
+//!                  isr:[i32] (at most 32, as a partition's replicas)
 //! ```
 
 use bytes::Bytes;
 use raft::eraftpb::Message;
 
 use super::adoption::{AdoptedTopic, Adoption};
+use super::alter_partition::AlterPartitionRequest;
 use super::codec::{Reader, Writer};
 use super::error::CodecError;
 use super::records::{
-    BrokerId, BrokerRegistration, SETTINGS_LIMITS, SPEC_HASH_BYTES_MAX, TOPIC_NAME_BYTES_MAX,
-    decode_registration, encode_registration,
+    BrokerId, BrokerRegistration, PartitionState, REPLICAS_MAX, SETTINGS_LIMITS,
+    SPEC_HASH_BYTES_MAX, TOPIC_NAME_BYTES_MAX, decode_partition_state, decode_registration,
+    encode_partition_state, encode_registration,
 };
 use super::topic_change::TopicChange;
 use super::wire::{self, WireError};
@@ -61,6 +66,11 @@ pub enum ClusterMessage {
         broker_id: BrokerId,
         broker_epoch: i64,
         change: TopicChange,
+    },
+    /// A partition leader asks to change the ISR.
+    AlterPartition {
+        request_id: u64,
+        request: AlterPartitionRequest,
     },
 }
 
@@ -126,6 +136,9 @@ pub enum Outcome {
     ProducerIds { first: i64, size: i32 },
     /// Done: committed at metadata log `index` (0: nothing was written).
     Done { index: u64 },
+    /// The answer to an `AlterPartition`: the partition as committed (the
+    /// ISR asked for, at its new partition epoch), for the leader to adopt.
+    PartitionAltered(PartitionState),
     /// This node is not the active controller; `leader` is who it believes is.
     NotController { leader: Option<BrokerId> },
     /// Refused with a Kafka error code and why.
@@ -207,6 +220,20 @@ impl ClusterMessage {
                 out.i64(*broker_epoch);
                 encode_change(&mut out, change)?;
             }
+            ClusterMessage::AlterPartition {
+                request_id,
+                request,
+            } => {
+                out.u8(8);
+                out.u64(*request_id);
+                out.i32(request.broker_id);
+                out.i64(request.broker_epoch);
+                out.uuid(&request.topic_id);
+                out.i32(request.partition);
+                out.i32(request.leader_epoch);
+                out.i32(request.partition_epoch);
+                out.i32_list("isr", &request.isr, REPLICAS_MAX)?;
+            }
         }
         Ok(out.bytes)
     }
@@ -255,6 +282,18 @@ impl ClusterMessage {
                 broker_id: input.i32("broker id")?,
                 broker_epoch: input.i64("broker epoch")?,
                 change: decode_change(&mut input)?,
+            },
+            8 => ClusterMessage::AlterPartition {
+                request_id: input.u64("request id")?,
+                request: AlterPartitionRequest {
+                    broker_id: input.i32("broker id")?,
+                    broker_epoch: input.i64("broker epoch")?,
+                    topic_id: input.uuid("topic id")?,
+                    partition: input.i32("partition")?,
+                    leader_epoch: input.i32("leader epoch")?,
+                    partition_epoch: input.i32("partition epoch")?,
+                    isr: input.i32_list("isr", REPLICAS_MAX)?,
+                },
             },
             kind => return Err(RpcError::Kind(kind)),
         };
@@ -388,6 +427,10 @@ fn encode_outcome(out: &mut Writer, outcome: &Outcome) -> Result<(), CodecError>
             out.u8(8);
             out.u64(*index);
         }
+        Outcome::PartitionAltered(state) => {
+            out.u8(9);
+            encode_partition_state(out, state)?;
+        }
         Outcome::Metadata(MetadataChunk::Snapshot { index, image }) => {
             out.u8(6);
             out.u64(*index);
@@ -451,6 +494,7 @@ fn decode_outcome(input: &mut Reader<'_>) -> Result<Outcome, CodecError> {
         8 => Outcome::Done {
             index: input.u64("metadata index")?,
         },
+        9 => Outcome::PartitionAltered(decode_partition_state(input)?),
         other => {
             return Err(CodecError::InvalidValue {
                 what: "outcome",
@@ -587,6 +631,24 @@ mod tests {
                 request_id: 12,
                 outcome: Outcome::Done { index: 99 },
             }),
+            ClusterMessage::AlterPartition {
+                request_id: 13,
+                request: alter_request(vec![3, 1, 2]),
+            },
+            ClusterMessage::AlterPartition {
+                request_id: 14,
+                request: alter_request(Vec::new()),
+            },
+            ClusterMessage::Reply(Reply {
+                request_id: 13,
+                outcome: Outcome::PartitionAltered(PartitionState {
+                    replicas: vec![1, 2, 3],
+                    isr: vec![3, 1],
+                    leader: 3,
+                    leader_epoch: i32::MAX,
+                    partition_epoch: 12,
+                }),
+            }),
             ClusterMessage::Reply(Reply {
                 request_id: 9,
                 outcome: Outcome::ProducerIds {
@@ -657,6 +719,45 @@ mod tests {
             longer.push(0);
             assert!(ClusterMessage::decode(&longer).is_err());
         }
+    }
+
+    fn alter_request(isr: Vec<BrokerId>) -> AlterPartitionRequest {
+        AlterPartitionRequest {
+            broker_id: 3,
+            broker_epoch: 18,
+            topic_id: Uuid::from_u128(0xabc),
+            partition: 5,
+            leader_epoch: 7,
+            partition_epoch: 11,
+            isr,
+        }
+    }
+
+    #[test]
+    fn an_isr_longer_than_a_partitions_replicas_can_be_is_refused() {
+        let longest = ClusterMessage::AlterPartition {
+            request_id: 1,
+            request: alter_request((0..REPLICAS_MAX as i32).collect()),
+        };
+        let bytes = longest.encode().unwrap();
+        assert_eq!(ClusterMessage::decode(&bytes).unwrap(), longest);
+        let too_long = ClusterMessage::AlterPartition {
+            request_id: 1,
+            request: alter_request((0..=REPLICAS_MAX as i32).collect()),
+        };
+        assert!(matches!(
+            too_long.encode(),
+            Err(RpcError::Codec(CodecError::TooLong { what: "isr", .. }))
+        ));
+        // The same bytes as a sender that does not check would write: the
+        // count is refused before any element is read.
+        let mut forged = bytes.clone();
+        let count_at = bytes.len() - 2 - 4 * REPLICAS_MAX;
+        forged[count_at..count_at + 2].copy_from_slice(&u16::MAX.to_be_bytes());
+        assert!(matches!(
+            ClusterMessage::decode(&forged),
+            Err(RpcError::Codec(CodecError::TooLong { what: "isr", .. }))
+        ));
     }
 
     #[test]

@@ -173,6 +173,8 @@ fn run(
     status: Arc<Mutex<ControllerStatus>>,
 ) {
     let metrics = crate::metrics::metrics();
+    // Unclean elections already added to the counter.
+    let mut unclean_counted = 0;
     loop {
         let wait = node
             .poll_timeout()
@@ -233,6 +235,13 @@ fn run(
             brokers_unfenced: unfenced,
             brokers_fenced: fenced,
         });
+        let unclean = node.unclean_elections();
+        metrics
+            .cluster()
+            .controller
+            .unclean_elections
+            .inc_by(unclean.saturating_sub(unclean_counted));
+        unclean_counted = unclean;
         *status.lock().unwrap_or_else(|e| e.into_inner()) = now_status;
     }
 }

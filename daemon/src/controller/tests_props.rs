@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 use uuid::Uuid;
 
+use super::alter_partition::{AlterPartitionRequest, decide_alter_partition};
 use super::tests::{declared, registration, with_crc};
 use super::*;
 use crate::config::HostPort;
@@ -166,6 +167,16 @@ pub(super) enum Action {
     Create {
         partitions: i32,
         replication_factor: i16,
+        /// Sets `unclean.leader.election.enable`.
+        unclean: bool,
+    },
+    /// The leader asks for itself plus the replicas `keep` picks (a bit
+    /// per replica), at the current epochs or a stale partition epoch.
+    AlterIsr {
+        topic: u128,
+        partition: i32,
+        keep: u8,
+        stale: bool,
     },
     AddPartitions {
         topic: u128,
@@ -183,7 +194,9 @@ pub(super) fn arb_action() -> impl Strategy<Value = Action> {
         6 => (broker.clone(), prop::bool::weighted(0.1), prop::bool::weighted(0.8), prop::bool::weighted(0.1))
             .prop_map(|(broker, stale, caught_up, want_fence)| Action::Heartbeat { broker, stale, caught_up, want_fence }),
         2 => (0u64..2000).prop_map(|ms| Action::Advance { ms }),
-        2 => (1i32..5, 1i16..4).prop_map(|(partitions, replication_factor)| Action::Create { partitions, replication_factor }),
+        2 => (1i32..5, 1i16..4, prop::bool::weighted(0.4)).prop_map(|(partitions, replication_factor, unclean)| Action::Create { partitions, replication_factor, unclean }),
+        3 => (1u128..5, 0i32..4, any::<u8>(), prop::bool::weighted(0.1))
+            .prop_map(|(topic, partition, keep, stale)| Action::AlterIsr { topic, partition, keep, stale }),
         1 => (1u128..5, 1i32..3).prop_map(|(topic, extra)| Action::AddPartitions { topic, extra }),
         1 => broker.prop_map(|broker| Action::Allocate { broker }),
     ]
@@ -254,13 +267,18 @@ impl Run {
             Action::Create {
                 partitions,
                 replication_factor,
+                unclean,
             } => {
                 self.topics_created += 1;
+                let settings = match unclean {
+                    true => [(UNCLEAN_ELECTION_KEY.to_string(), "true".to_string())].into(),
+                    false => BTreeMap::new(),
+                };
                 let topic = NewTopic {
                     topic_id: Uuid::from_u128(self.topics_created),
                     name: format!("t{}", self.topics_created),
                     declared: true,
-                    settings: BTreeMap::new(),
+                    settings,
                     partitions,
                     replication_factor,
                     replicas: None,
@@ -268,6 +286,12 @@ impl Run {
                 let result = create_topic(&self.image, &topic, &self.brokers);
                 result.ok().into_iter().collect()
             }
+            Action::AlterIsr {
+                topic,
+                partition,
+                keep,
+                stale,
+            } => self.alter_isr(Uuid::from_u128(topic), partition, keep, stale),
             Action::AddPartitions { topic, extra } => {
                 let topic_id = Uuid::from_u128(topic);
                 let Some(entry) = self.image.topic(&topic_id) else {
@@ -285,6 +309,51 @@ impl Run {
                 };
                 vec![allocate_producer_ids(&self.image, broker, epoch).expect("allocates")]
             }
+        }
+    }
+
+    fn alter_isr(
+        &mut self,
+        topic_id: Uuid,
+        partition: i32,
+        keep: u8,
+        stale: bool,
+    ) -> Vec<RecordBatch> {
+        let Some(state) = self.image.partition(&topic_id, partition) else {
+            return Vec::new();
+        };
+        let Some(leader) = self.image.broker(state.leader) else {
+            return Vec::new(); // leaderless
+        };
+        let mut isr = vec![state.leader];
+        isr.extend(
+            state
+                .replicas
+                .iter()
+                .enumerate()
+                .filter(|(at, id)| keep & (1 << at) != 0 && **id != state.leader)
+                .map(|(_, id)| *id),
+        );
+        let request = AlterPartitionRequest {
+            broker_id: state.leader,
+            broker_epoch: leader.broker_epoch,
+            topic_id,
+            partition,
+            leader_epoch: state.leader_epoch,
+            partition_epoch: state.partition_epoch - i32::from(stale),
+            isr,
+        };
+        match decide_alter_partition(&self.image, &request) {
+            Ok(decision) => {
+                assert!(!stale);
+                decision.records.into_iter().collect()
+            }
+            Err(DecideError::StalePartitionEpoch { .. }) if stale => Vec::new(),
+            Err(DecideError::IneligibleReplica { broker_id, .. }) => {
+                assert!(!self.image.is_unfenced(broker_id));
+                Vec::new()
+            }
+            Err(error) => panic!("{error}"),
         }
     }
 
@@ -333,7 +402,8 @@ impl Run {
             panic!("decide wrote a batch the image refuses: {error}\n{batch:#?}");
         }
         self.image.check_invariants();
-        check_transition(&before, &self.image);
+        let unclean = check_transition(&before, &self.image);
+        assert_eq!(unclean_elections(&before, &batch).len(), unclean);
         self.log.push(batch.clone());
         for record in &batch.records {
             if let Record::RegisterBroker(registration) = record {
@@ -343,9 +413,13 @@ impl Run {
     }
 }
 
-/// Epoch rules between two consecutive images, and that no partition is
-/// left without a leader while an unfenced broker is in its ISR.
-fn check_transition(before: &MetadataImage, after: &MetadataImage) {
+/// Epoch rules between two consecutive images; an election takes the
+/// first eligible ISR member (an unclean one makes its leader the ISR);
+/// no partition is left without a leader while an unfenced broker is in
+/// its ISR, or (where the topic allows unclean elections) its replicas.
+/// Returns how many leaders came from outside the ISR.
+fn check_transition(before: &MetadataImage, after: &MetadataImage) -> usize {
+    let mut unclean = 0;
     for old_topic in before.topics() {
         let Some(new_topic) = after.topic(&old_topic.topic_id) else {
             continue;
@@ -360,17 +434,40 @@ fn check_transition(before: &MetadataImage, after: &MetadataImage) {
                 new.leader_epoch,
                 old.leader_epoch + i32::from(new.leader != old.leader)
             );
-            assert_eq!(
-                new.leader,
-                elect_leader(&new.replicas, &new.isr, |id| after.is_unfenced(id))
-            );
+            if new.leader != old.leader {
+                assert_eq!(
+                    new.leader,
+                    elect_leader(&new.replicas, &new.isr, |id| after.is_unfenced(id))
+                );
+            }
+            if new.leader != NO_LEADER && !old.isr.contains(&new.leader) {
+                assert_eq!(
+                    new.isr,
+                    vec![new.leader],
+                    "an unclean leader is alone in the ISR"
+                );
+                assert_eq!(
+                    new_topic
+                        .settings
+                        .get(UNCLEAN_ELECTION_KEY)
+                        .map(String::as_str),
+                    Some("true"),
+                    "an unclean election where the topic does not allow it"
+                );
+                unclean += 1;
+            }
         }
     }
     for topic in after.topics() {
+        let allows_unclean = topic.settings.contains_key(UNCLEAN_ELECTION_KEY);
         for state in &topic.partitions {
             if state.leader == NO_LEADER {
+                let candidates = match allows_unclean {
+                    true => &state.replicas,
+                    false => &state.isr,
+                };
                 assert!(
-                    state.isr.iter().all(|id| !after.is_unfenced(*id)),
+                    candidates.iter().all(|id| !after.is_unfenced(*id)),
                     "{state:?} could have a leader"
                 );
             }
@@ -382,6 +479,7 @@ fn check_transition(before: &MetadataImage, after: &MetadataImage) {
         }
     }
     assert!(after.next_producer_id() >= before.next_producer_id());
+    unclean
 }
 
 // ------------------------------------------------------------------ properties

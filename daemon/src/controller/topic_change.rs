@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use uuid::Uuid;
 
 use super::decide::{NewTopic, add_partitions, create_topic};
-use super::error::{DecideError, PlacementError};
+use super::error::{DecideError, code};
 use super::image::MetadataImage;
 use super::placement::PlacementBroker;
 use super::records::{Record, RecordBatch};
@@ -72,43 +72,14 @@ pub enum TopicChangeError {
     Decide(#[from] DecideError),
 }
 
-/// Kafka's error codes for the refusals (the broker answers them as they are).
-mod code {
-    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-    pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
-    pub const TOPIC_ALREADY_EXISTS: i16 = 36;
-    pub const INVALID_PARTITIONS: i16 = 37;
-    pub const INVALID_REPLICATION_FACTOR: i16 = 38;
-    pub const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
-    pub const INVALID_CONFIG: i16 = 40;
-    pub const INVALID_REQUEST: i16 = 42;
-    pub const POLICY_VIOLATION: i16 = 44;
-    pub const STALE_BROKER_EPOCH: i16 = 77;
-    pub const BROKER_ID_NOT_REGISTERED: i16 = 102;
-}
-
 impl TopicChangeError {
-    /// Kafka's code for the refusal.
+    /// Kafka's code for the refusal (the broker answers it as it is).
     pub fn code(&self) -> i16 {
         match self {
             TopicChangeError::Declared(_) | TopicChangeError::Internal(_) => code::POLICY_VIOLATION,
             TopicChangeError::UnknownTopic(_) => code::UNKNOWN_TOPIC_OR_PARTITION,
             TopicChangeError::CannotShrink { .. } => code::INVALID_PARTITIONS,
-            TopicChangeError::Decide(error) => match error {
-                DecideError::TopicExists(_) => code::TOPIC_ALREADY_EXISTS,
-                DecideError::InvalidTopicName { .. } => code::INVALID_TOPIC_EXCEPTION,
-                DecideError::InvalidConfig { .. } => code::INVALID_CONFIG,
-                DecideError::Placement(PlacementError::InvalidPartitions(_)) => {
-                    code::INVALID_PARTITIONS
-                }
-                DecideError::Placement(PlacementError::InvalidReplicationFactor { .. }) => {
-                    code::INVALID_REPLICATION_FACTOR
-                }
-                DecideError::Placement(_) => code::INVALID_REPLICA_ASSIGNMENT,
-                DecideError::StaleBrokerEpoch { .. } => code::STALE_BROKER_EPOCH,
-                DecideError::BrokerNotRegistered(_) => code::BROKER_ID_NOT_REGISTERED,
-                _ => code::INVALID_REQUEST,
-            },
+            TopicChangeError::Decide(error) => error.code(),
         }
     }
 }

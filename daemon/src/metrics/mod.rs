@@ -45,14 +45,22 @@ pub struct Metrics {
     pub config_last_reload_success: IntGauge,
     pub spec_info: IntGaugeVec,
     pub connections: IntGauge,
-    pub isr_shrinks: IntCounter,
-    pub isr_expands: IntCounter,
+    /// Exported from the start (zero on a single node).
+    replication: ReplicationCounters,
     pub(crate) partition: PartitionGauges,
     pub(crate) broker: BrokerGauges,
     /// HW − committed per group and partition (`group::lag`), at scrape time.
     pub(crate) consumer_group_lag: IntGaugeVec,
     /// Registered on first use: only cluster nodes export them.
     cluster: OnceLock<ClusterGauges>,
+}
+
+/// What this broker did as a partition leader.
+pub struct ReplicationCounters {
+    /// Counted when the controller has committed the smaller ISR.
+    pub isr_shrinks: IntCounter,
+    /// Counted when the controller has committed the larger ISR.
+    pub isr_expands: IntCounter,
 }
 
 /// The families only a node of a multi-broker cluster exports.
@@ -100,6 +108,12 @@ impl ClusterGauges {
                     "Registered brokers in the applied metadata, by state.",
                     &["state"],
                 ),
+                unclean_elections: counter(
+                    r,
+                    "sluice_unclean_elections_total",
+                    "Leaders elected from outside the ISR (the topic allows it) in metadata \
+                     entries this voter committed as the active controller.",
+                ),
             },
             membership: MembershipGauges {
                 broker_epoch: gauge(
@@ -134,6 +148,8 @@ pub struct ControllerGauges {
     leader: IntGauge,
     applied_index: IntGauge,
     brokers: IntGaugeVec,
+    /// Counted by the controller thread as the active controller commits them.
+    pub unclean_elections: IntCounter,
 }
 
 impl ControllerGauges {
@@ -205,6 +221,10 @@ fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeV
 
 fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
     register(r, IntGauge::new(name, help).expect("valid metric"))
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    register(r, IntCounter::new(name, help).expect("valid metric"))
 }
 
 fn histogram(name: &str, help: &str) -> HistogramOpts {
@@ -290,22 +310,18 @@ impl Metrics {
                 &["hash"],
             ),
             connections: gauge(&r, "sluice_connections", "Open Kafka client connections."),
-            isr_shrinks: register(
-                &r,
-                IntCounter::new(
+            replication: ReplicationCounters {
+                isr_shrinks: counter(
+                    &r,
                     "sluice_isr_shrinks_total",
-                    "Replicas removed from an ISR (0 on a single node).",
-                )
-                .expect("valid metric"),
-            ),
-            isr_expands: register(
-                &r,
-                IntCounter::new(
+                    "ISR shrinks this broker committed as partition leader.",
+                ),
+                isr_expands: counter(
+                    &r,
                     "sluice_isr_expands_total",
-                    "Replicas added to an ISR (0 on a single node).",
-                )
-                .expect("valid metric"),
-            ),
+                    "ISR expands this broker committed as partition leader.",
+                ),
+            },
             consumer_group_lag: gauge_vec(
                 &r,
                 "sluice_consumer_group_lag",
@@ -419,13 +435,18 @@ impl Metrics {
         }
     }
 
-    /// Records the spec now running, replacing the previous hash.
     /// The cluster families, registered with the first call.
     pub fn cluster(&self) -> &ClusterGauges {
         self.cluster
             .get_or_init(|| ClusterGauges::register(&self.registry))
     }
 
+    /// What this broker did as a partition leader.
+    pub fn replication(&self) -> &ReplicationCounters {
+        &self.replication
+    }
+
+    /// Records the spec now running, replacing the previous hash.
     pub fn set_spec_hash(&self, hash: &str) {
         self.spec_info.reset();
         self.spec_info.with_label_values(&[hash]).set(1);

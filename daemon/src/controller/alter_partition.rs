@@ -1,0 +1,442 @@
+//! A partition leader asks to change its ISR (Kafka's AlterPartition): a
+//! follower fell behind (shrink) or caught up (expand). Decided against the
+//! committed image like any broker request, so a leader that lost its
+//! leadership, or read the partition before it last changed, is refused
+//! rather than undoing someone else's change. The leader and the leader
+//! epoch stay; the partition epoch moves (`decide::change_partition`).
+//!
+//! The checks come in Kafka's order (`ReplicationControlManager
+//! .validateAlterPartitionData`): the broker at its epoch, the partition,
+//! the leader epoch, the leader, the partition epoch, the ISR's shape, then
+//! the brokers it adds.
+
+use std::collections::BTreeSet;
+
+use uuid::Uuid;
+
+use super::decide::change_partition;
+use super::error::DecideError;
+use super::image::MetadataImage;
+use super::records::{BrokerId, PartitionState, Record, RecordBatch};
+
+/// One leader's ISR change for one partition, at the epochs it read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlterPartitionRequest {
+    /// The leader asking: it speaks only for itself.
+    pub broker_id: BrokerId,
+    /// Its epoch: a request from a previous life of the process is refused.
+    pub broker_epoch: i64,
+    pub topic_id: Uuid,
+    pub partition: i32,
+    /// The epochs of the partition state the leader acts on.
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    /// The whole ISR the leader wants.
+    pub isr: Vec<BrokerId>,
+}
+
+/// An accepted ISR change: the state the partition has once `records` (if
+/// any) are committed, which the leader adopts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlterPartitionDecision {
+    pub state: PartitionState,
+    /// `None` when the ISR is the one the partition has already.
+    pub records: Option<RecordBatch>,
+}
+
+/// Decides `request` against `image`; see the module doc for the rules.
+pub fn decide_alter_partition(
+    image: &MetadataImage,
+    request: &AlterPartitionRequest,
+) -> Result<AlterPartitionDecision, DecideError> {
+    let broker_id = request.broker_id;
+    let entry = image
+        .broker(broker_id)
+        .ok_or(DecideError::BrokerNotRegistered(broker_id))?;
+    if entry.broker_epoch != request.broker_epoch {
+        return Err(DecideError::StaleBrokerEpoch {
+            broker_id,
+            got: request.broker_epoch,
+            current: entry.broker_epoch,
+        });
+    }
+    if entry.fenced {
+        return Err(DecideError::BrokerFenced(broker_id));
+    }
+    let unknown = || DecideError::UnknownPartition {
+        topic_id: request.topic_id,
+        partition: request.partition,
+    };
+    let topic = image.topic(&request.topic_id).ok_or_else(unknown)?;
+    let state = image
+        .partition(&request.topic_id, request.partition)
+        .ok_or_else(unknown)?;
+    let (name, partition) = (topic.name.clone(), request.partition);
+    if request.leader_epoch != state.leader_epoch {
+        return Err(DecideError::FencedLeaderEpoch {
+            topic: name,
+            partition,
+            got: request.leader_epoch,
+            current: state.leader_epoch,
+        });
+    }
+    if state.leader != broker_id {
+        return Err(DecideError::NotLeader {
+            topic: name,
+            partition,
+            broker_id,
+            leader: state.leader,
+        });
+    }
+    if request.partition_epoch != state.partition_epoch {
+        return Err(DecideError::StalePartitionEpoch {
+            topic: name,
+            partition,
+            got: request.partition_epoch,
+            current: state.partition_epoch,
+        });
+    }
+    let invalid = |why| DecideError::InvalidIsr {
+        topic: name.clone(),
+        partition,
+        isr: request.isr.clone(),
+        why,
+    };
+    let isr: BTreeSet<BrokerId> = request.isr.iter().copied().collect();
+    if isr.is_empty() {
+        return Err(invalid("it is empty"));
+    }
+    if isr.len() != request.isr.len() {
+        return Err(invalid("it lists a broker twice"));
+    }
+    if !isr.iter().all(|id| state.replicas.contains(id)) {
+        return Err(invalid("it lists a broker that is not a replica"));
+    }
+    if !isr.contains(&broker_id) {
+        return Err(invalid("it leaves out the leader"));
+    }
+    for &added in request.isr.iter().filter(|id| !state.isr.contains(id)) {
+        let why = match image.broker(added) {
+            None => "not registered",
+            Some(entry) if entry.fenced => "fenced",
+            Some(_) => continue,
+        };
+        return Err(DecideError::IneligibleReplica {
+            topic: name,
+            partition,
+            broker_id: added,
+            why,
+        });
+    }
+    let Some(changed) = change_partition(state, request.isr.clone(), broker_id) else {
+        return Ok(AlterPartitionDecision {
+            state: state.clone(),
+            records: None,
+        });
+    };
+    assert_eq!(changed.leader_epoch, state.leader_epoch, "the leader stays");
+    let record = Record::PartitionChange {
+        topic_id: request.topic_id,
+        partition,
+        state: changed.clone(),
+    };
+    Ok(AlterPartitionDecision {
+        state: changed,
+        records: Some(RecordBatch::new(vec![record])),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::error::code;
+    use crate::controller::records::NO_LEADER;
+    use crate::controller::tests::registration;
+
+    const TOPIC: Uuid = Uuid::from_u128(7);
+
+    /// Brokers 1, 2, 3 registered at epochs 1, 1, 1; 1 and 2 unfenced, 3
+    /// fenced; topic `t` (TOPIC) partition 0 with replicas [1, 2, 3], ISR
+    /// [1, 2], led by 1 at leader epoch 4 and partition epoch 9.
+    fn image() -> MetadataImage {
+        let mut image = MetadataImage::default();
+        let mut records: Vec<Record> = (1..=3)
+            .map(|id| Record::RegisterBroker(registration(id, 1)))
+            .collect();
+        records.extend((1..=2).map(|broker_id| Record::UnfenceBroker {
+            broker_id,
+            broker_epoch: 1,
+        }));
+        records.push(Record::CreateTopic {
+            topic_id: TOPIC,
+            name: "t".into(),
+            declared: true,
+            settings: Default::default(),
+        });
+        records.push(Record::CreatePartition {
+            topic_id: TOPIC,
+            partition: 0,
+            state: PartitionState {
+                replicas: vec![1, 2, 3],
+                isr: vec![1, 2],
+                leader: 1,
+                leader_epoch: 4,
+                partition_epoch: 9,
+            },
+        });
+        image.apply(1, &RecordBatch::new(records)).unwrap();
+        image.check_invariants();
+        image
+    }
+
+    fn request(isr: &[BrokerId]) -> AlterPartitionRequest {
+        AlterPartitionRequest {
+            broker_id: 1,
+            broker_epoch: 1,
+            topic_id: TOPIC,
+            partition: 0,
+            leader_epoch: 4,
+            partition_epoch: 9,
+            isr: isr.to_vec(),
+        }
+    }
+
+    fn refused(image: &MetadataImage, request: &AlterPartitionRequest) -> DecideError {
+        decide_alter_partition(image, request).expect_err("refused")
+    }
+
+    /// Commits the decision's records and checks the image took them.
+    fn commit(image: &mut MetadataImage, decision: &AlterPartitionDecision) {
+        let batch = decision.records.clone().expect("records");
+        let bytes = batch.encode().unwrap();
+        let index = image.applied_index() + 1;
+        image
+            .apply(index, &RecordBatch::decode(&bytes).unwrap())
+            .unwrap();
+        image.check_invariants();
+        assert_eq!(image.partition(&TOPIC, 0), Some(&decision.state));
+    }
+
+    #[test]
+    fn a_shrink_keeps_the_leader_and_its_epoch_and_moves_the_partition_epoch() {
+        let mut image = image();
+        let decision = decide_alter_partition(&image, &request(&[1])).unwrap();
+        assert_eq!(
+            (
+                decision.state.leader,
+                decision.state.leader_epoch,
+                decision.state.partition_epoch,
+                decision.state.isr.clone()
+            ),
+            (1, 4, 10, vec![1])
+        );
+        assert_eq!(decision.state.replicas, vec![1, 2, 3]);
+        commit(&mut image, &decision);
+    }
+
+    #[test]
+    fn an_expand_takes_a_registered_unfenced_broker() {
+        let mut image = image();
+        // Broker 3 unfences; the leader adds it.
+        let unfence = RecordBatch::new(vec![Record::UnfenceBroker {
+            broker_id: 3,
+            broker_epoch: 1,
+        }]);
+        image.apply(2, &unfence).unwrap();
+        let decision = decide_alter_partition(&image, &request(&[1, 2, 3])).unwrap();
+        assert_eq!(decision.state.isr, vec![1, 2, 3]);
+        assert_eq!(decision.state.partition_epoch, 10);
+        commit(&mut image, &decision);
+        // The leader's next change must carry the new partition epoch.
+        let stale = refused(&image, &request(&[1, 3]));
+        assert_eq!(stale.code(), code::INVALID_UPDATE_VERSION, "{stale}");
+        let next = AlterPartitionRequest {
+            partition_epoch: 10,
+            ..request(&[1, 3])
+        };
+        let decision = decide_alter_partition(&image, &next).unwrap();
+        assert_eq!(
+            (decision.state.isr.clone(), decision.state.partition_epoch),
+            (vec![1, 3], 11)
+        );
+    }
+
+    #[test]
+    fn the_same_isr_answers_the_current_state_without_a_record() {
+        let image = image();
+        let decision = decide_alter_partition(&image, &request(&[1, 2])).unwrap();
+        assert_eq!(decision.records, None);
+        assert_eq!(Some(&decision.state), image.partition(&TOPIC, 0));
+        // Order matters: [2, 1] is another ISR (the record keeps the order asked).
+        let reordered = decide_alter_partition(&image, &request(&[2, 1])).unwrap();
+        assert!(reordered.records.is_some());
+    }
+
+    #[test]
+    fn the_broker_must_be_registered_at_its_epoch_and_unfenced() {
+        let image = image();
+        let unknown = AlterPartitionRequest {
+            broker_id: 9,
+            ..request(&[1])
+        };
+        assert_eq!(
+            refused(&image, &unknown).code(),
+            code::BROKER_ID_NOT_REGISTERED
+        );
+        let stale = AlterPartitionRequest {
+            broker_epoch: 0,
+            ..request(&[1])
+        };
+        assert_eq!(refused(&image, &stale).code(), code::STALE_BROKER_EPOCH);
+        let newer = AlterPartitionRequest {
+            broker_epoch: 2,
+            ..request(&[1])
+        };
+        assert_eq!(refused(&image, &newer).code(), code::STALE_BROKER_EPOCH);
+        let fenced = AlterPartitionRequest {
+            broker_id: 3,
+            ..request(&[3])
+        };
+        let error = refused(&image, &fenced);
+        assert_eq!(error, DecideError::BrokerFenced(3));
+        assert_eq!(error.code(), code::NOT_LEADER_OR_FOLLOWER);
+    }
+
+    #[test]
+    fn the_topic_and_partition_must_exist() {
+        let image = image();
+        for (topic_id, partition) in [(Uuid::from_u128(8), 0), (TOPIC, 1), (TOPIC, -1)] {
+            let request = AlterPartitionRequest {
+                topic_id,
+                partition,
+                ..request(&[1])
+            };
+            let error = refused(&image, &request);
+            assert_eq!(error.code(), code::UNKNOWN_TOPIC_OR_PARTITION, "{error}");
+        }
+    }
+
+    #[test]
+    fn only_the_leader_at_its_leader_epoch_may_ask() {
+        let image = image();
+        let follower = AlterPartitionRequest {
+            broker_id: 2,
+            ..request(&[2])
+        };
+        let error = refused(&image, &follower);
+        assert_eq!(error.code(), code::NOT_LEADER_OR_FOLLOWER);
+        assert!(error.to_string().contains("the leader is 1"), "{error}");
+        for leader_epoch in [3, 5] {
+            let request = AlterPartitionRequest {
+                leader_epoch,
+                ..request(&[1])
+            };
+            let error = refused(&image, &request);
+            assert_eq!(error.code(), code::FENCED_LEADER_EPOCH, "{error}");
+        }
+        // A deposed leader reads an older leader epoch first (Kafka's order).
+        let deposed = AlterPartitionRequest {
+            broker_id: 2,
+            leader_epoch: 3,
+            ..request(&[2])
+        };
+        assert_eq!(refused(&image, &deposed).code(), code::FENCED_LEADER_EPOCH);
+    }
+
+    #[test]
+    fn a_fenced_former_leader_is_refused() {
+        let mut image = image();
+        let fence = RecordBatch::new(vec![
+            Record::FenceBroker {
+                broker_id: 2,
+                broker_epoch: 1,
+                reason: crate::controller::FenceReason::SessionExpired,
+            },
+            Record::PartitionChange {
+                topic_id: TOPIC,
+                partition: 0,
+                state: PartitionState {
+                    replicas: vec![1, 2, 3],
+                    isr: vec![1],
+                    leader: 1,
+                    leader_epoch: 4,
+                    partition_epoch: 10,
+                },
+            },
+        ]);
+        image.apply(2, &fence).unwrap();
+        let fence_leader = RecordBatch::new(vec![
+            Record::FenceBroker {
+                broker_id: 1,
+                broker_epoch: 1,
+                reason: crate::controller::FenceReason::SessionExpired,
+            },
+            Record::PartitionChange {
+                topic_id: TOPIC,
+                partition: 0,
+                state: PartitionState {
+                    replicas: vec![1, 2, 3],
+                    isr: vec![1],
+                    leader: NO_LEADER,
+                    leader_epoch: 5,
+                    partition_epoch: 11,
+                },
+            },
+        ]);
+        image.apply(3, &fence_leader).unwrap();
+        let request = AlterPartitionRequest {
+            leader_epoch: 5,
+            partition_epoch: 11,
+            ..request(&[1])
+        };
+        assert_eq!(refused(&image, &request), DecideError::BrokerFenced(1));
+    }
+
+    #[test]
+    fn the_partition_epoch_must_be_the_current_one() {
+        let image = image();
+        for partition_epoch in [8, 10] {
+            let request = AlterPartitionRequest {
+                partition_epoch,
+                ..request(&[1])
+            };
+            let error = refused(&image, &request);
+            assert_eq!(error.code(), code::INVALID_UPDATE_VERSION, "{error}");
+        }
+    }
+
+    #[test]
+    fn the_isr_must_be_distinct_replicas_with_the_leader() {
+        let image = image();
+        for (isr, why) in [
+            (&[][..], "empty"),
+            (&[1, 1][..], "twice"),
+            (&[1, 4][..], "not a replica"),
+            (&[1, -1][..], "not a replica"),
+            (&[2][..], "leaves out the leader"),
+        ] {
+            let error = refused(&image, &request(isr));
+            assert_eq!(error.code(), code::INVALID_REQUEST, "{error}");
+            assert!(error.to_string().contains(why), "{isr:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_broker_added_must_be_registered_and_unfenced() {
+        let mut image = image();
+        let error = refused(&image, &request(&[1, 2, 3]));
+        assert_eq!(error.code(), code::INELIGIBLE_REPLICA);
+        assert!(error.to_string().contains("broker 3") && error.to_string().contains("fenced"));
+        // Broker 3 leaves the cluster (unregistered): still ineligible.
+        let gone = RecordBatch::new(vec![Record::UnregisterBroker {
+            broker_id: 3,
+            broker_epoch: 1,
+        }]);
+        image.apply(2, &gone).unwrap();
+        let error = refused(&image, &request(&[1, 3]));
+        assert_eq!(error.code(), code::INELIGIBLE_REPLICA);
+        assert!(error.to_string().contains("not registered"), "{error}");
+        // Members kept are not checked again; a shrink goes through.
+        assert!(decide_alter_partition(&image, &request(&[1])).is_ok());
+    }
+}
