@@ -1,22 +1,13 @@
 //! The command line: `default-config` prints a spec that `check-config`
 //! accepts; a bad spec makes `check-config` exit non-zero naming file, line,
-//! column and key; a broker refuses to start on a bad spec, a locked dir, or
-//! a replicated spec this build cannot serve (which `check-config` accepts).
+//! column and key; a broker refuses to start on a bad spec or a locked dir.
 
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use common::{Daemon, START_TIMEOUT, free_port, sluiced_bin, wait_until};
-
-const NOT_BUILT: &str =
-    "replication is not built yet; this build serves one replica per partition only";
-
-fn three_broker_example() -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../etc/cluster-3.toml");
-    std::fs::read_to_string(path).unwrap()
-}
+use common::{Daemon, sluiced_bin};
 
 #[test]
 fn default_config_is_a_valid_spec() {
@@ -67,14 +58,11 @@ fn check_shipped_spec(name: &str, expected: impl Fn(&str) -> Vec<String>) -> Str
 }
 
 #[test]
-fn check_config_accepts_the_three_broker_target_and_says_it_cannot_be_served_yet() {
-    check_shipped_spec("cluster-3.toml", |file| {
-        vec![
-            format!("{file}: ok (3 broker(s), 3 topic(s))"),
-            format!("{file}: valid, but this build cannot serve it yet (replicated)"),
-            format!("{file}: topics.orders.replication_factor = 3: {NOT_BUILT}"),
-        ]
+fn check_config_accepts_the_three_broker_replicated_spec() {
+    let stdout = check_shipped_spec("cluster-3.toml", |file| {
+        vec![format!("{file}: ok (3 broker(s), 3 topic(s))")]
     });
+    assert!(!stdout.contains("cannot serve"), "{stdout}");
 }
 
 /// etc/local-3.toml, three brokers on 127.0.0.1/2/3 with one replica per
@@ -82,53 +70,9 @@ fn check_config_accepts_the_three_broker_target_and_says_it_cannot_be_served_yet
 #[test]
 fn check_config_accepts_the_local_three_broker_spec() {
     let stdout = check_shipped_spec("local-3.toml", |file| {
-        vec![format!("{file}: ok (3 broker(s), 1 topic(s))")]
+        vec![format!("{file}: ok (3 broker(s), 2 topic(s))")]
     });
     assert!(!stdout.contains("cannot serve"), "{stdout}");
-}
-
-/// With its own node id given, as on a real host, the daemon still refuses
-/// the three-broker spec: before binding a port or creating its data dir.
-#[test]
-fn a_replicated_spec_is_refused_at_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("cluster.toml");
-    let text = three_broker_example()
-        .replace("127.0.0.1:9092", &format!("127.0.0.1:{}", free_port()))
-        .replace("127.0.0.1:9093", &format!("127.0.0.1:{}", free_port()))
-        .replace("127.0.0.1:9644", &format!("127.0.0.1:{}", free_port()));
-    std::fs::write(&path, text).unwrap();
-    let mut child = Command::new(sluiced_bin())
-        .arg("--config")
-        .arg(&path)
-        .arg("--node")
-        .arg("1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let exited = wait_until(START_TIMEOUT, || matches!(child.try_wait(), Ok(Some(_))));
-    if !exited {
-        let _ = child.kill();
-    }
-    let output = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(exited, "sluiced served a replicated spec:\n{stderr}");
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
-    let file = path.display();
-    for expected in [
-        format!("{file}: topic_defaults.replication_factor = 3: {NOT_BUILT}"),
-        format!("{file}: topics.payments.min_insync_replicas = 2: {NOT_BUILT}"),
-        format!(
-            "{file}: topics.audit-log.replicas = [[1, 2, 3], [2, 3, 1], [3, 1, 2]]: {NOT_BUILT}"
-        ),
-    ] {
-        assert!(stderr.contains(&expected), "no {expected:?} in:\n{stderr}");
-    }
-    assert!(
-        !dir.path().join("data").exists(),
-        "the data dir was created before refusing"
-    );
 }
 
 #[test]

@@ -188,10 +188,11 @@ fn a_replicated_spec_is_refused_on_reload_and_changes_nothing() {
     sighup(&daemon);
     wait_for_log(&daemon, "reload_failed");
     let file = daemon.spec_path.display();
-    let not_built =
-        "replication is not built yet; this build serves one replica per partition only";
+    let not_built = "this daemon runs as a single node, which keeps one replica per partition";
     let log = daemon.log();
     let expected = format!("{file}: topics.delta.replication_factor = 2: {not_built}");
+    assert!(log.contains(&expected), "no {expected:?} in:\n{log}");
+    let expected = "restart sluiced on every broker it declares";
     assert!(log.contains(&expected), "no {expected:?} in:\n{log}");
     assert_eq!(partitions_of(&producer, "alpha"), Some(1), "{log}");
     assert_eq!(partitions_of(&producer, "gamma"), None, "{log}");

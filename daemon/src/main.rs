@@ -144,17 +144,6 @@ fn main() -> ExitCode {
                     spec.brokers.len(),
                     spec.topics.len()
                 );
-                let unservable = config::unservable(&spec);
-                if !unservable.is_empty() {
-                    println!(
-                        "{}: valid, but this build cannot serve it yet (replicated): \
-                         sluiced refuses to start or reload with it because of:",
-                        file.display()
-                    );
-                    for reason in &unservable {
-                        println!("{}: {reason}", file.display());
-                    }
-                }
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -305,7 +294,7 @@ fn init_tracing() {
 }
 
 /// One line per key that needs replication, each naming `origin`; `Ok` when
-/// this build can serve `spec`.
+/// a single-node daemon can serve `spec`.
 fn refuse_unservable(spec: &ClusterSpec, origin: &str) -> Result<(), String> {
     let reasons = config::unservable(spec);
     if reasons.is_empty() {
@@ -327,9 +316,6 @@ fn load(cli: &Cli) -> anyhow::Result<(ClusterSpec, i32, PathBuf)> {
         None => config::parse_spec(config::DEFAULT_SPEC_TOML, config::DEFAULT_SPEC_ORIGIN)
             .map_err(|e| anyhow::anyhow!("{e}"))?,
     };
-    // Before the node id: a replicated spec usually names no broker for this
-    // host yet, and that error would hide the real one.
-    refuse_unservable(&spec, &spec_origin(cli.config.as_deref())).map_err(anyhow::Error::msg)?;
     let env = std::env::var(config::NODE_ID_ENV).ok();
     let node_file = PathBuf::from(config::DEFAULT_NODE_FILE);
     let node_file = node_file.exists().then_some(node_file.as_path());
@@ -457,7 +443,11 @@ fn run_cluster_member(
     let adoption = sluice::cluster::adoption::report(&broker, &spec)?;
     service::status("joining the cluster");
     let member = Arc::new(sluice::cluster::ClusterMember::start(
-        &spec, node_id, &data_dir, adoption,
+        &spec,
+        node_id,
+        &data_dir,
+        adoption,
+        broker.clone(),
     )?);
     broker.set_producer_id_source(member.producer_id_source());
     broker.set_topic_changes(member.topic_changes());
@@ -631,6 +621,7 @@ async fn serve(
             tasks.push(tokio::spawn(sluice::cluster::publisher::serve_image(
                 broker.clone(),
                 groups.clone(),
+                member.replica_fetcher(),
                 broker.node_id(),
                 member.image(),
                 member.status(),
@@ -750,8 +741,8 @@ fn load_reloaded(config: Option<&std::path::Path>) -> Option<ClusterSpec> {
             return None;
         }
     };
-    // Refused whole, as at startup: applying only the parts this build can
-    // serve would leave a running spec that claims replication it does not do.
+    // Refused whole: applying only the parts a single node can serve would
+    // leave a running spec that claims replication it does not do.
     if let Err(reasons) = refuse_unservable(&spec, &origin) {
         for line in reasons.lines() {
             tracing::error!(event = "reload_unservable", error = %line);

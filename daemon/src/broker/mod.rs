@@ -55,7 +55,7 @@ pub const RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 pub enum BrokerError {
     #[error("broker {node_id} is not declared in the cluster spec")]
     UnknownNode { node_id: i32 },
-    #[error("cluster spec: {}: {}", list(.reasons), crate::config::REPLICATION_NOT_BUILT)]
+    #[error("cluster spec: {}: {}", list(.reasons), crate::config::SINGLE_NODE_ONE_REPLICA)]
     Unservable {
         reasons: Vec<crate::config::Unservable>,
     },
@@ -187,7 +187,7 @@ impl Broker {
         // `sluiced` checks first and names the file; this keeps every other
         // caller (bench, tests) from running a spec whose replication is ignored.
         let reasons = crate::config::unservable(&spec);
-        if !reasons.is_empty() {
+        if !member && !reasons.is_empty() {
             return Err(BrokerError::Unservable { reasons });
         }
         std::fs::create_dir_all(&data_dir).map_err(|source| BrokerError::DataDir {
@@ -374,6 +374,23 @@ impl Broker {
         let partition = self.hosted_partition(topic, index)?;
         partition.check_leader(current_leader_epoch)?;
         Ok(partition)
+    }
+
+    /// The hosted partition `index` of the topic with id `topic_id` (a
+    /// follower's fetch names topics by id).
+    pub fn partition_by_id(
+        &self,
+        topic_id: uuid::Uuid,
+        index: i32,
+    ) -> Result<Arc<Partition>, PartitionError> {
+        let topic = self
+            .topics()
+            .into_iter()
+            .find(|topic| topic.id == topic_id)
+            .ok_or_else(|| PartitionError::UnknownTopic {
+                topic: topic_id.to_string(),
+            })?;
+        self.hosted_partition(&topic.name, index)
     }
 
     /// The partition `topic`-`index` if this broker hosts it, or why not.
@@ -653,7 +670,7 @@ mod tests {
             "{message}"
         );
         assert!(
-            message.ends_with(crate::config::REPLICATION_NOT_BUILT),
+            message.ends_with(crate::config::SINGLE_NODE_ONE_REPLICA),
             "{message}"
         );
         assert!(!data_dir.exists(), "nothing created before refusing");

@@ -37,11 +37,6 @@ pub enum CreateTopicError {
         "topic {0}: in a cluster, topics are created by the controller from the spec file; creating them through the Kafka API is not built yet"
     )]
     ManagedByController(String),
-    /// A cluster takes replication factor 1 until replication is built.
-    #[error(
-        "replication factor {0}: replication is not built yet, so a cluster's topics have one replica"
-    )]
-    ReplicationNotBuilt(i16),
     #[error("{0}")]
     Controller(super::ControllerRefusal),
     #[error("creating {path}: {source}")]

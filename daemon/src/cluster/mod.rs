@@ -7,8 +7,11 @@
 pub mod adoption;
 mod controller_client;
 pub mod follower;
+mod isr_updates;
 pub mod lifecycle;
 pub mod publisher;
+pub mod replica_fetcher;
+mod replica_server;
 pub mod runtime;
 pub mod spec_plan;
 pub mod status;

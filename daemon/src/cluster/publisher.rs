@@ -140,6 +140,7 @@ pub fn deleted_topics(before: &MetadataImage, after: &MetadataImage) -> Vec<(Str
 pub async fn serve_image(
     broker: Arc<Broker>,
     groups: Arc<crate::group::GroupCoordinator>,
+    fetcher: Arc<super::replica_fetcher::ReplicaFetcher>,
     self_id: BrokerId,
     mut image: watch::Receiver<Arc<MetadataImage>>,
     mut member: watch::Receiver<MemberStatus>,
@@ -157,6 +158,7 @@ pub async fn serve_image(
         if served != Some(key) {
             let target = broker.clone();
             let groups = groups.clone();
+            let fetcher = fetcher.clone();
             let before = previous.replace(current.clone());
             let applied = tokio::task::spawn_blocking(move || {
                 for (name, id) in before.iter().flat_map(|b| deleted_topics(b, &current)) {
@@ -171,6 +173,7 @@ pub async fn serve_image(
                     }
                 }
                 target.set_cluster_view(cluster_view(&current, status.controller));
+                fetcher.follow(&target, &current);
                 groups.follow_leadership(&target);
             })
             .await;

@@ -17,8 +17,11 @@ use uuid::Uuid;
 
 use super::controller_client::{ControllerClient, IsrChanges};
 use super::follower::MetadataFollower;
+use super::isr_updates::{IsrUpdates, check_lagging_followers};
+use super::replica_fetcher::ReplicaFetcher;
+use super::replica_server::ReplicaServer;
 use super::lifecycle::{Lifecycle, Membership, Timings};
-use crate::broker::{ProducerIdSource, TopicChanges};
+use crate::broker::{Broker, ProducerIdSource, TopicChanges};
 use crate::config::ClusterSpec;
 use crate::controller::adoption::Adoption;
 use crate::controller::image::MetadataImage;
@@ -63,6 +66,9 @@ pub struct ClusterMember {
     spec_hash: watch::Sender<String>,
     controller_inbox: Option<ControllerInbox>,
     runtime: Option<tokio::runtime::Runtime>,
+    /// Replication's own runtime: its disk work never delays a heartbeat.
+    replication_runtime: Option<tokio::runtime::Runtime>,
+    fetcher: Arc<ReplicaFetcher>,
     controller: Option<ControllerService>,
     endpoint: Arc<NodeEndpoint>,
     status: watch::Receiver<MemberStatus>,
@@ -152,6 +158,7 @@ impl ClusterMember {
         node_id: BrokerId,
         data_dir: &Path,
         adoption: Option<Adoption>,
+        served: Arc<Broker>,
     ) -> anyhow::Result<ClusterMember> {
         let broker = spec
             .broker(node_id)
@@ -224,7 +231,17 @@ impl ClusterMember {
         };
         let (stop, stopped) = watch::channel(false);
         let (inbox_tx, inbox) = mpsc::channel(INBOX_LEN);
-        runtime.spawn(accept_peers(endpoint.clone(), inbox_tx));
+        let replication_runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("sluice-repl")
+            .enable_all()
+            .build()
+            .context("starting the sluice-repl runtime")?;
+        let (status_tx, status) = watch::channel(MemberStatus {
+            membership: Membership::Unregistered,
+            lease_until: None,
+            controller: None,
+        });
         runtime.spawn(sort_inbox(inbox, router.clone()));
         let registration = BrokerRegistration {
             broker_id: node_id,
@@ -241,11 +258,6 @@ impl ClusterMember {
             Instant::now(),
         )
         .with_adoption(adoption);
-        let (status_tx, status) = watch::channel(MemberStatus {
-            membership: Membership::Unregistered,
-            lease_until: None,
-            controller: None,
-        });
         let (spec_hash, hashes) = watch::channel(spec.source_hash.clone());
         let controller_inbox = router.controller.clone();
         let peers = router.peers.clone();
@@ -269,6 +281,26 @@ impl ClusterMember {
             image.clone(),
             runtime.handle().clone(),
         ));
+        let isr = IsrUpdates::new(
+            node_id,
+            controller_client.clone(),
+            status.clone(),
+            replication_runtime.handle().clone(),
+        );
+        let server = ReplicaServer {
+            broker: served.clone(),
+            runtime: replication_runtime.handle().clone(),
+            isr: isr.clone(),
+        };
+        runtime.spawn(accept_peers(endpoint.clone(), inbox_tx, server));
+        let lag_time_max_ms = i64::try_from(spec.replication.replica_lag_time_max_ms).unwrap_or(i64::MAX);
+        replication_runtime.spawn(check_lagging_followers(served, isr, lag_time_max_ms));
+        let fetcher = Arc::new(ReplicaFetcher::new(
+            node_id,
+            endpoint.clone(),
+            status.clone(),
+            replication_runtime.handle().clone(),
+        ));
         Ok(ClusterMember {
             node_id,
             controller_client,
@@ -277,6 +309,8 @@ impl ClusterMember {
             spec_hash,
             controller_inbox,
             runtime: Some(runtime),
+            replication_runtime: Some(replication_runtime),
+            fetcher,
             controller,
             endpoint,
             status,
@@ -320,6 +354,12 @@ impl ClusterMember {
 
     /// ISR changes of the partitions this broker leads go to the active
     /// controller.
+    /// Follows, for each applied image, the partitions it places here under
+    /// another leader.
+    pub fn replica_fetcher(&self) -> Arc<ReplicaFetcher> {
+        self.fetcher.clone()
+    }
+
     pub fn isr_changes(&self) -> Arc<dyn IsrChanges> {
         self.controller_client.clone()
     }
@@ -396,6 +436,10 @@ impl ClusterMember {
 
     fn shutdown(&mut self) {
         let _ = self.stop.send(true);
+        self.fetcher.stop();
+        if let Some(runtime) = self.replication_runtime.take() {
+            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+        }
         if let Some(controller) = self.controller.take() {
             controller.stop();
         }
@@ -448,9 +492,15 @@ fn start_controller(
     Ok(ControllerService::spawn(node, outbound)?)
 }
 
-/// Admits peers and reads their streams into one inbox.
-async fn accept_peers(endpoint: Arc<NodeEndpoint>, inbox: mpsc::Sender<(i32, Bytes)>) {
+/// Admits peers: their one-way streams carry cluster messages into one
+/// inbox, their two-way streams replication fetches.
+async fn accept_peers(
+    endpoint: Arc<NodeEndpoint>,
+    inbox: mpsc::Sender<(i32, Bytes)>,
+    replicas: ReplicaServer,
+) {
     while let Some(peer) = endpoint.accept().await {
+        replicas.serve_peer(peer.clone());
         spawn_inbound(peer, inbox.clone());
     }
 }

@@ -35,7 +35,7 @@ pub use config_view::{
 pub use diff::{ReloadAction, SettingChange, diff_specs};
 pub use error::{LoadError, SpecError, SpecErrors};
 pub use node::{DEFAULT_NODE_FILE, NODE_ID_ENV, resolve_node_id};
-pub use servable::{REPLICATION_NOT_BUILT, Unservable, unservable};
+pub use servable::{SINGLE_NODE_ONE_REPLICA, Unservable, unservable};
 pub use spec::{
     BrokerSpec, CleanupPolicyKind, ClusterSection, ClusterSpec, CompressionSetting,
     ControllerSection, DirtyRatio, FlushMode, HostPort, Limits, ReplicationSection, TimestampKind,

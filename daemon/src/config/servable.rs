@@ -1,17 +1,18 @@
-//! What this build can serve: a valid spec may still describe a cluster the
-//! code cannot run yet. The spec format already covers the replicated
-//! cluster Sluice is growing into (etc/cluster-3.toml), so `check-config`
-//! accepts such a file; the daemon refuses to start or reload with it rather
-//! than run one broker with replication settings it would silently ignore.
+//! What a single-node daemon can serve: it runs one replica of every
+//! partition, so a spec that asks for more (a reload that turns the file
+//! into a cluster's) is refused whole rather than run with replication
+//! settings it would silently ignore. A spec of several brokers is served
+//! by starting each as a cluster member (cluster/runtime.rs).
 
 use std::fmt;
 
 use super::document::join_key;
 use super::spec::ClusterSpec;
 
-/// Why every `Unservable` is refused, until replication exists.
-pub const REPLICATION_NOT_BUILT: &str =
-    "replication is not built yet; this build serves one replica per partition only";
+/// Why every `Unservable` is refused by a single-node daemon.
+pub const SINGLE_NODE_ONE_REPLICA: &str = "this daemon runs as a single node, which keeps one \
+     replica per partition; a spec with replicated topics runs on a cluster: restart sluiced on \
+     every broker it declares";
 
 /// One key whose value needs replication.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,7 +26,7 @@ pub struct Unservable {
 /// `KEY = VALUE: reason`; callers put the file name in front.
 impl fmt::Display for Unservable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} = {}: {REPLICATION_NOT_BUILT}", self.key, self.value)
+        write!(f, "{} = {}: {SINGLE_NODE_ONE_REPLICA}", self.key, self.value)
     }
 }
 
@@ -110,7 +111,7 @@ mod tests {
     #[test]
     fn the_three_broker_example_names_every_replicated_key() {
         let reasons = keys(include_str!("../../../etc/cluster-3.toml"));
-        let reason = REPLICATION_NOT_BUILT;
+        let reason = SINGLE_NODE_ONE_REPLICA;
         assert_eq!(
             reasons,
             vec![

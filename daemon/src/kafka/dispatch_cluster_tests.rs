@@ -409,13 +409,12 @@ fn a_member_forwards_topic_changes_to_the_controller_and_refuses_what_it_cannot_
         *forwarded.0.lock().unwrap(),
         vec!["create new 4 1 {} false", "grow new 6 false"]
     );
-    // Replication is not built: RF 2 is refused before the controller.
-    let (code, message, _, _) = create_topics(&broker, new("wide").with_replication_factor(2));
+    // More replicas than declared brokers is refused before the controller.
+    let (code, message, _, _) = create_topics(&broker, new("wide").with_replication_factor(4));
     assert_eq!(code, ResponseError::InvalidReplicationFactor.code());
-    assert!(
-        message.contains("replication is not built yet"),
-        "{message}"
-    );
+    assert!(message.contains("this cluster has 3 broker(s)"), "{message}");
+    let (code, message, _, _) = create_topics(&broker, new("wide").with_replication_factor(3));
+    assert_eq!(code, 0, "{message}");
     // A declared topic grows through the spec: the message names the key.
     let (code, message) = create_partitions(&broker, "events", 12);
     assert_eq!(code, ResponseError::PolicyViolation.code());
@@ -430,7 +429,7 @@ fn a_member_forwards_topic_changes_to_the_controller_and_refuses_what_it_cannot_
     );
     assert_eq!(
         forwarded.0.lock().unwrap().len(),
-        2,
+        3,
         "nothing else forwarded"
     );
     assert!(broker.topic("new").is_none(), "the controller's to place");

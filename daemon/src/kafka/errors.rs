@@ -58,8 +58,7 @@ pub fn create_topic_error_code(error: &CreateTopicError) -> i16 {
         CreateTopicError::AlreadyExists(_) => ResponseError::TopicAlreadyExists,
         CreateTopicError::InvalidName(_) => ResponseError::InvalidTopicException,
         CreateTopicError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
-        CreateTopicError::InvalidReplicationFactor(..)
-        | CreateTopicError::ReplicationNotBuilt(_) => ResponseError::InvalidReplicationFactor,
+        CreateTopicError::InvalidReplicationFactor(..) => ResponseError::InvalidReplicationFactor,
         CreateTopicError::Controller(refusal) => return controller_refusal_code(refusal),
         CreateTopicError::InvalidConfig(_) => ResponseError::InvalidConfig,
         CreateTopicError::CreationDisabled | CreateTopicError::ManagedByController(_) => {

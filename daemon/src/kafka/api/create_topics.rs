@@ -133,8 +133,9 @@ fn create_in_cluster(
         -1 => request.config.replication_factor,
         given => given,
     };
-    if replication_factor != 1 {
-        let e = CreateTopicError::ReplicationNotBuilt(replication_factor);
+    let brokers = ctx.broker.spec().brokers.len();
+    if replication_factor < 1 || replication_factor as usize > brokers {
+        let e = CreateTopicError::InvalidReplicationFactor(replication_factor, brokers);
         return failed(result, create_topic_error_code(&e), e.to_string());
     }
     let created = ctx.broker.topic_changes().and_then(|changes| {
