@@ -26,6 +26,9 @@ pub struct TopicAssignment {
     pub configs: Vec<(String, String)>,
     /// The topic's partitions in the whole cluster.
     pub partition_count: i32,
+    /// Replicas per partition (the first partition's; `min.insync.replicas`
+    /// is checked against it).
+    pub replication_factor: i16,
     /// The partitions placed on this broker, with their leadership.
     pub hosted: Vec<HostedPartition>,
 }
@@ -166,7 +169,11 @@ impl Broker {
         let name = assignment.name.as_str();
         let spec = self.spec();
         let config = spec
-            .new_topic_config(Some(assignment.partition_count), &assignment.configs)
+            .new_topic_config_with_replication(
+                Some(assignment.partition_count),
+                Some(assignment.replication_factor),
+                &assignment.configs,
+            )
             .map_err(|reason| AssignmentError::InvalidConfig {
                 topic: name.to_string(),
                 reason,

@@ -24,6 +24,7 @@ pub(crate) fn assignment(epoch: i32) -> TopicAssignment {
         id: Uuid::from_u128(7),
         configs: vec![("retention.ms".into(), "3600000".into())],
         partition_count: 3,
+        replication_factor: 1,
         hosted: vec![
             HostedPartition {
                 index: 0,

@@ -117,6 +117,10 @@ pub fn assignments(
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
                 partition_count: topic.partitions.len() as i32,
+                replication_factor: topic
+                    .partitions
+                    .first()
+                    .map_or(1, |p| i16::try_from(p.replicas.len()).unwrap_or(i16::MAX)),
                 hosted,
             })
         })

@@ -510,6 +510,7 @@ fn offsets_assignment(mine: i32, leadership: Leadership) -> TopicAssignment {
         id: Uuid::from_u128(50),
         configs: crate::group::offsets_log::topic_settings(),
         partition_count: OFFSETS_TOPIC_PARTITIONS,
+        replication_factor: 1,
         hosted: vec![HostedPartition {
             index: mine,
             leadership,
