@@ -193,7 +193,7 @@ fn a_replicated_spec_is_refused_on_reload_and_changes_nothing() {
     let expected = format!("{file}: topics.delta.replication_factor = 2: {not_built}");
     assert!(log.contains(&expected), "no {expected:?} in:\n{log}");
     let expected = "restart sluiced on every broker it declares";
-    assert!(log.contains(&expected), "no {expected:?} in:\n{log}");
+    assert!(log.contains(expected), "no {expected:?} in:\n{log}");
     assert_eq!(partitions_of(&producer, "alpha"), Some(1), "{log}");
     assert_eq!(partitions_of(&producer, "gamma"), None, "{log}");
     assert_eq!(partitions_of(&producer, "delta"), None, "{log}");
