@@ -1300,7 +1300,7 @@ fn admin_clients_create_and_grow_topics_through_the_controller() {
     );
     let wide = runtime
         .block_on(admin_via(1).create_topics(
-            [&NewTopic::new("wide", 1, TopicReplication::Fixed(2))],
+            [&NewTopic::new("wide", 1, TopicReplication::Fixed(4))],
             &options,
         ))
         .unwrap();

@@ -9,6 +9,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -141,7 +142,9 @@ fn consume_all(cluster: &Cluster, from: i32, want: usize) -> BTreeMap<i32, Vec<(
     while seen.values().map(Vec::len).sum::<usize>() < want && Instant::now() < deadline {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
             let text = String::from_utf8(m.payload().unwrap_or_default().to_vec()).unwrap();
-            seen.entry(m.partition()).or_default().push((m.offset(), text));
+            seen.entry(m.partition())
+                .or_default()
+                .push((m.offset(), text));
         }
     }
     seen
@@ -163,7 +166,10 @@ fn acks_all_writes_are_on_every_replica_and_survive_the_leaders_sigkill() {
         })
     });
     assert!(led, "{}", cluster.status(active).unwrap_or_default());
-    eprintln!("progress: formed, led; logs in {}", cluster.data_dir(1).display());
+    eprintln!(
+        "progress: formed, led; logs in {}",
+        cluster.data_dir(1).display()
+    );
     let producer = producer(&cluster);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let mut acknowledged: BTreeMap<i32, Vec<(String, i64)>> = BTreeMap::new();
@@ -255,7 +261,11 @@ fn acks_all_writes_are_on_every_replica_and_survive_the_leaders_sigkill() {
     let caught_up = common::wait_until(Duration::from_secs(30), || {
         replicas_identical(&cluster, &[1, 2, 3])
     });
-    assert!(caught_up, "the returned broker never caught up:\n{}", cluster.logs());
+    assert!(
+        caught_up,
+        "the returned broker never caught up:\n{}",
+        cluster.logs()
+    );
     let rejoined = common::wait_until(Duration::from_secs(30), || {
         let active = cluster.active_controller().unwrap_or(active);
         cluster.status(active).is_some_and(|s| {
@@ -267,7 +277,167 @@ fn acks_all_writes_are_on_every_replica_and_survive_the_leaders_sigkill() {
     assert!(
         rejoined,
         "not back in every ISR:\n{}",
-        cluster.status(cluster.active_controller().unwrap_or(active)).unwrap_or_default()
+        cluster
+            .status(cluster.active_controller().unwrap_or(active))
+            .unwrap_or_default()
     );
     drop(producer);
+}
+
+/// What the background producer of the rolling-restart test saw.
+#[derive(Default)]
+struct Produced {
+    acknowledged: Vec<(i32, i64, String)>,
+    failures: Vec<String>,
+    /// The longest time between two acknowledgements.
+    longest_gap: Duration,
+}
+
+/// Produces acks=all to every partition of `orders` in rounds of 30
+/// messages until `stop` is set, or a bound on count or time is reached.
+fn produce_until(
+    producer: FutureProducer,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Produced {
+    const MESSAGES_MAX: usize = 60_000;
+    const TIME_MAX: Duration = Duration::from_secs(240);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut produced = Produced::default();
+    let started = Instant::now();
+    let mut last_ack = Instant::now();
+    let mut i = 0usize;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed)
+        && i < MESSAGES_MAX
+        && started.elapsed() < TIME_MAX
+    {
+        let round: Vec<(i32, String)> = (i..i + 30)
+            .map(|n| ((n % PARTITIONS as usize) as i32, format!("roll-{n}")))
+            .collect();
+        i += round.len();
+        runtime.block_on(async {
+            let sends: Vec<_> = round
+                .iter()
+                .map(|(p, payload)| {
+                    let record = FutureRecord::<(), _>::to("orders")
+                        .partition(*p)
+                        .payload(payload);
+                    producer.send(record, Duration::from_secs(30))
+                })
+                .collect();
+            for (send, (p, payload)) in sends.into_iter().zip(&round) {
+                match send.await {
+                    Ok(delivery) => {
+                        produced.longest_gap = produced.longest_gap.max(last_ack.elapsed());
+                        last_ack = Instant::now();
+                        produced
+                            .acknowledged
+                            .push((*p, delivery.offset, payload.clone()));
+                    }
+                    Err((error, _)) => produced.failures.push(format!("{payload}: {error}")),
+                }
+            }
+        });
+    }
+    produced
+}
+
+/// A rolling restart (SIGTERM, start, wait until back in every ISR, next
+/// broker) under a continuous acks=all produce: every broker hands its
+/// leaderships over before it exits, no write fails, nothing acknowledged
+/// is lost or duplicated, and `sluiced status --wait-in-sync` says when the
+/// next broker may go.
+#[test]
+fn a_rolling_restart_under_acks_all_produce_fails_and_loses_nothing() {
+    let _serial = serial();
+    let mut cluster = Cluster::start(ORDERS);
+    let active = cluster.wait_formed(3, FORM_TIMEOUT);
+    let led = common::wait_until(Duration::from_secs(20), || {
+        cluster.status(active).is_some_and(|s| {
+            let now = partitions(&s, "orders");
+            now.len() == PARTITIONS as usize
+                && now
+                    .iter()
+                    .all(|(l, isr)| *l > 0 && isr.matches(',').count() == 2)
+        })
+    });
+    assert!(led, "{}", cluster.status(active).unwrap_or_default());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let producing = {
+        let (producer, stop) = (producer(&cluster), stop.clone());
+        std::thread::spawn(move || produce_until(producer, stop))
+    };
+    for id in cluster.ids() {
+        let handed = cluster.terminate(id, Duration::from_secs(70));
+        let (took, clean) =
+            handed.unwrap_or_else(|| panic!("node {id} did not exit:\n{}", cluster.log(id)));
+        assert!(
+            clean,
+            "node {id} exited with a failure:\n{}",
+            cluster.log(id)
+        );
+        let log = cluster.log(id);
+        assert!(
+            log.contains("controlled_shutdown_done"),
+            "node {id} did not hand over:\n{log}"
+        );
+        println!(
+            "figure: broker {id} handed over and exited {:.3} s after SIGTERM",
+            took.as_secs_f64()
+        );
+        cluster.spawn(id);
+        let waited = Command::new(common::sluiced_bin())
+            .arg("status")
+            .arg("--config")
+            .arg(&cluster.spec_path)
+            .arg("--wait-in-sync")
+            .arg(id.to_string())
+            .arg("--timeout")
+            .arg("60")
+            .output()
+            .unwrap();
+        assert!(
+            waited.status.success(),
+            "broker {id} never back in sync: {}{}\n{}",
+            String::from_utf8_lossy(&waited.stdout),
+            String::from_utf8_lossy(&waited.stderr),
+            cluster.logs()
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let produced = producing.join().unwrap();
+    println!(
+        "figure: rolling restart of 3 brokers under acks=all produce: {} acknowledged, {} failed, longest gap between acknowledgements {:.3} s",
+        produced.acknowledged.len(),
+        produced.failures.len(),
+        produced.longest_gap.as_secs_f64()
+    );
+    assert!(
+        produced.failures.is_empty(),
+        "{:?}",
+        &produced.failures[..produced.failures.len().min(10)]
+    );
+    assert!(!produced.acknowledged.is_empty());
+    let seen = consume_all(&cluster, 1, produced.acknowledged.len());
+    for p in 0..PARTITIONS {
+        let got = seen.get(&p).cloned().unwrap_or_default();
+        let want: Vec<(i64, String)> = produced
+            .acknowledged
+            .iter()
+            .filter(|(q, _, _)| *q == p)
+            .map(|(_, o, t)| (*o, t.clone()))
+            .collect();
+        assert_eq!(
+            got.len(),
+            want.len(),
+            "partition {p}: a loss or a duplicate"
+        );
+        assert_eq!(got, want, "partition {p}");
+    }
+    assert!(
+        replicas_identical(&cluster, &[1, 2, 3])
+            || common::wait_until(Duration::from_secs(20), || replicas_identical(
+                &cluster,
+                &[1, 2, 3]
+            ))
+    );
 }

@@ -80,6 +80,14 @@ enum Command {
         /// controller, partitions with leader, epoch, replicas, ISR).
         #[arg(long, conflicts_with = "config")]
         bootstrap: Option<String>,
+        /// Wait until this broker is registered, unfenced and in the ISR of
+        /// every partition placed on it (a rolling restart's next step),
+        /// polling every node; exit 1 if it is not within --timeout.
+        #[arg(long, value_name = "BROKER_ID", conflicts_with = "bootstrap")]
+        wait_in_sync: Option<i32>,
+        /// Seconds --wait-in-sync waits at most.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
     },
     /// List consumer groups of a running broker: members, assignments, and
     /// per-partition lag (high watermark − committed offset).
@@ -181,6 +189,13 @@ fn main() -> ExitCode {
         Some(Command::Status {
             ref config,
             ref bootstrap,
+            wait_in_sync: Some(broker),
+            timeout,
+        }) if bootstrap.is_none() => wait_in_sync(config, broker, timeout),
+        Some(Command::Status {
+            ref config,
+            ref bootstrap,
+            ..
         }) => {
             let report = match bootstrap {
                 Some(bootstrap) => kafka_status(bootstrap),
@@ -247,6 +262,45 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// `sluiced status --wait-in-sync ID`: polls every node until broker `ID`
+/// is in sync (cluster/status.rs `in_sync`) or `timeout_secs` pass.
+fn wait_in_sync(config: &std::path::Path, broker: i32, timeout_secs: u64) -> ExitCode {
+    let spec = match config::load_spec(config) {
+        Ok(spec) => spec,
+        Err(e) => {
+            eprintln!("sluiced status: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let started = std::time::Instant::now();
+    let timeout = std::time::Duration::from_secs(timeout_secs);
+    let mut last = String::new();
+    loop {
+        let verdict = sluice::cluster::status::collect(&spec)
+            .and_then(|text| sluice::cluster::status::in_sync(&text, broker));
+        match verdict {
+            Ok(()) => {
+                println!(
+                    "broker {broker} is in sync ({:.1} s)",
+                    started.elapsed().as_secs_f64()
+                );
+                return ExitCode::SUCCESS;
+            }
+            Err(why) => {
+                if why != last {
+                    println!("waiting: {why}");
+                    last = why;
+                }
+            }
+        }
+        if started.elapsed() >= timeout {
+            eprintln!("sluiced status: broker {broker} not in sync after {timeout_secs} s: {last}");
+            return ExitCode::from(1);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
     }
 }
 
@@ -472,7 +526,12 @@ async fn stop_member(mut member: Arc<sluice::cluster::ClusterMember>) {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         match Arc::try_unwrap(member) {
-            Ok(alone) => return alone.stop(),
+            // Runtimes are shut down (waiting for their blocking threads)
+            // outside any async context.
+            Ok(alone) => {
+                let _ = tokio::task::spawn_blocking(move || alone.stop()).await;
+                return;
+            }
             Err(shared) if tokio::time::Instant::now() < deadline => {
                 member = shared;
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -606,7 +665,11 @@ async fn serve(
         tokio::spawn(broker.clone().run_housekeeping()),
         tokio::spawn(broker.clone().run_cleaner()),
     ];
-    tokio::spawn(signals.wait_then_stop(stop_tx));
+    let handover = match &mode {
+        Mode::Single => None,
+        Mode::Member(member) => Some((member.clone(), broker.clone())),
+    };
+    tokio::spawn(signals.wait_then_stop(stop_tx, handover));
     tokio::spawn(service::run_watchdog());
     tasks.push(tokio::spawn(groups.clone().run_driver()));
     match &mode {
@@ -669,6 +732,11 @@ async fn serve(
     Ok(())
 }
 
+/// How long a controlled shutdown waits for each of its two steps (the
+/// ISRs to allow leaving, then the leaderships to move); well inside
+/// systemd's stop timeout.
+const CONTROLLED_SHUTDOWN_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// SIGTERM (`systemctl stop`) and SIGINT, registered before the daemon is
 /// reachable so neither can take the default action and skip the clean close.
 struct StopSignals {
@@ -684,13 +752,24 @@ impl StopSignals {
         })
     }
 
-    async fn wait_then_stop(mut self, stop: watch::Sender<bool>) {
+    /// On a cluster member (`handover`), leaderships move to the other
+    /// replicas before the listener stops (controlled shutdown).
+    async fn wait_then_stop(
+        mut self,
+        stop: watch::Sender<bool>,
+        handover: Option<(Arc<sluice::cluster::ClusterMember>, Arc<Broker>)>,
+    ) {
         let which = tokio::select! {
             _ = self.term.recv() => "SIGTERM",
             _ = self.int.recv() => "SIGINT",
         };
         tracing::info!(event = "stopping", signal = which);
         service::stopping();
+        if let Some((member, broker)) = handover {
+            member
+                .shut_down_controlled(&broker, CONTROLLED_SHUTDOWN_WAIT_MAX)
+                .await;
+        }
         let _ = stop.send(true);
     }
 }

@@ -279,6 +279,29 @@ impl Cluster {
         }
     }
 
+    /// SIGTERM (`systemctl stop`); waits up to `timeout` for the process
+    /// to exit and returns how long it took and whether it exited cleanly
+    /// (SIGKILLed after the timeout: `None`).
+    pub fn terminate(&mut self, id: i32, timeout: Duration) -> Option<(Duration, bool)> {
+        let mut child = self.node_mut(id).child.take()?;
+        let started = std::time::Instant::now();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let mut status = None;
+        let exited = wait_until(timeout, || {
+            status = child.try_wait().expect("waiting for sluiced");
+            status.is_some()
+        });
+        if !exited {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        Some((started.elapsed(), status.is_some_and(|s| s.success())))
+    }
+
     pub fn running(&self, id: i32) -> bool {
         self.node(id).child.is_some()
     }

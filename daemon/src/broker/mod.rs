@@ -24,7 +24,7 @@ pub use cluster_view::{ClusterView, ViewBroker, ViewPartition, ViewTopic};
 pub use io_pool::{IoPool, IoPoolError, JobCost};
 pub use leadership::{Leadership, NO_EPOCH_CHECK, PartitionError, SINGLE_NODE_LEADER_EPOCH};
 pub use log_config::log_config_for;
-pub use partition::{Partition, PartitionOffsets, PartitionRead, PartitionStats};
+pub use partition::{Partition, PartitionOffsets, PartitionRead, PartitionStats, Replicated};
 pub use producer_ids::{PRODUCER_ID_BLOCK, ProducerIdAllocator, ProducerIdError, ProducerIdSource};
 pub use registry::{RegistryEntry, RegistryError, TopicOrigin, TopicRegistry};
 pub use reload::AppliedAction;

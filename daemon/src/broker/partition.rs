@@ -12,9 +12,7 @@ use crate::failstop;
 use crate::log::{
     AppendInfo, CleanStats, FlushPolicy, LogConfig, LogError, PartitionLog, ReadSlice,
 };
-use crate::replication::divergence::{
-    self, EpochEnd, FetchPosition, Truncation, UNDEFINED_EPOCH,
-};
+use crate::replication::divergence::{self, EpochEnd, FetchPosition, Truncation, UNDEFINED_EPOCH};
 use crate::replication::leader_state::BrokerId;
 use crate::replication::{IsrProposal, LeaderEnd, LeaderState, ReplicaFetch, ReplicaSet};
 
@@ -57,6 +55,15 @@ pub struct FetchState {
     pub fetch_offset: i64,
     pub last_fetched_epoch: i32,
     pub log_start_offset: i64,
+}
+
+/// How an acks=all wait ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replicated {
+    Yes,
+    /// This broker stopped leading at the append's epoch.
+    LeaderMoved,
+    TimedOut,
 }
 
 /// How many replicas count for acks=all now (`min.insync.replicas`).
@@ -112,6 +119,8 @@ pub struct Partition {
     log_end: watch::Sender<i64>,
     /// The fsynced end, for acks=1 under fsync-before-ack.
     durable: watch::Sender<i64>,
+    /// The epoch this broker leads at, -1 when it does not lead.
+    led_epoch: std::sync::atomic::AtomicI32,
 }
 
 impl std::fmt::Debug for Partition {
@@ -163,6 +172,10 @@ impl Partition {
             }),
             log_end: watch::Sender::new(log_end),
             durable: watch::Sender::new(log_end),
+            led_epoch: std::sync::atomic::AtomicI32::new(match leadership {
+                Leadership::Leader { epoch } => epoch,
+                Leadership::NotLeader { .. } => -1,
+            }),
         }
     }
 
@@ -254,15 +267,13 @@ impl Partition {
             Leadership::Leader { epoch } => {
                 let assigned = log.assign_leader_epoch(epoch);
                 self.stop_on_storage_failure("leader epoch checkpoint", assigned)?;
-                assert_eq!(set.leader_epoch, epoch, "{self:?}: the set is of this epoch");
-                let end = self.leader_end(&log, &replication);
-                let state = LeaderState::new(
-                    self_id,
-                    set,
-                    end,
-                    self.high_watermark(),
-                    super::now_ms(),
+                assert_eq!(
+                    set.leader_epoch, epoch,
+                    "{self:?}: the set is of this epoch"
                 );
+                let end = self.leader_end(&log, &replication);
+                let state =
+                    LeaderState::new(self_id, set, end, self.high_watermark(), super::now_ms());
                 if state.high_watermark() > self.high_watermark() {
                     self.advance_high_watermark(state.high_watermark());
                 }
@@ -272,6 +283,15 @@ impl Partition {
         }
         tracing::info!(event = "leadership_changed", partition = ?self, from = ?*current, to = ?new);
         *current = new;
+        let led = match new {
+            Leadership::Leader { epoch } => epoch,
+            Leadership::NotLeader { .. } => -1,
+        };
+        self.led_epoch.store(led, Ordering::Release);
+        drop(replication);
+        drop(current);
+        // Wakes acks=all waits, which answer a leader that moved at once.
+        self.high_watermark.send_modify(|_| {});
         Ok(true)
     }
 
@@ -394,6 +414,29 @@ impl Partition {
             high_watermark,
             log_start_offset: log.log_start_offset(),
         })
+    }
+
+    /// acks=all: waits until the high watermark reaches `offset` while this
+    /// broker still leads at `epoch`. A leader that loses the partition
+    /// answers at once (NOT_LEADER_OR_FOLLOWER; the producer retries at the
+    /// new leader, which dedupes what had been replicated) rather than hold
+    /// the request until it times out.
+    pub async fn wait_for_replication(
+        &self,
+        offset: i64,
+        epoch: i32,
+        deadline: Instant,
+    ) -> Replicated {
+        let mut rx = self.subscribe();
+        // Lock-free: the watch's predicate must not take the leadership
+        // lock, which is held while the high watermark is advanced.
+        let still_leader = || self.led_epoch.load(Ordering::Acquire) == epoch;
+        let wait = rx.wait_for(|hw| *hw >= offset || !still_leader());
+        match tokio::time::timeout_at(deadline.into(), wait).await {
+            Ok(Ok(hw)) if *hw >= offset => Replicated::Yes,
+            Ok(_) => Replicated::LeaderMoved,
+            Err(_) => Replicated::TimedOut,
+        }
     }
 
     /// Waits until the high watermark reaches `offset` or `deadline` passes.

@@ -61,6 +61,9 @@ pub struct Lifecycle {
     /// A single node's data directory, reported with the first
     /// registration (controller/adoption.rs).
     adoption: Option<Adoption>,
+    /// A controlled shutdown asks to be fenced: the controller moves this
+    /// broker's leaderships and ISR memberships to the others.
+    want_fence: bool,
 }
 
 impl Lifecycle {
@@ -97,6 +100,16 @@ impl Lifecycle {
             metadata_commit: 0,
             controller: None,
             adoption: None,
+            want_fence: false,
+        }
+    }
+
+    /// From now on every heartbeat asks to be fenced (or no longer does).
+    pub fn set_want_fence(&mut self, want_fence: bool, now: Instant) {
+        if want_fence != self.want_fence {
+            self.want_fence = want_fence;
+            // Said at once, not at the next interval.
+            self.next_send_at = self.next_send_at.min(now);
         }
     }
 
@@ -184,8 +197,7 @@ impl Lifecycle {
                     broker_id: self.registration.broker_id,
                     broker_epoch,
                     metadata_offset: i64::try_from(metadata_offset).unwrap_or(i64::MAX),
-                    // Set by a controlled shutdown, which is not built yet.
-                    want_fence: false,
+                    want_fence: self.want_fence,
                     spec_hash: self.spec_hash.clone(),
                 })
             }

@@ -5,6 +5,7 @@
 //! (`runtime`). The single-node default uses none of it.
 
 pub mod adoption;
+pub mod controlled_shutdown;
 mod controller_client;
 pub mod follower;
 mod isr_updates;

@@ -88,7 +88,11 @@ impl ReplicaServer {
             let bytes = answer.encode(&fetch);
             let bytes = if bytes.len() > MESSAGE_BYTES_MAX as usize {
                 // Only a batch above every limit could do this; say so.
-                tracing::error!(event = "replica_answer_too_large", peer = peer.node_id, bytes = bytes.len());
+                tracing::error!(
+                    event = "replica_answer_too_large",
+                    peer = peer.node_id,
+                    bytes = bytes.len()
+                );
                 ReplicaFetchAnswer {
                     records: Bytes::new(),
                     error_code: ResponseError::MessageTooLarge.code(),
@@ -115,9 +119,8 @@ impl ReplicaServer {
         let mut parked = false;
         loop {
             let answer = self.serve_once(partition, fetch).await;
-            let nothing_new = answer.error_code == 0
-                && answer.diverging.is_none()
-                && answer.records.is_empty();
+            let nothing_new =
+                answer.error_code == 0 && answer.diverging.is_none() && answer.records.is_empty();
             if parked || !nothing_new || wait.is_zero() {
                 return answer;
             }
@@ -128,7 +131,11 @@ impl ReplicaServer {
         }
     }
 
-    async fn serve_once(&self, partition: &Arc<Partition>, fetch: &ReplicaFetch) -> ReplicaFetchAnswer {
+    async fn serve_once(
+        &self,
+        partition: &Arc<Partition>,
+        fetch: &ReplicaFetch,
+    ) -> ReplicaFetchAnswer {
         let (served, request) = (partition.clone(), fetch.clone());
         let mut request = request;
         request.max_bytes = request.max_bytes.clamp(0, ANSWER_RECORDS_MAX);

@@ -18,9 +18,9 @@ use uuid::Uuid;
 use super::controller_client::{ControllerClient, IsrChanges};
 use super::follower::MetadataFollower;
 use super::isr_updates::{IsrUpdates, check_lagging_followers};
+use super::lifecycle::{Lifecycle, Membership, Timings};
 use super::replica_fetcher::ReplicaFetcher;
 use super::replica_server::ReplicaServer;
-use super::lifecycle::{Lifecycle, Membership, Timings};
 use crate::broker::{Broker, ProducerIdSource, TopicChanges};
 use crate::config::ClusterSpec;
 use crate::controller::adoption::Adoption;
@@ -74,6 +74,8 @@ pub struct ClusterMember {
     status: watch::Receiver<MemberStatus>,
     image: watch::Receiver<Arc<MetadataImage>>,
     stop: watch::Sender<bool>,
+    /// Set by a controlled shutdown: heartbeats ask to be fenced.
+    want_fence: watch::Sender<bool>,
 }
 
 /// Callers blocked on an answer, by request id (producer-id blocks).
@@ -259,6 +261,7 @@ impl ClusterMember {
         )
         .with_adoption(adoption);
         let (spec_hash, hashes) = watch::channel(spec.source_hash.clone());
+        let (want_fence, fence_wanted) = watch::channel(false);
         let controller_inbox = router.controller.clone();
         let peers = router.peers.clone();
         let router_for_ids = router.clone();
@@ -270,6 +273,7 @@ impl ClusterMember {
             image.clone(),
             status_tx,
             hashes,
+            fence_wanted,
             stopped,
         ));
         drop(_inside);
@@ -293,7 +297,8 @@ impl ClusterMember {
             isr: isr.clone(),
         };
         runtime.spawn(accept_peers(endpoint.clone(), inbox_tx, server));
-        let lag_time_max_ms = i64::try_from(spec.replication.replica_lag_time_max_ms).unwrap_or(i64::MAX);
+        let lag_time_max_ms =
+            i64::try_from(spec.replication.replica_lag_time_max_ms).unwrap_or(i64::MAX);
         replication_runtime.spawn(check_lagging_followers(served, isr, lag_time_max_ms));
         let fetcher = Arc::new(ReplicaFetcher::new(
             node_id,
@@ -316,7 +321,55 @@ impl ClusterMember {
             status,
             image,
             stop,
+            want_fence,
         })
+    }
+
+    /// Controlled shutdown: waits (at most `wait_max`, logged) while
+    /// leaving would take a replicated partition below its
+    /// `min.insync.replicas`, then asks to be fenced and waits (at most
+    /// `wait_max` again) until the image shows this broker leading
+    /// nothing. Returns whether it handed over in time.
+    pub async fn shut_down_controlled(
+        &self,
+        broker: &Broker,
+        wait_max: std::time::Duration,
+    ) -> bool {
+        use super::controlled_shutdown::{handed_over, held_at_min_isr};
+        let mut image = self.image.clone();
+        let min_insync = |topic: &str| {
+            broker.topic(topic).map_or(1, |t| {
+                usize::try_from(t.config.min_insync_replicas).unwrap_or(1)
+            })
+        };
+        let started = tokio::time::Instant::now();
+        let deadline = started + wait_max;
+        loop {
+            let held = held_at_min_isr(&image.borrow_and_update(), self.node_id, min_insync);
+            if held.is_empty() {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(event = "controlled_shutdown_gave_up_waiting", partitions = ?held, "leaving takes these below min.insync.replicas");
+                break;
+            }
+            tracing::info!(event = "controlled_shutdown_waiting", partitions = ?held, "leaving now would take these below min.insync.replicas");
+            let _ = tokio::time::timeout_at(deadline, image.changed()).await;
+        }
+        self.want_fence.send_replace(true);
+        let deadline = tokio::time::Instant::now() + wait_max;
+        let moved = tokio::time::timeout_at(
+            deadline,
+            image.wait_for(|image| handed_over(image, self.node_id)),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok());
+        let millis = started.elapsed().as_millis() as u64;
+        match moved {
+            true => tracing::info!(event = "controlled_shutdown_done", millis),
+            false => tracing::warn!(event = "controlled_shutdown_timed_out", millis),
+        }
+        moved
     }
 
     pub fn status(&self) -> watch::Receiver<MemberStatus> {
@@ -527,6 +580,7 @@ async fn run_membership(
     mut image: watch::Receiver<Arc<MetadataImage>>,
     status: watch::Sender<MemberStatus>,
     mut hashes: watch::Receiver<String>,
+    mut fence_wanted: watch::Receiver<bool>,
     mut stopped: watch::Receiver<bool>,
 ) {
     let metrics = crate::metrics::metrics();
@@ -536,6 +590,7 @@ async fn run_membership(
         if hash != lifecycle.spec_hash() {
             lifecycle.set_spec_hash(hash);
         }
+        lifecycle.set_want_fence(*fence_wanted.borrow_and_update(), now);
         let (applied, drift) = {
             let image = image.borrow_and_update();
             let drift = image
@@ -594,6 +649,7 @@ async fn run_membership(
             _ = tokio::time::sleep_until(wake) => {}
             // A closed channel disables its branch rather than spinning.
             Ok(()) = hashes.changed() => {}
+            Ok(()) = fence_wanted.changed() => {}
             Ok(()) = image.changed() => {}
             _ = stopped.changed() => return,
         }

@@ -173,6 +173,55 @@ pub fn collect(spec: &crate::config::ClusterSpec) -> Result<String, String> {
     Ok(out)
 }
 
+/// Whether `broker` is back in sync by the image `collect` printed: its
+/// line says unfenced, and every partition placed on it has it in its
+/// ISR. Otherwise what it still waits for, for the operator.
+pub fn in_sync(status: &str, broker: i32) -> Result<(), String> {
+    let unfenced = format!("broker {broker} unfenced ");
+    if !status
+        .lines()
+        .any(|l| l.trim_start().starts_with(&unfenced))
+    {
+        return Err(format!("broker {broker} is not registered and unfenced"));
+    }
+    let mut topic = "";
+    let mut behind = Vec::new();
+    for line in status.lines().map(str::trim_start) {
+        if let Some(rest) = line.strip_prefix("topic ") {
+            topic = rest.split_whitespace().next().unwrap_or("");
+            continue;
+        }
+        let Some(rest) = line.strip_prefix("partition ") else {
+            continue;
+        };
+        let list = |key: &str| -> Vec<i32> {
+            rest.split(key)
+                .nth(1)
+                .and_then(|tail| tail.split(']').next())
+                .map(|inner| {
+                    inner
+                        .trim_start_matches('[')
+                        .split(',')
+                        .filter_map(|id| id.trim().parse().ok())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        if list(" replicas=").contains(&broker) && !list(" isr=").contains(&broker) {
+            let index = rest.split_whitespace().next().unwrap_or("?");
+            behind.push(format!("{topic}-{index}"));
+        }
+    }
+    match behind.is_empty() {
+        true => Ok(()),
+        false => Err(format!(
+            "broker {broker} is not yet in the ISR of {} partition(s): {}",
+            behind.len(),
+            behind.join(" ")
+        )),
+    }
+}
+
 fn field(line: &str, key: &str) -> Option<u64> {
     line.split_whitespace()
         .find_map(|part| part.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
@@ -262,4 +311,28 @@ pub async fn collect_kafka(bootstrap: &str) -> anyhow::Result<String> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broker_is_in_sync_once_unfenced_and_in_every_isr_it_belongs_to() {
+        let image = "brokers:\n  broker 1 unfenced broker_epoch=3 kafka=a:1 quic=a:2 rack=-\n  \
+                     broker 2 fenced broker_epoch=9 kafka=b:1 quic=b:2 rack=-\n\
+                     topics:\n  topic orders id=x declared partitions=2\n    \
+                     partition 0 leader=1 leader_epoch=2 partition_epoch=4 replicas=[1, 2] isr=[1]\n    \
+                     partition 1 leader=1 leader_epoch=2 partition_epoch=4 replicas=[1, 3] isr=[1, 3]\n";
+        assert_eq!(in_sync(image, 1), Ok(()));
+        assert_eq!(
+            in_sync(image, 2).unwrap_err(),
+            "broker 2 is not registered and unfenced"
+        );
+        let unfenced = image.replace("broker 2 fenced", "broker 2 unfenced");
+        assert_eq!(
+            in_sync(&unfenced, 2).unwrap_err(),
+            "broker 2 is not yet in the ISR of 1 partition(s): orders-0"
+        );
+    }
 }

@@ -26,7 +26,11 @@ pub struct Unservable {
 /// `KEY = VALUE: reason`; callers put the file name in front.
 impl fmt::Display for Unservable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} = {}: {SINGLE_NODE_ONE_REPLICA}", self.key, self.value)
+        write!(
+            f,
+            "{} = {}: {SINGLE_NODE_ONE_REPLICA}",
+            self.key, self.value
+        )
     }
 }
 

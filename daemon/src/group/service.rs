@@ -127,7 +127,7 @@ impl std::fmt::Debug for GroupCoordinator {
 }
 
 /// A durable commit's wait: the partition and the offset its high
-/// watermark must pass (fsync-before-ack topics).
+/// watermark must pass (fsynced, and on every ISR member).
 pub type CommitWait = Option<(Arc<Partition>, i64)>;
 
 impl GroupCoordinator {
@@ -520,6 +520,12 @@ fn append(
     assert!(last_offset >= 0);
     if partition.fsync_before_ack() {
         broker.request_sync(partition);
+    }
+    // Acknowledged once below the high watermark: synced under
+    // fsync-before-ack, and on every ISR member of a replicated offsets
+    // topic, so a commit survives its coordinator's failover (Kafka commits
+    // with acks=all).
+    if partition.high_watermark() <= last_offset {
         return Ok(Some((partition.clone(), last_offset + 1)));
     }
     Ok(None)

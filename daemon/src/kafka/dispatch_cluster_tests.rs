@@ -412,7 +412,10 @@ fn a_member_forwards_topic_changes_to_the_controller_and_refuses_what_it_cannot_
     // More replicas than declared brokers is refused before the controller.
     let (code, message, _, _) = create_topics(&broker, new("wide").with_replication_factor(4));
     assert_eq!(code, ResponseError::InvalidReplicationFactor.code());
-    assert!(message.contains("this cluster has 3 broker(s)"), "{message}");
+    assert!(
+        message.contains("this cluster has 3 broker(s)"),
+        "{message}"
+    );
     let (code, message, _, _) = create_topics(&broker, new("wide").with_replication_factor(3));
     assert_eq!(code, 0, "{message}");
     // A declared topic grows through the spec: the message names the key.

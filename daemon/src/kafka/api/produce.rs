@@ -10,7 +10,7 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use crate::broker::{JobCost, NO_EPOCH_CHECK, Partition, now_ms};
+use crate::broker::{JobCost, Leadership, NO_EPOCH_CHECK, Partition, Replicated, now_ms};
 use crate::kafka::dispatch::{DispatchError, Reply, RequestContext};
 use crate::kafka::errors::partition_error_code;
 
@@ -35,6 +35,8 @@ struct PartitionOutcome {
 struct AckWait {
     partition: Arc<Partition>,
     offset: i64,
+    /// The leader epoch the records were appended at.
+    epoch: i32,
     /// acks=all: `min.insync.replicas`, checked again once replicated.
     min_insync: Option<usize>,
 }
@@ -48,12 +50,14 @@ impl AckWait {
                 false => ResponseError::RequestTimedOut.code(),
             };
         };
-        if !self
+        match self
             .partition
-            .wait_for_high_watermark(self.offset, deadline)
+            .wait_for_replication(self.offset, self.epoch, deadline)
             .await
         {
-            return ResponseError::RequestTimedOut.code();
+            Replicated::Yes => {}
+            Replicated::LeaderMoved => return ResponseError::NotLeaderOrFollower.code(),
+            Replicated::TimedOut => return ResponseError::RequestTimedOut.code(),
         }
         // Replicated to every member of an ISR that shrank below the minimum
         // meanwhile: written, but not as safely as asked (Kafka's answer).
@@ -207,10 +211,9 @@ fn append(
         );
     };
     let min_insync = match acks {
-        -1 => ctx
-            .broker
-            .topic(topic)
-            .map_or(1, |t| usize::try_from(t.config.min_insync_replicas).unwrap_or(1)),
+        -1 => ctx.broker.topic(topic).map_or(1, |t| {
+            usize::try_from(t.config.min_insync_replicas).unwrap_or(1)
+        }),
         _ => 1,
     };
     if acks == -1
@@ -255,16 +258,26 @@ fn append(
         && partition
             .isr_sizes()
             .is_some_and(|sizes| sizes.maximal >= min_insync);
+    let epoch = match partition.leadership() {
+        Leadership::Leader { epoch } => epoch,
+        // Moved already: the producer retries at the new leader.
+        Leadership::NotLeader { .. } if acks == -1 && !replicated => {
+            return rejected(index, ResponseError::NotLeaderOrFollower.code(), None);
+        }
+        Leadership::NotLeader { epoch, .. } => epoch,
+    };
     let wait_for = match acks {
         -1 if replicated => None,
         -1 => Some(AckWait {
             partition: partition.clone(),
             offset: info.last_offset + 1,
+            epoch,
             min_insync: Some(min_insync),
         }),
         1 if partition.fsync_before_ack() => Some(AckWait {
             partition: partition.clone(),
             offset: info.last_offset + 1,
+            epoch,
             min_insync: None,
         }),
         _ => None,
