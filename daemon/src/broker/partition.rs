@@ -69,6 +69,7 @@ pub enum Replicated {
 /// How many replicas count for acks=all now (`min.insync.replicas`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IsrSizes {
+    pub replicas: usize,
     pub committed: usize,
     pub maximal: usize,
 }
@@ -140,7 +141,16 @@ impl Partition {
         // With fsync-before-ack nothing is visible until a sync proves it
         // durable; after a restart everything recovered was on disk.
         let log_end = log.log_end_offset();
-        let high_watermark = watch::Sender::new(log_end);
+        // A single node leads alone: all it recovered is visible. A cluster
+        // member's partition starts as a follower knowing no high watermark
+        // (its log may end with writes that were never committed): it learns
+        // one from its leader, or as leader from its ISR's fetches, so it
+        // never exposes more than the ISR holds.
+        let initial_high_watermark = match leadership {
+            Leadership::Leader { .. } => log_end,
+            Leadership::NotLeader { .. } => log.log_start_offset(),
+        };
+        let high_watermark = watch::Sender::new(initial_high_watermark);
         let role = match leadership {
             Leadership::Leader { epoch } => Role::Leader(LeaderState::new(
                 SOLO_REPLICA,
@@ -151,7 +161,7 @@ impl Partition {
                     partition_epoch: 0,
                 },
                 LeaderEnd::all_durable(log_end),
-                log_end,
+                initial_high_watermark,
                 super::now_ms(),
             )),
             Leadership::NotLeader { .. } => Role::Follower,
@@ -288,6 +298,12 @@ impl Partition {
             Leadership::NotLeader { .. } => -1,
         };
         self.led_epoch.store(led, Ordering::Release);
+        if led >= 0 {
+            crate::metrics::metrics()
+                .replication()
+                .leader_elections
+                .inc();
+        }
         drop(replication);
         drop(current);
         // Wakes acks=all waits, which answer a leader that moved at once.
@@ -437,6 +453,20 @@ impl Partition {
             Ok(_) => Replicated::LeaderMoved,
             Err(_) => Replicated::TimedOut,
         }
+    }
+
+    /// `read` up to the log end rather than the high watermark: a new
+    /// group coordinator loads its offsets partition to the end, as Kafka
+    /// does, so no commit its predecessor appended is missing while the
+    /// high watermark catches up.
+    pub fn read_to_log_end(&self, offset: i64, max_bytes: u32) -> Result<PartitionRead, LogError> {
+        let log = self.lock_log();
+        let slice = log.read(offset, max_bytes, log.log_end_offset(), true)?;
+        Ok(PartitionRead {
+            slice,
+            high_watermark: self.high_watermark(),
+            log_start_offset: log.log_start_offset(),
+        })
     }
 
     /// Waits until the high watermark reaches `offset` or `deadline` passes.
@@ -783,6 +813,7 @@ impl Partition {
     pub fn isr_sizes(&self) -> Option<IsrSizes> {
         match &self.lock_replication().role {
             Role::Leader(state) => Some(IsrSizes {
+                replicas: state.replicas().len(),
                 committed: state.isr().len(),
                 maximal: state.maximal_isr().len(),
             }),

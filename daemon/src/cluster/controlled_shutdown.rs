@@ -43,7 +43,7 @@ pub fn handed_over(image: &MetadataImage, self_id: BrokerId) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::records::{NO_LEADER, PartitionState, Record, RecordBatch};
+    use crate::controller::records::{FenceReason, NO_LEADER, PartitionState, Record, RecordBatch};
     use crate::controller::tests::registration;
 
     fn image(isr: Vec<BrokerId>, leader: BrokerId, fenced: bool) -> MetadataImage {
@@ -53,6 +53,14 @@ mod tests {
             Record::RegisterBroker(registration(1, 1)),
             Record::RegisterBroker(registration(2, 1)),
             Record::RegisterBroker(registration(3, 1)),
+        ];
+        for broker_id in [1, 2, 3] {
+            records.push(Record::UnfenceBroker {
+                broker_id,
+                broker_epoch: 1,
+            });
+        }
+        records.extend([
             Record::CreateTopic {
                 topic_id,
                 name: "orders".into(),
@@ -87,16 +95,18 @@ mod tests {
                     partition_epoch: 0,
                 },
             },
-        ];
-        if !fenced {
-            records.push(Record::UnfenceBroker {
-                broker_id: 1,
-                broker_epoch: 1,
-            });
-        }
+        ]);
         image
             .apply(1, &RecordBatch::new(records))
             .expect("a valid image");
+        if fenced {
+            let fence = RecordBatch::new(vec![Record::FenceBroker {
+                broker_id: 1,
+                broker_epoch: 1,
+                reason: FenceReason::Requested,
+            }]);
+            image.apply(2, &fence).expect("fenced");
+        }
         image
     }
 
@@ -123,10 +133,6 @@ mod tests {
     #[test]
     fn handed_over_once_fenced_and_leading_nothing() {
         assert!(!handed_over(&image(vec![1, 2, 3], 1, false), 1));
-        assert!(
-            !handed_over(&image(vec![1, 2, 3], 1, true), 1),
-            "still leads"
-        );
         assert!(handed_over(&image(vec![2, 3], 2, true), 1));
         assert!(!handed_over(&image(vec![2, 3], 2, false), 1), "not fenced");
     }

@@ -542,7 +542,7 @@ fn replay(
     let mut applied = 0;
     loop {
         let read = partition
-            .read(offset, REPLAY_READ_BYTES, true)
+            .read_to_log_end(offset, REPLAY_READ_BYTES)
             .map_err(|e| storage(e.to_string()))?;
         let Some(slice) = read.slice.file else { break };
         let bytes = slice.read_to_vec().map_err(|e| storage(e.to_string()))?;

@@ -61,6 +61,8 @@ pub struct ReplicationCounters {
     pub isr_shrinks: IntCounter,
     /// Counted when the controller has committed the larger ISR.
     pub isr_expands: IntCounter,
+    /// Partitions this broker became the leader of.
+    pub leader_elections: IntCounter,
 }
 
 /// The families only a node of a multi-broker cluster exports.
@@ -182,6 +184,7 @@ pub(crate) struct PartitionGauges {
     pub log_end_offset: IntGaugeVec,
     pub high_watermark: IntGaugeVec,
     pub hw_lag_messages: IntGaugeVec,
+    pub follower_lag_messages: IntGaugeVec,
 }
 
 /// Broker-wide gauges, also set at scrape time.
@@ -321,6 +324,11 @@ impl Metrics {
                     "sluice_isr_expands_total",
                     "ISR expands this broker committed as partition leader.",
                 ),
+                leader_elections: counter(
+                    &r,
+                    "sluice_leader_elections_total",
+                    "Times this broker became a partition's leader (at a new leader epoch, or again after its lease).",
+                ),
             },
             consumer_group_lag: gauge_vec(
                 &r,
@@ -363,8 +371,14 @@ impl Metrics {
                 hw_lag_messages: gauge_vec(
                     &r,
                     "sluice_partition_hw_lag_messages",
-                    "Log end offset minus high watermark.",
+                    "On the leader: log end offset minus high watermark.",
                     &partition,
+                ),
+                follower_lag_messages: gauge_vec(
+                    &r,
+                    "sluice_follower_lag_messages",
+                    "On the leader: its log end offset minus what each follower's last fetch asked for (the whole log before a first fetch).",
+                    &["topic", "partition", "replica"],
                 ),
             },
             broker: BrokerGauges {

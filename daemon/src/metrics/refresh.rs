@@ -21,21 +21,32 @@ pub fn refresh(broker: &Broker, groups: Option<&crate::group::GroupCoordinator>)
         &gauges.log_end_offset,
         &gauges.high_watermark,
         &gauges.hw_lag_messages,
+        &gauges.follower_lag_messages,
     ] {
         family.reset();
     }
     let counters = [&m.bytes_in, &m.bytes_out, &m.records_in, &m.records_out];
     let mut held: HashSet<(String, String)> = HashSet::new();
     let (mut partitions, mut led, mut under_min_isr) = (0i64, 0i64, 0i64);
+    let (mut under_replicated, mut offline) = (0i64, 0i64);
     for topic in broker.topics() {
-        // One replica per partition: its ISR is itself.
-        if i64::from(topic.config.min_insync_replicas) > 1 {
-            under_min_isr += topic.hosted_count() as i64;
-        }
+        let min_insync = usize::try_from(topic.config.min_insync_replicas).unwrap_or(1);
         for partition in topic.hosted_partitions() {
             partitions += 1;
-            if partition.leadership().is_leader() {
+            let leadership = partition.leadership();
+            if leadership.is_leader() {
                 led += 1;
+            }
+            if matches!(
+                leadership,
+                crate::broker::Leadership::NotLeader { leader: None, .. }
+            ) {
+                offline += 1;
+            }
+            // Counted by the leader, as Kafka does.
+            if let Some(sizes) = partition.isr_sizes() {
+                under_replicated += i64::from(sizes.committed < sizes.replicas);
+                under_min_isr += i64::from(sizes.committed < min_insync);
             }
             let index = partition.index.to_string();
             let labels = [&*topic.name, index.as_str()];
@@ -64,10 +75,19 @@ pub fn refresh(broker: &Broker, groups: Option<&crate::group::GroupCoordinator>)
                 .high_watermark
                 .with_label_values(&labels)
                 .set(stats.offsets.high_watermark);
-            gauges
-                .hw_lag_messages
-                .with_label_values(&labels)
-                .set(stats.offsets.log_end_offset - stats.offsets.high_watermark);
+            if leadership.is_leader() {
+                gauges
+                    .hw_lag_messages
+                    .with_label_values(&labels)
+                    .set(stats.offsets.log_end_offset - stats.offsets.high_watermark);
+            }
+            for (replica, lag) in partition.follower_lags() {
+                let replica = replica.to_string();
+                gauges
+                    .follower_lag_messages
+                    .with_label_values(&[&*topic.name, index.as_str(), replica.as_str()])
+                    .set(lag);
+            }
         }
     }
     for family in counters {
@@ -76,9 +96,9 @@ pub fn refresh(broker: &Broker, groups: Option<&crate::group::GroupCoordinator>)
     let b = &m.broker;
     b.partitions.set(partitions);
     b.leader_partitions.set(led);
-    b.under_replicated.set(0);
+    b.under_replicated.set(under_replicated);
     b.under_min_isr.set(under_min_isr);
-    b.offline.set(0);
+    b.offline.set(offline);
     if let Some((free, size)) = filesystem_bytes(broker.data_dir()) {
         b.data_dir_free_bytes.set(free);
         b.data_dir_size_bytes.set(size);

@@ -70,6 +70,12 @@ fn answer(
     } else {
         -1
     };
+    // KIP-207: a new leader's high watermark may still be below what the
+    // previous leader exposed; answering from it would move a client's
+    // view back. Retriable: the client asks again.
+    if !partition.high_watermark_settled() {
+        return base.with_error_code(ResponseError::OffsetNotAvailable.code());
+    }
     let offsets = partition.offsets();
     // Records at or above the high watermark are not visible to consumers.
     let visible =
