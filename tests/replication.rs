@@ -51,15 +51,13 @@ fn replica_bytes(data_dir: &Path, topic: &str, partition: i32) -> Vec<u8> {
         .collect()
 }
 
-/// Whether the replicas on `ids` of every partition hold the same bytes
-/// (and some).
+/// Whether the replicas on `ids` of every partition hold the same bytes.
 fn replicas_identical(cluster: &Cluster, ids: &[i32]) -> bool {
     (0..PARTITIONS).all(|p| {
         let first = replica_bytes(&cluster.data_dir(ids[0]), "orders", p);
-        !first.is_empty()
-            && ids[1..]
-                .iter()
-                .all(|id| replica_bytes(&cluster.data_dir(*id), "orders", p) == first)
+        ids[1..]
+            .iter()
+            .all(|id| replica_bytes(&cluster.data_dir(*id), "orders", p) == first)
     })
 }
 
@@ -440,4 +438,171 @@ fn a_rolling_restart_under_acks_all_produce_fails_and_loses_nothing() {
                 &[1, 2, 3]
             ))
     );
+}
+
+/// The ISR of `topic`-`partition` from `/status` (`[1, 2, 3]`).
+fn isr_of(cluster: &Cluster, active: i32, partition: usize) -> String {
+    cluster
+        .status(active)
+        .map(|s| partitions(&s, "orders")[partition].1.clone())
+        .unwrap_or_default()
+}
+
+/// A follower whose replication to its leader is cut by nft (its
+/// heartbeats to the active controller still flowing) leaves the ISR after
+/// `replica.lag.time.max.ms`, and acks=all writes go on with the other two
+/// (min.insync.replicas = 2); healed, it catches up and rejoins. A
+/// SIGSTOPped follower stops heartbeating: it is fenced and leaves the ISR
+/// at once, and rejoins after SIGCONT.
+#[test]
+fn a_follower_cut_off_or_stopped_leaves_the_isr_and_rejoins() {
+    let _serial = serial();
+    let cluster = Cluster::start(&format!(
+        "{ORDERS}\n[replication]\nreplica_lag_time_max_ms = 2000\n"
+    ));
+    let active = cluster.wait_formed(3, FORM_TIMEOUT);
+    let all_in = |cluster: &Cluster| {
+        cluster.status(active).is_some_and(|s| {
+            let now = partitions(&s, "orders");
+            now.len() == PARTITIONS as usize
+                && now
+                    .iter()
+                    .all(|(l, isr)| *l > 0 && isr.matches(',').count() == 2)
+        })
+    };
+    assert!(
+        common::wait_until(Duration::from_secs(20), || all_in(&cluster)),
+        "{}",
+        cluster.status(active).unwrap_or_default()
+    );
+    let now = partitions(&cluster.status(active).unwrap(), "orders");
+    let Some(partition) = now.iter().position(|(l, _)| *l != active) else {
+        panic!("the active controller {active} leads every partition: {now:?}");
+    };
+    let leader = now[partition].0;
+    let follower = cluster
+        .ids()
+        .into_iter()
+        .find(|id| *id != leader && *id != active)
+        .unwrap();
+    let producer = producer(&cluster);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let send = |what: &str, n: usize| {
+        let payloads: Vec<String> = (0..n).map(|i| format!("{what}-{i}")).collect();
+        runtime.block_on(send_all(&producer, partition as i32, &payloads))
+    };
+    assert_eq!(send("before", 50).len(), 50);
+    let shrinks_before = cluster
+        .gauge(leader, "sluice_isr_shrinks_total")
+        .unwrap_or(0.0);
+
+    let cut = common::cluster::Isolation::cut_between(follower, leader);
+    let cut_at = Instant::now();
+    let during = send("during", 50);
+    let written = cut_at.elapsed();
+    assert_eq!(during.len(), 50, "{}", cluster.logs());
+    let isr = isr_of(&cluster, active, partition);
+    assert!(!isr.contains(&follower.to_string()), "{isr}");
+    println!(
+        "figure: follower {follower} cut from leader {leader} (lag time 2 s): acks=all writes went on after {:.3} s, ISR {isr}",
+        written.as_secs_f64()
+    );
+    assert!(
+        cluster
+            .gauge(leader, "sluice_isr_shrinks_total")
+            .unwrap_or(0.0)
+            > shrinks_before
+    );
+    assert!(
+        cluster
+            .gauge(leader, "sluice_under_replicated_partitions")
+            .unwrap_or(0.0)
+            >= 1.0
+    );
+    let status = cluster.status(active).unwrap_or_default();
+    assert!(
+        status.contains(&format!("broker {follower} unfenced")),
+        "its heartbeats kept flowing: {status}"
+    );
+    let expands_before = cluster
+        .gauge(leader, "sluice_isr_expands_total")
+        .unwrap_or(0.0);
+    cut.heal();
+    let healed = Instant::now();
+    assert!(
+        common::wait_until(Duration::from_secs(30), || all_in(&cluster)),
+        "never rejoined:\n{}",
+        cluster.status(active).unwrap_or_default()
+    );
+    println!(
+        "figure: healed follower back in the ISR after {:.3} s",
+        healed.elapsed().as_secs_f64()
+    );
+    assert!(
+        cluster
+            .gauge(leader, "sluice_isr_expands_total")
+            .unwrap_or(0.0)
+            > expands_before
+    );
+
+    // SIGSTOP: no heartbeats, fenced after the session, out of every ISR.
+    let pid = cluster.pid(follower).unwrap();
+    let signal = |sig: &str| {
+        let ok = Command::new("kill")
+            .arg(sig)
+            .arg(pid.to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+    };
+    signal("-STOP");
+    let stopped = Instant::now();
+    let out = common::wait_until(Duration::from_secs(10), || {
+        cluster.status(active).is_some_and(|s| {
+            partitions(&s, "orders")
+                .iter()
+                .all(|(_, isr)| !isr.contains(&follower.to_string()))
+        })
+    });
+    let left = stopped.elapsed();
+    signal("-CONT");
+    assert!(out, "{}", cluster.status(active).unwrap_or_default());
+    println!(
+        "figure: SIGSTOPped follower out of every ISR after {:.3} s",
+        left.as_secs_f64()
+    );
+    assert_eq!(send("stopped", 50).len(), 50);
+    assert!(
+        common::wait_until(Duration::from_secs(30), || all_in(&cluster)),
+        "never rejoined after SIGCONT:\n{}",
+        cluster.status(active).unwrap_or_default()
+    );
+    let identical = common::wait_until(Duration::from_secs(20), || {
+        replicas_identical(&cluster, &[1, 2, 3])
+    });
+    assert!(
+        identical,
+        "replicas differ: {}\n{}",
+        replica_sizes(&cluster),
+        cluster.status(active).unwrap_or_default()
+    );
+}
+
+/// Each replica's byte count per partition, for a failure message.
+fn replica_sizes(cluster: &Cluster) -> String {
+    (0..PARTITIONS)
+        .map(|p| {
+            let sizes: Vec<String> = cluster
+                .ids()
+                .iter()
+                .map(|id| {
+                    let bytes = replica_bytes(&cluster.data_dir(*id), "orders", p).len();
+                    format!("{id}:{bytes}")
+                })
+                .collect();
+            format!("orders-{p} [{}]", sizes.join(" "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }

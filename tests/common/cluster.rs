@@ -302,6 +302,11 @@ impl Cluster {
         Some((started.elapsed(), status.is_some_and(|s| s.success())))
     }
 
+    /// The process id of running node `id`.
+    pub fn pid(&self, id: i32) -> Option<u32> {
+        self.node(id).child.as_ref().map(std::process::Child::id)
+    }
+
     pub fn running(&self, id: i32) -> bool {
         self.node(id).child.is_some()
     }
@@ -590,6 +595,18 @@ impl Isolation {
             "table inet {table} {{\n  chain input {{\n    type filter hook input priority 0; policy accept;\n    \
              meta l4proto udp ip saddr 127.0.0.{id} ip daddr {{ {others} }} drop\n    \
              meta l4proto udp ip saddr {{ {others} }} ip daddr 127.0.0.{id} drop\n  }}\n}}\n"
+        ));
+        Isolation { table }
+    }
+
+    /// Drops UDP between nodes `a` and `b` only, both ways: each still
+    /// reaches the third node (the active controller, say).
+    pub fn cut_between(a: i32, b: i32) -> Isolation {
+        let table = format!("sluice_test_{}_{a}_{b}", std::process::id());
+        nft(&format!(
+            "table inet {table} {{\n  chain input {{\n    type filter hook input priority 0; policy accept;\n    \
+             meta l4proto udp ip saddr 127.0.0.{a} ip daddr 127.0.0.{b} drop\n    \
+             meta l4proto udp ip saddr 127.0.0.{b} ip daddr 127.0.0.{a} drop\n  }}\n}}\n"
         ));
         Isolation { table }
     }

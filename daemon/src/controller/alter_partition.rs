@@ -2,8 +2,10 @@
 //! follower fell behind (shrink) or caught up (expand). Decided against the
 //! committed image like any broker request, so a leader that lost its
 //! leadership, or read the partition before it last changed, is refused
-//! rather than undoing someone else's change. The leader and the leader
-//! epoch stay; the partition epoch moves (`decide::change_partition`).
+//! rather than undoing someone else's change. The partition epoch moves
+//! (`decide::change_partition`); the leader stays, unless the change brings
+//! the preferred replica back into the ISR, which then leads again at the
+//! next leader epoch (`decide::preferred_leader`).
 //!
 //! The checks come in Kafka's order (`ReplicationControlManager
 //! .validateAlterPartitionData`): the broker at its epoch, the partition,
@@ -14,7 +16,7 @@ use std::collections::BTreeSet;
 
 use uuid::Uuid;
 
-use super::decide::change_partition;
+use super::decide::{change_partition, preferred_leader};
 use super::error::DecideError;
 use super::image::MetadataImage;
 use super::records::{BrokerId, PartitionState, Record, RecordBatch};
@@ -128,13 +130,17 @@ pub fn decide_alter_partition(
             why,
         });
     }
-    let Some(changed) = change_partition(state, request.isr.clone(), broker_id) else {
+    // A preferred replica that rejoins takes its leadership back (its log
+    // holds everything committed: it is in the ISR now).
+    let leader = preferred_leader(&state.replicas, &request.isr, broker_id, |id| {
+        image.is_unfenced(id)
+    });
+    let Some(changed) = change_partition(state, request.isr.clone(), leader) else {
         return Ok(AlterPartitionDecision {
             state: state.clone(),
             records: None,
         });
     };
-    assert_eq!(changed.leader_epoch, state.leader_epoch, "the leader stays");
     let record = Record::PartitionChange {
         topic_id: request.topic_id,
         partition,

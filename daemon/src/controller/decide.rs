@@ -108,6 +108,27 @@ fn elect(
     }
 }
 
+/// The preferred replica (the first listed) when it is `eligible`, in
+/// `isr` and not leading already, else `leader`: leadership goes back to it
+/// (Kafka's preferred leader election), so leadership spreads as placement
+/// intended after a broker restarts or the cluster forms one broker at a
+/// time. Being in the ISR, it holds everything committed.
+pub fn preferred_leader(
+    replicas: &[BrokerId],
+    isr: &[BrokerId],
+    leader: BrokerId,
+    eligible: impl Fn(BrokerId) -> bool,
+) -> BrokerId {
+    match replicas.first() {
+        Some(&preferred)
+            if preferred != leader && isr.contains(&preferred) && eligible(preferred) =>
+        {
+            preferred
+        }
+        _ => leader,
+    }
+}
+
 /// The partition with a new ISR and leader and its epochs moved by the
 /// rules, or `None` when nothing changes (no record is written then).
 pub fn change_partition(
@@ -246,7 +267,7 @@ pub struct UncleanElection {
 /// earlier in the batch count): what the active controller counts in
 /// `sluice_unclean_elections_total` once the batch is committed.
 pub fn unclean_elections(image: &MetadataImage, batch: &RecordBatch) -> Vec<UncleanElection> {
-    let mut isrs: BTreeMap<(Uuid, i32), &[BrokerId]> = BTreeMap::new();
+    let mut states: BTreeMap<(Uuid, i32), &PartitionState> = BTreeMap::new();
     let mut elections = Vec::new();
     for record in &batch.records {
         match record {
@@ -255,7 +276,7 @@ pub fn unclean_elections(image: &MetadataImage, batch: &RecordBatch) -> Vec<Uncl
                 partition,
                 state,
             } => {
-                isrs.insert((*topic_id, *partition), &state.isr);
+                states.insert((*topic_id, *partition), state);
             }
             Record::PartitionChange {
                 topic_id,
@@ -263,13 +284,17 @@ pub fn unclean_elections(image: &MetadataImage, batch: &RecordBatch) -> Vec<Uncl
                 state,
             } => {
                 let key = (*topic_id, *partition);
-                let before = isrs.get(&key).copied().or_else(|| {
-                    image
-                        .partition(topic_id, *partition)
-                        .map(|old| old.isr.as_slice())
-                });
-                let outside = before.is_some_and(|isr| !isr.contains(&state.leader));
-                if state.leader != NO_LEADER && outside {
+                let before = states
+                    .get(&key)
+                    .copied()
+                    .or_else(|| image.partition(topic_id, *partition));
+                let outside = before.is_some_and(|old| !old.isr.contains(&state.leader));
+                // A preferred replica the old leader brought back into the
+                // ISR (AlterPartition) is vouched for: not unclean.
+                let vouched = before
+                    .is_some_and(|old| old.leader != NO_LEADER && state.isr.contains(&old.leader));
+                states.insert(key, state);
+                if state.leader != NO_LEADER && outside && !vouched {
                     elections.push(UncleanElection {
                         topic_id: *topic_id,
                         partition: *partition,
@@ -277,7 +302,6 @@ pub fn unclean_elections(image: &MetadataImage, batch: &RecordBatch) -> Vec<Uncl
                         leader_epoch: state.leader_epoch,
                     });
                 }
-                isrs.insert(key, &state.isr);
             }
             _ => {}
         }
@@ -351,6 +375,20 @@ fn unfence_records(image: &MetadataImage, entry: &BrokerEntry) -> Vec<Record> {
                 true => state.replicas.contains(&broker_id),
                 false => state.isr.contains(&broker_id),
             };
+            let preferred = state.replicas.first() == Some(&broker_id)
+                && state.isr.contains(&broker_id)
+                && state.leader != broker_id;
+            if preferred && state.leader != NO_LEADER {
+                let leader = preferred_leader(&state.replicas, &state.isr, state.leader, eligible);
+                if let Some(state) = change_partition(state, state.isr.clone(), leader) {
+                    records.push(Record::PartitionChange {
+                        topic_id: topic.topic_id,
+                        partition: partition as i32,
+                        state,
+                    });
+                }
+                continue;
+            }
             if state.leader != NO_LEADER || !concerned {
                 continue;
             }

@@ -198,7 +198,7 @@ fn an_unclean_topic_prefers_an_eligible_isr_member() {
 }
 
 #[test]
-fn a_leader_keeps_its_place_when_another_isr_member_is_fenced() {
+fn a_preferred_replica_leads_again_once_back_in_the_isr_and_keeps_its_place() {
     let mut cluster = Cluster::new();
     let topic = cluster.topic(None);
     cluster.fence(1);
@@ -207,15 +207,17 @@ fn a_leader_keeps_its_place_when_another_isr_member_is_fenced() {
     assert_eq!(
         led(&cluster.state(topic)),
         (2, vec![2, 3], 1),
-        "1 is out of the ISR"
+        "1 is out of the ISR: 2 keeps leading"
     );
-    // 1 catches up and the leader takes it back into the ISR.
+    // 1 catches up and the leader takes it back into the ISR: being the
+    // preferred replica, it leads again (not an unclean election).
     cluster.alter(topic, &[2, 3, 1]);
     let before = cluster.state(topic);
-    // 3 dies: 1 is the preferred replica and in the ISR, but 2 still leads.
+    assert_eq!(led(&before), (1, vec![2, 3, 1], 2));
+    // 3 dies: 1 keeps leading.
     cluster.fence(3);
     let after = cluster.state(topic);
-    assert_eq!(led(&after), (2, vec![2, 1], 1));
+    assert_eq!(led(&after), (1, vec![2, 1], 2));
     assert_eq!(after.partition_epoch, before.partition_epoch + 1);
 }
 

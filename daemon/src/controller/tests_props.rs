@@ -440,7 +440,10 @@ fn check_transition(before: &MetadataImage, after: &MetadataImage) -> usize {
                     elect_leader(&new.replicas, &new.isr, |id| after.is_unfenced(id))
                 );
             }
-            if new.leader != NO_LEADER && !old.isr.contains(&new.leader) {
+            // A preferred replica its leader brought back into the ISR
+            // takes over at once: vouched for by the old leader, not unclean.
+            let vouched = old.leader != NO_LEADER && new.isr.contains(&old.leader);
+            if new.leader != NO_LEADER && !old.isr.contains(&new.leader) && !vouched {
                 assert_eq!(
                     new.isr,
                     vec![new.leader],
