@@ -7,6 +7,8 @@
 
 pub mod divergence;
 pub mod leader_state;
+#[cfg(test)]
+mod sim;
 pub mod wire;
 
 pub use divergence::{EpochEnd, FetchPosition, Truncation};
