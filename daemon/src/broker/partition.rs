@@ -797,12 +797,20 @@ impl Partition {
         }
     }
 
-    /// The controller refused (or never answered) the change in flight.
-    pub fn isr_change_refused(&self, leader_epoch: i32) {
+    /// Whether `proposal` is still this leader's ISR change in flight.
+    pub fn isr_change_in_flight(&self, proposal: &IsrProposal) -> bool {
+        match &self.lock_replication().role {
+            Role::Leader(state) => state.pending() == Some(proposal),
+            Role::Follower => false,
+        }
+    }
+
+    /// The controller refused `proposal`.
+    pub fn isr_change_refused(&self, proposal: &IsrProposal) {
         let mut replication = self.lock_replication();
         if let Role::Leader(state) = &mut replication.role
-            && state.leader_epoch() == leader_epoch
-            && let Some(high_watermark) = state.on_refused()
+            && state.leader_epoch() == proposal.leader_epoch
+            && let Some(high_watermark) = state.on_refused(proposal)
         {
             self.advance_high_watermark(high_watermark);
         }

@@ -21,6 +21,8 @@ use crate::replication::{IsrChangeKind, IsrProposal, ReplicaSet};
 
 /// Requests to the controller in flight at once.
 const IN_FLIGHT_MAX: usize = 64;
+/// Wait before asking again after an unknown outcome.
+const RETRY_BACKOFF: Duration = Duration::from_millis(200);
 
 /// Sends ISR changes; cheap to clone.
 #[derive(Clone)]
@@ -51,7 +53,7 @@ impl IsrUpdates {
     /// Asks the controller for `proposal` and applies the answer.
     pub(super) fn send(&self, partition: Arc<Partition>, topic_id: Uuid, proposal: IsrProposal) {
         let Membership::Registered { broker_epoch, .. } = self.status.borrow().membership else {
-            partition.isr_change_refused(proposal.leader_epoch);
+            partition.isr_change_refused(&proposal);
             return;
         };
         let request = AlterPartitionRequest {
@@ -68,8 +70,24 @@ impl IsrUpdates {
             let Ok(_slot) = slots.acquire_owned().await else {
                 return;
             };
-            let answered =
-                tokio::task::spawn_blocking(move || changes.alter_partition(request)).await;
+            // An unknown outcome (no answer in time, a busy controller) is
+            // asked again while the change is still the one in flight: it
+            // may have been committed, and dropping it would take a member
+            // the controller added out of the maximal ISR.
+            let answered = loop {
+                let (changes, request) = (changes.clone(), request.clone());
+                let answered =
+                    tokio::task::spawn_blocking(move || changes.alter_partition(request)).await;
+                match &answered {
+                    Ok(Err(refusal))
+                        if refusal.is_retriable() && partition.isr_change_in_flight(&proposal) =>
+                    {
+                        tracing::debug!(event = "isr_change_retried", partition = ?partition, code = refusal.code());
+                        tokio::time::sleep(RETRY_BACKOFF).await;
+                    }
+                    _ => break answered,
+                }
+            };
             let metrics = crate::metrics::metrics();
             match answered {
                 Ok(Ok(state)) => {
@@ -87,11 +105,11 @@ impl IsrUpdates {
                 }
                 Ok(Err(refusal)) => {
                     tracing::info!(event = "isr_change_refused", partition = ?partition, change = ?proposal.kind, code = refusal.code(), reason = %refusal.message());
-                    partition.isr_change_refused(proposal.leader_epoch);
+                    partition.isr_change_refused(&proposal);
                 }
                 Err(error) => {
                     tracing::error!(event = "isr_change_failed", partition = ?partition, %error);
-                    partition.isr_change_refused(proposal.leader_epoch);
+                    partition.isr_change_refused(&proposal);
                 }
             }
         });

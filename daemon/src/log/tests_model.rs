@@ -137,9 +137,17 @@ impl Model {
         }
     }
 
+    /// Epochs that begin at the log end hold nothing: a truncation (even
+    /// to the end) and a reopen forget them, as Kafka's cache does.
+    fn forget_epochs_at_the_end(&mut self) {
+        let end = self.log_end_offset;
+        self.epochs.retain(|&(_, start)| start < end);
+    }
+
     fn truncate_to(&mut self, offset: i64) {
         self.durable_offset = self.durable_offset.min(offset);
         if offset >= self.log_end_offset {
+            self.forget_epochs_at_the_end();
             return;
         }
         if offset <= self.log_start_offset {
@@ -307,6 +315,7 @@ impl Run {
                 prop_assert_eq!(report.truncated_bytes, 0, "nothing acknowledged is lost");
                 self.log = Some(log);
                 self.model.durable_offset = self.model.log_end_offset;
+                self.model.forget_epochs_at_the_end();
             }
         }
         Ok(())

@@ -298,10 +298,16 @@ impl LeaderState {
         Some(proposal)
     }
 
-    /// The controller refused the change in flight (stale epochs, an
-    /// ineligible replica) or could not be reached: it is dropped; the
-    /// metadata image brings whatever changed meanwhile.
-    pub fn on_refused(&mut self) -> Option<i64> {
+    /// The controller refused `proposal` (stale epochs, an ineligible
+    /// replica) or could not be reached: it is dropped if it is still the
+    /// change in flight; the metadata image brings whatever changed
+    /// meanwhile. A late answer to an older proposal leaves a newer one in
+    /// flight alone: dropping it would take a joining member out of the
+    /// maximal ISR while its expansion may yet commit.
+    pub fn on_refused(&mut self, proposal: &IsrProposal) -> Option<i64> {
+        if self.pending.as_ref() != Some(proposal) {
+            return None;
+        }
         self.pending = None;
         self.recompute_high_watermark()
     }

@@ -83,7 +83,17 @@ fn a_joining_member_counts_as_soon_as_it_is_proposed() {
     state.on_leader_end(LeaderEnd::all_durable(12));
     state.on_follower_fetch(2, 12, 3).unwrap();
     assert_eq!(state.high_watermark(), 10, "3 is in the maximal ISR");
-    assert_eq!(state.on_refused(), Some(12), "refused: 3 no longer counts");
+    let newer = IsrProposal {
+        partition_epoch: 8,
+        ..proposal.clone()
+    };
+    assert_eq!(state.on_refused(&newer), None, "not the change in flight");
+    assert_eq!(state.high_watermark(), 10, "3 still counts");
+    assert_eq!(
+        state.on_refused(&proposal),
+        Some(12),
+        "refused: 3 no longer counts"
+    );
 }
 
 #[test]
@@ -231,7 +241,9 @@ proptest! {
                     }
                 }
                 Step::Refuse => {
-                    state.on_refused();
+                    if let Some(pending) = state.pending().cloned() {
+                        state.on_refused(&pending);
+                    }
                 }
             }
             let hw = state.high_watermark();

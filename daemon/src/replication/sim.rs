@@ -20,8 +20,8 @@
 //! - The leader serves follower fetches (`check_fetch_position`, then
 //!   `LeaderState::on_follower_fetch` and `propose_expand`), proposes
 //!   shrinks (`propose_shrink`), and sends AlterPartition requests that it
-//!   retries until answered or `ALTER_WAIT_MS` passes (then `on_refused`),
-//!   and a stale-epoch refusal whose change the broker's metadata already
+//!   sends again until answered (an unknown outcome is never taken for a
+//!   refusal), and a stale-epoch refusal whose change the broker's metadata already
 //!   shows counts as committed — `cluster/controller_client.rs`'s rules.
 //! - A follower fetches from its log end with the leader-epoch cache's
 //!   latest epoch (`Partition::fetch_state`), appends keeping epochs and
@@ -89,7 +89,6 @@ const HEARTBEAT_MS: i64 = 40;
 const REGISTER_RETRY_MS: i64 = 60;
 const LAG_TIME_MAX_MS: i64 = 120;
 const ALTER_ATTEMPT_MS: i64 = 60;
-const ALTER_WAIT_MS: i64 = 600;
 const FETCH_WAIT_MS: i64 = 80;
 const FETCH_ENTRIES_MAX: usize = 4;
 const PRODUCE_TIMEOUT_MS: i64 = 150;
@@ -354,7 +353,6 @@ struct AlterInFlight {
     token: u64,
     request: AlterPartitionRequest,
     next_attempt: i64,
-    give_up_at: i64,
 }
 
 #[derive(Debug)]
@@ -585,7 +583,8 @@ struct Acked {
 #[derive(Default)]
 struct CheckState {
     leaders: BTreeMap<(usize, i32), BrokerId>,
-    observed_high_watermark: Vec<i64>,
+    /// Per partition, the highest high watermark exposed at each leader epoch.
+    observed_high_watermark: Vec<BTreeMap<i32, i64>>,
     /// (partition, producer, seq) → where it was acknowledged.
     acked: BTreeMap<(usize, u32, u32), Acked>,
     /// Page-cache crashes: (partition, offset, id) → brokers that lost
@@ -676,7 +675,7 @@ impl Sim {
             next_token: 1,
             next_write_id: 1,
             check: CheckState {
-                observed_high_watermark: vec![0; config.partitions],
+                observed_high_watermark: vec![BTreeMap::new(); config.partitions],
                 ..CheckState::default()
             },
             stats: Stats::default(),
@@ -1219,7 +1218,9 @@ impl Sim {
         let broker = self.broker_mut(id);
         let Some(broker_epoch) = broker.broker_epoch else {
             if let Some(leading) = broker.parts[partition].leading_mut() {
-                leading.state.on_refused();
+                if let Some(pending) = leading.state.pending().cloned() {
+                    leading.state.on_refused(&pending);
+                }
             }
             return;
         };
@@ -1237,7 +1238,6 @@ impl Sim {
             token,
             request: request.clone(),
             next_attempt: now + ALTER_ATTEMPT_MS,
-            give_up_at: now + ALTER_WAIT_MS,
         });
         self.note(|| format!("broker {id} p{partition}: asks isr {:?}", request.isr));
         self.send(
@@ -1296,7 +1296,9 @@ impl Sim {
                         leading.state.on_committed(set_of(&state));
                     }
                     None => {
-                        leading.state.on_refused();
+                        if let Some(pending) = leading.state.pending().cloned() {
+                            leading.state.on_refused(&pending);
+                        }
                     }
                 }
             }
@@ -1554,11 +1556,10 @@ impl Sim {
         leading.state.on_leader_end(end);
         let mut ask = None;
         let mut resend = None;
-        let give_up = leading.alter.as_ref().is_some_and(|a| now >= a.give_up_at);
-        if give_up {
-            leading.alter = None;
-            leading.state.on_refused();
-        } else if let Some(alter) = &mut leading.alter {
+        // An unanswered change stays in flight and is sent again: its
+        // outcome is unknown, and dropping it could take a member the
+        // controller did add out of the maximal ISR (cluster/isr_updates.rs).
+        if let Some(alter) = &mut leading.alter {
             if now >= alter.next_attempt {
                 alter.next_attempt = now + ALTER_ATTEMPT_MS;
                 resend = Some((alter.token, alter.request.clone()));
@@ -1626,7 +1627,16 @@ impl Sim {
             self.seed
         );
         let state = self.controller.state(partition).expect("the topic exists");
-        if state.leader != id || state.leader_epoch != epoch {
+        // A leader demoted while alive (preferred-leader election) may still
+        // acknowledge what its ISR already held before it learns of it: the
+        // maximal-ISR high watermark guarantees the new leader has it.
+        let on_new_leader = state.leader != NO_LEADER
+            && state.leader != id
+            && self.broker(state.leader).parts[partition]
+                .log
+                .get(waiter.offset as usize)
+                .is_some_and(|e| e.id == waiter.id);
+        if (state.leader != id || state.leader_epoch != epoch) && !on_new_leader {
             return Err(self.fail(
                 Checker::AckOnlyUnderLease,
                 format!("broker {id} acknowledged offset {} of p{partition} at epoch {epoch}, while the controller has {state:?}", waiter.offset),
@@ -2040,7 +2050,15 @@ impl Sim {
             {
                 continue;
             }
-            let observed = self.check.observed_high_watermark[partition];
+            // A client that saw a later epoch fences a stale leader's
+            // answers (KIP-320): only what was observed at this epoch or an
+            // earlier one binds this leader.
+            let epoch = leading.state.leader_epoch();
+            let observed = self.check.observed_high_watermark[partition]
+                .range(..=epoch)
+                .map(|(_, hw)| *hw)
+                .max()
+                .unwrap_or(0);
             let hw = part.high_watermark;
             if hw < observed {
                 // Page cache: the offsets it went back over were lost
@@ -2053,7 +2071,12 @@ impl Sim {
                     .is_some();
                 if lost {
                     self.stats.excused_checks += 1;
-                    self.check.observed_high_watermark[partition] = hw;
+                    for seen in self.check.observed_high_watermark[partition]
+                        .range_mut(..=epoch)
+                        .map(|(_, hw)| hw)
+                    {
+                        *seen = (*seen).min(hw);
+                    }
                 } else {
                     return Err(self.fail(
                         Checker::ObservedHighWatermarkMonotonic,
@@ -2066,7 +2089,9 @@ impl Sim {
                     ));
                 }
             }
-            let observed = &mut self.check.observed_high_watermark[partition];
+            let observed = self.check.observed_high_watermark[partition]
+                .entry(epoch)
+                .or_insert(hw);
             *observed = (*observed).max(hw);
         }
         Ok(())
