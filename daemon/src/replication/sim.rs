@@ -1217,10 +1217,10 @@ impl Sim {
         let topic_id = self.controller.topic_id;
         let broker = self.broker_mut(id);
         let Some(broker_epoch) = broker.broker_epoch else {
-            if let Some(leading) = broker.parts[partition].leading_mut() {
-                if let Some(pending) = leading.state.pending().cloned() {
-                    leading.state.on_refused(&pending);
-                }
+            if let Some(leading) = broker.parts[partition].leading_mut()
+                && let Some(pending) = leading.state.pending().cloned()
+            {
+                leading.state.on_refused(&pending);
             }
             return;
         };
