@@ -624,3 +624,88 @@ fn replica_sizes(cluster: &Cluster) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+/// An admitted peer (a real node certificate) that sends garbage on a
+/// replication stream, or a fetch in another replica's name, has its
+/// connection closed, and the leader logs why; replication and acks=all
+/// writes carry on.
+#[test]
+fn bad_input_on_a_replication_stream_is_refused_and_replication_carries_on() {
+    use sluice::transport::frame::{FrameKind, write_frame};
+    let _serial = serial();
+    let cluster = Cluster::start(ORDERS);
+    let active = cluster.wait_formed(3, FORM_TIMEOUT);
+    let full = common::wait_until(Duration::from_secs(20), || {
+        cluster.status(active).is_some_and(|s| {
+            let now = partitions(&s, "orders");
+            now.len() == PARTITIONS as usize
+                && now
+                    .iter()
+                    .all(|(l, isr)| *l > 0 && isr.matches(',').count() == 2)
+        })
+    });
+    assert!(full, "{}", cluster.status(active).unwrap_or_default());
+    let status = cluster.status(active).unwrap();
+    let orders_id = status
+        .lines()
+        .find(|l| l.trim_start().starts_with("topic orders "))
+        .and_then(|l| l.split("id=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|id| uuid::Uuid::parse_str(id).ok())
+        .expect("the topic id in /status");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let tls = cluster.dir.path().join("tls");
+        let material = sluice::transport::tls::TlsMaterial::load(&tls, 3).unwrap();
+        let node3 = sluice::transport::quic::NodeEndpoint::bind(
+            &material,
+            "test-cluster",
+            "127.0.0.4:0".parse().unwrap(),
+            common::cluster::NODES.to_vec(),
+        )
+        .unwrap();
+        let leader = cluster.node(1);
+        let garbage: &[u8] = b"\x00\x0fnot a fetch at all";
+        let impersonation = sluice::replication::ReplicaFetch {
+            replica_id: 2,
+            broker_epoch: 1,
+            topic_id: orders_id,
+            partition: 0,
+            current_leader_epoch: -1,
+            fetch_offset: 0,
+            last_fetched_epoch: -1,
+            log_start_offset: 0,
+            max_bytes: 1024,
+            max_wait_ms: 0,
+        }
+        .encode();
+        for payload in [garbage, &impersonation[..]] {
+            let peer = node3.connect(1, leader.quic).await.expect("admitted");
+            let (mut send, mut recv) = peer.connection.open_bi().await.unwrap();
+            write_frame(&mut send, FrameKind::Message, payload)
+                .await
+                .unwrap();
+            let answer =
+                tokio::time::timeout(Duration::from_secs(5), recv.read_to_end(1 << 20)).await;
+            assert!(
+                matches!(answer, Ok(Err(_))),
+                "the connection stayed open: {answer:?}"
+            );
+        }
+    });
+    let logged = common::wait_until(Duration::from_secs(5), || {
+        cluster.log(1).matches("replica_stream_refused").count() >= 2
+    });
+    assert!(logged, "{}", cluster.log(1));
+    let producer = producer(&cluster);
+    for p in 0..PARTITIONS {
+        let payloads: Vec<String> = (0..20).map(|i| format!("after-bad-{p}-{i}")).collect();
+        let acked = runtime.block_on(send_all(&producer, p, &payloads));
+        assert_eq!(acked.len(), 20, "partition {p}:\n{}", cluster.logs());
+    }
+    let identical = common::wait_until(Duration::from_secs(20), || {
+        replicas_identical(&cluster, &[1, 2, 3])
+    });
+    assert!(identical, "replicas differ: {}", replica_sizes(&cluster));
+    cluster.wait_formed(3, FORM_TIMEOUT);
+}
