@@ -85,6 +85,24 @@ fn partitions(status: &str, topic: &str) -> Vec<(i32, String)> {
         .collect()
 }
 
+/// Whether every partition of `orders` has a leader and all three
+/// replicas in its ISR, by the active controller's `/status`.
+fn all_in_sync(cluster: &Cluster, active: i32) -> bool {
+    cluster.status(active).is_some_and(|s| {
+        let now = partitions(&s, "orders");
+        now.len() == PARTITIONS as usize
+            && now
+                .iter()
+                .all(|(l, isr)| *l > 0 && isr.matches(',').count() == 2)
+    })
+}
+
+/// Waits until `all_in_sync` (each preferred replica leading its partition).
+fn wait_all_in_sync(cluster: &Cluster, active: i32) {
+    let full = common::wait_until(Duration::from_secs(20), || all_in_sync(cluster, active));
+    assert!(full, "{}", cluster.status(active).unwrap_or_default());
+}
+
 fn producer(cluster: &Cluster) -> FutureProducer {
     let bootstrap: Vec<String> = cluster.nodes.iter().map(|n| n.kafka.to_string()).collect();
     ClientConfig::new()
@@ -170,17 +188,7 @@ fn leader_sigkill(controller: bool) {
     let _serial = serial();
     let mut cluster = Cluster::start(ORDERS);
     let active = cluster.wait_formed(3, FORM_TIMEOUT);
-    // Every replica in every ISR: each preferred replica leads its partition.
-    let led = common::wait_until(Duration::from_secs(20), || {
-        cluster.status(active).is_some_and(|s| {
-            let now = partitions(&s, "orders");
-            now.len() == PARTITIONS as usize
-                && now
-                    .iter()
-                    .all(|(l, isr)| *l > 0 && isr.matches(',').count() == 2)
-        })
-    });
-    assert!(led, "{}", cluster.status(active).unwrap_or_default());
+    wait_all_in_sync(&cluster, active);
     let producer = producer(&cluster);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let mut acknowledged: BTreeMap<i32, Vec<(String, i64)>> = BTreeMap::new();
@@ -367,16 +375,7 @@ fn a_rolling_restart_under_acks_all_produce_fails_and_loses_nothing() {
     let _serial = serial();
     let mut cluster = Cluster::start(ORDERS);
     let active = cluster.wait_formed(3, FORM_TIMEOUT);
-    let led = common::wait_until(Duration::from_secs(20), || {
-        cluster.status(active).is_some_and(|s| {
-            let now = partitions(&s, "orders");
-            now.len() == PARTITIONS as usize
-                && now
-                    .iter()
-                    .all(|(l, isr)| *l > 0 && isr.matches(',').count() == 2)
-        })
-    });
-    assert!(led, "{}", cluster.status(active).unwrap_or_default());
+    wait_all_in_sync(&cluster, active);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let producing = {
         let (producer, stop) = (producer(&cluster), stop.clone());
@@ -479,15 +478,7 @@ fn a_follower_cut_off_or_stopped_leaves_the_isr_and_rejoins() {
         "{ORDERS}\n[replication]\nreplica_lag_time_max_ms = 2000\n"
     ));
     let active = cluster.wait_formed(3, FORM_TIMEOUT);
-    let all_in = |cluster: &Cluster| {
-        cluster.status(active).is_some_and(|s| {
-            let now = partitions(&s, "orders");
-            now.len() == PARTITIONS as usize
-                && now
-                    .iter()
-                    .all(|(l, isr)| *l > 0 && isr.matches(',').count() == 2)
-        })
-    };
+    let all_in = |cluster: &Cluster| all_in_sync(cluster, active);
     assert!(
         common::wait_until(Duration::from_secs(20), || all_in(&cluster)),
         "{}",
@@ -635,16 +626,7 @@ fn bad_input_on_a_replication_stream_is_refused_and_replication_carries_on() {
     let _serial = serial();
     let cluster = Cluster::start(ORDERS);
     let active = cluster.wait_formed(3, FORM_TIMEOUT);
-    let full = common::wait_until(Duration::from_secs(20), || {
-        cluster.status(active).is_some_and(|s| {
-            let now = partitions(&s, "orders");
-            now.len() == PARTITIONS as usize
-                && now
-                    .iter()
-                    .all(|(l, isr)| *l > 0 && isr.matches(',').count() == 2)
-        })
-    });
-    assert!(full, "{}", cluster.status(active).unwrap_or_default());
+    wait_all_in_sync(&cluster, active);
     let status = cluster.status(active).unwrap();
     let orders_id = status
         .lines()
