@@ -42,7 +42,7 @@ pub mod isr_refusal {
     /// The broker does not lead the partition (or is fenced).
     pub const NOT_LEADER_OR_FOLLOWER: i16 = code::NOT_LEADER_OR_FOLLOWER;
     /// No answer in time (`AlterPartitionRefusal::Unavailable`).
-    pub const REQUEST_TIMED_OUT: i16 = 7;
+    pub const REQUEST_TIMED_OUT: i16 = code::REQUEST_TIMED_OUT;
     /// The ISR asked for is malformed, or names another broker: a bug in
     /// the asking leader.
     pub const INVALID_REQUEST: i16 = code::INVALID_REQUEST;
@@ -93,10 +93,7 @@ impl AlterPartitionRefusal {
     /// the controller was busy). Otherwise the partition or this broker
     /// moved on: wait for newer metadata and decide again from it.
     pub fn is_retriable(&self) -> bool {
-        matches!(
-            self.code(),
-            isr_refusal::REQUEST_TIMED_OUT | isr_refusal::THROTTLING_QUOTA_EXCEEDED
-        )
+        crate::controller::alter_partition::refusal_is_retriable(self.code())
     }
 }
 

@@ -15,7 +15,9 @@ use super::controller_client::IsrChanges;
 use super::lifecycle::Membership;
 use super::runtime::MemberStatus;
 use crate::broker::{Broker, Partition, now_ms};
-use crate::controller::alter_partition::AlterPartitionRequest;
+use crate::controller::alter_partition::{
+    AlterPartitionRequest, refusal_leaves_partition_unchanged,
+};
 use crate::controller::records::BrokerId;
 use crate::replication::{IsrChangeKind, IsrProposal, ReplicaSet};
 
@@ -103,13 +105,17 @@ impl IsrUpdates {
                         partition_epoch: state.partition_epoch,
                     });
                 }
-                Ok(Err(refusal)) => {
+                Ok(Err(refusal)) if refusal_leaves_partition_unchanged(refusal.code()) => {
                     tracing::info!(event = "isr_change_refused", partition = ?partition, change = ?proposal.kind, code = refusal.code(), reason = %refusal.message());
                     partition.isr_change_refused(&proposal);
                 }
+                // The partition moved on, maybe by this change: the maximal
+                // ISR holds until the metadata image shows what it is now.
+                Ok(Err(refusal)) => {
+                    tracing::info!(event = "isr_change_awaits_metadata", partition = ?partition, change = ?proposal.kind, code = refusal.code(), reason = %refusal.message());
+                }
                 Err(error) => {
                     tracing::error!(event = "isr_change_failed", partition = ?partition, %error);
-                    partition.isr_change_refused(&proposal);
                 }
             }
         });

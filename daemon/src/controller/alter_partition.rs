@@ -12,7 +12,7 @@
 //! the leader epoch, the leader, the partition epoch, the ISR's shape, then
 //! the brokers it adds.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use uuid::Uuid;
 
@@ -44,6 +44,96 @@ pub struct AlterPartitionDecision {
     pub state: PartitionState,
     /// `None` when the ISR is the one the partition has already.
     pub records: Option<RecordBatch>,
+}
+
+/// Whether a refusal with Kafka error `code` leaves the outcome unknown
+/// (no answer in time, a busy controller, an attempt decided already), so
+/// the leader asks again while the change is still its own in flight.
+pub fn refusal_is_retriable(code: i16) -> bool {
+    code == super::code::REQUEST_TIMED_OUT || code == super::code::THROTTLING_QUOTA_EXCEEDED
+}
+
+/// Whether a refusal with Kafka error `code` shows that the partition is
+/// as the leader read it: the epoch checks passed, so neither this request
+/// nor an earlier attempt of it (whose answer was lost) changed anything,
+/// and the leader may drop its proposal. Any other refusal means the broker
+/// or the partition moved on, possibly by this very change: the leader
+/// keeps its maximal ISR until the metadata image shows the new state, as
+/// Kafka's `Partition.handleAlterPartitionError` does. Dropping it then
+/// could count a member the controller added (or made leader) out of the
+/// high watermark.
+pub fn refusal_leaves_partition_unchanged(code: i16) -> bool {
+    code == super::code::INVALID_REQUEST || code == super::code::INELIGIBLE_REPLICA
+}
+
+/// The latest attempt decided per leader and partition, so that an older
+/// attempt of the same leader, still on its way (reordered, or sent before
+/// a timeout made the leader ask again), is never decided after a newer
+/// one. Without it, a refusal the leader rightly takes as final (an
+/// ineligible replica) could be followed by the older attempt's commit,
+/// adding a member the leader no longer counts toward its high watermark.
+/// Request ids rise within one broker epoch (one process); held in memory
+/// by the active controller, which answers whatever it has queued when it
+/// stops being active, so no queued attempt outlives it.
+#[derive(Debug, Default)]
+pub struct AlterAttempts {
+    latest: HashMap<(BrokerId, Uuid, i32), (i64, u64)>,
+}
+
+impl AlterAttempts {
+    /// Refuses `request_id` if the same leader (at the same broker epoch)
+    /// had this or a later attempt for the partition decided already.
+    pub fn check(
+        &self,
+        request_id: u64,
+        request: &AlterPartitionRequest,
+    ) -> Result<(), DecideError> {
+        let key = (request.broker_id, request.topic_id, request.partition);
+        match self.latest.get(&key) {
+            Some(&(broker_epoch, latest))
+                if broker_epoch == request.broker_epoch && latest >= request_id =>
+            {
+                Err(DecideError::SupersededAttempt {
+                    topic_id: request.topic_id,
+                    partition: request.partition,
+                    request_id,
+                    latest,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// `request_id` was decided (made or refused).
+    pub fn decided(&mut self, request_id: u64, request: &AlterPartitionRequest) {
+        let key = (request.broker_id, request.topic_id, request.partition);
+        let entry = self
+            .latest
+            .entry(key)
+            .or_insert((request.broker_epoch, request_id));
+        if *entry < (request.broker_epoch, request_id) {
+            *entry = (request.broker_epoch, request_id);
+        }
+    }
+
+    /// Forgets partitions and brokers the image no longer has.
+    pub fn retain_known(&mut self, image: &MetadataImage) {
+        self.latest
+            .retain(|(broker_id, topic_id, partition), (epoch, _)| {
+                image.partition(topic_id, *partition).is_some()
+                    && image
+                        .broker(*broker_id)
+                        .is_some_and(|entry| entry.broker_epoch == *epoch)
+            });
+    }
+
+    pub fn len(&self) -> usize {
+        self.latest.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.latest.is_empty()
+    }
 }
 
 /// Decides `request` against `image`; see the module doc for the rules.
@@ -160,6 +250,60 @@ mod tests {
     use crate::controller::tests::registration;
 
     const TOPIC: Uuid = Uuid::from_u128(7);
+
+    #[test]
+    fn attempts_are_decided_once_and_never_behind_a_later_one() {
+        let mut attempts = AlterAttempts::default();
+        let request = |broker_epoch| AlterPartitionRequest {
+            broker_id: 1,
+            broker_epoch,
+            topic_id: TOPIC,
+            partition: 0,
+            leader_epoch: 4,
+            partition_epoch: 9,
+            isr: vec![1],
+        };
+        assert!(attempts.check(10, &request(1)).is_ok());
+        attempts.decided(10, &request(1));
+        // The same attempt again (a duplicate), or an older one: refused,
+        // with an outcome the leader must ask again to learn.
+        for id in [10, 9] {
+            let refused = attempts.check(id, &request(1)).unwrap_err();
+            assert_eq!(refused.code(), code::REQUEST_TIMED_OUT);
+            assert!(refusal_is_retriable(refused.code()));
+        }
+        assert!(attempts.check(11, &request(1)).is_ok());
+        // A new incarnation starts its request ids again.
+        assert!(attempts.check(1, &request(2)).is_ok());
+        attempts.decided(1, &request(2));
+        assert!(attempts.check(2, &request(2)).is_ok());
+        // Another partition is its own.
+        let other = AlterPartitionRequest {
+            partition: 1,
+            ..request(2)
+        };
+        assert!(attempts.check(1, &other).is_ok());
+        // Forgotten once the broker's epoch or the partition is gone.
+        assert_eq!(attempts.len(), 1);
+        attempts.retain_known(&MetadataImage::default());
+        assert!(attempts.is_empty());
+    }
+
+    #[test]
+    fn only_refusals_after_the_epoch_checks_leave_the_partition_unchanged() {
+        assert!(refusal_leaves_partition_unchanged(code::INELIGIBLE_REPLICA));
+        assert!(refusal_leaves_partition_unchanged(code::INVALID_REQUEST));
+        for stale in [
+            code::INVALID_UPDATE_VERSION,
+            code::FENCED_LEADER_EPOCH,
+            code::STALE_BROKER_EPOCH,
+            code::NOT_LEADER_OR_FOLLOWER,
+            code::UNKNOWN_TOPIC_OR_PARTITION,
+            code::REQUEST_TIMED_OUT,
+        ] {
+            assert!(!refusal_leaves_partition_unchanged(stale), "{stale}");
+        }
+    }
 
     /// Brokers 1, 2, 3 registered at epochs 1, 1, 1; 1 and 2 unfenced, 3
     /// fenced; topic `t` (TOPIC) partition 0 with replicas [1, 2, 3], ISR

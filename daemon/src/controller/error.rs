@@ -17,6 +17,7 @@ pub mod code {
     pub const UNKNOWN_SERVER_ERROR: i16 = -1;
     pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
     pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+    pub const REQUEST_TIMED_OUT: i16 = 7;
     pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
     pub const TOPIC_ALREADY_EXISTS: i16 = 36;
     pub const INVALID_PARTITIONS: i16 = 37;
@@ -340,6 +341,18 @@ pub enum DecideError {
         got: i32,
         current: i32,
     },
+    /// REQUEST_TIMED_OUT (7): this attempt, or a later one of the same
+    /// leader for this partition, was decided already; asking again finds
+    /// out what came of it.
+    #[error(
+        "{topic_id}-{partition}: request {request_id} comes after request {latest} of the same leader was decided"
+    )]
+    SupersededAttempt {
+        topic_id: Uuid,
+        partition: i32,
+        request_id: u64,
+        latest: u64,
+    },
     /// INVALID_REQUEST (42).
     #[error("{topic}-{partition}: ISR {isr:?} is invalid: {why}")]
     InvalidIsr {
@@ -388,6 +401,8 @@ impl DecideError {
             DecideError::UnknownPartition { .. } => code::UNKNOWN_TOPIC_OR_PARTITION,
             DecideError::FencedLeaderEpoch { .. } => code::FENCED_LEADER_EPOCH,
             DecideError::StalePartitionEpoch { .. } => code::INVALID_UPDATE_VERSION,
+            // Its outcome is another attempt's, unknown to this one.
+            DecideError::SupersededAttempt { .. } => code::REQUEST_TIMED_OUT,
             DecideError::IneligibleReplica { .. } => code::INELIGIBLE_REPLICA,
         }
     }

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::adoption::adopt;
-use super::alter_partition::{AlterPartitionRequest, decide_alter_partition};
+use super::alter_partition::{AlterAttempts, AlterPartitionRequest, decide_alter_partition};
 use super::decide::{
     Heartbeat, PRODUCER_ID_BLOCK_SIZE, UncleanElection, allocate_producer_ids, on_heartbeat,
     on_register, on_session_expired, unclean_elections,
@@ -108,6 +108,8 @@ pub struct ControllerNode {
     /// Partition leaders' ISR changes with their request ids, in arrival
     /// order (bounded).
     alter_partitions: VecDeque<(u64, AlterPartitionRequest)>,
+    /// Each leader's latest ISR change decided, per partition.
+    alter_attempts: AlterAttempts,
     /// Unclean leader elections in entries this node committed as active
     /// controller, since it started.
     unclean_elections: u64,
@@ -149,6 +151,7 @@ impl ControllerNode {
             id_requests: BTreeMap::new(),
             topic_changes: VecDeque::new(),
             alter_partitions: VecDeque::new(),
+            alter_attempts: AlterAttempts::default(),
             unclean_elections: 0,
             expired: BTreeSet::new(),
             spec_hashes,
@@ -651,15 +654,24 @@ impl ControllerNode {
     fn decide_alter_partitions(&mut self, round: &mut Round, waiters: &mut Vec<Waiter>) {
         while let Some((request_id, request)) = self.alter_partitions.pop_front() {
             let node = request.broker_id;
+            if let Err(error) = self.alter_attempts.check(request_id, &request) {
+                self.refuse_decision(node, request_id, &error);
+                continue;
+            }
+            if self.alter_attempts.len() > 4 * self.image.partition_count() + 64 {
+                self.alter_attempts.retain_known(&self.image);
+            }
             let decision = match decide_alter_partition(round.image(), &request) {
                 Ok(decision) => decision,
                 Err(error) => {
+                    self.alter_attempts.decided(request_id, &request);
                     self.refuse_decision(node, request_id, &error);
                     continue;
                 }
             };
             let outcome = Outcome::PartitionAltered(decision.state.clone());
             let Some(batch) = decision.records else {
+                self.alter_attempts.decided(request_id, &request);
                 let committed = self.image.partition(&request.topic_id, request.partition);
                 match committed == Some(&decision.state) {
                     true => self.reply(node, request_id, outcome),
@@ -676,6 +688,7 @@ impl ControllerNode {
                 self.alter_partitions.push_front((request_id, request));
                 return;
             }
+            self.alter_attempts.decided(request_id, &request);
             tracing::info!(
                 event = "isr_change",
                 broker = node,

@@ -633,6 +633,52 @@ fn isr_request(
     }
 }
 
+/// An attempt that arrives after a later attempt of the same leader was
+/// decided is not decided: a retry's refusal is final for the leader only
+/// if no earlier attempt can still be made behind it.
+#[test]
+fn an_isr_change_attempt_older_than_one_decided_is_refused_unmade() {
+    let mut net = Net::new([HASH; 3]);
+    let active = net.wait_active();
+    let epochs = net.join_all(active);
+    let topic_id = net.create_topic(1, active, epochs[&1], "late", &[]);
+    let image = net.nodes[&active].image().clone();
+    let before = image.partition(&topic_id, 0).unwrap().clone();
+    let leader = before.leader;
+    let shrink = isr_request(&image, topic_id, 0, &[leader]);
+    // The first attempt is held back; a later one is decided first.
+    let first = net.next_request;
+    net.next_request += 1;
+    let unchanged = isr_request(&image, topic_id, 0, &before.isr);
+    assert_eq!(
+        net.alter(active, &unchanged),
+        Outcome::PartitionAltered(before.clone())
+    );
+    let applied = net.nodes[&active].image().applied_index();
+    net.send(leader, active, |_| ClusterMessage::AlterPartition {
+        request_id: first,
+        request: shrink.clone(),
+    });
+    assert!(
+        matches!(
+            net.reply(leader, first),
+            Some(Outcome::Refused { code: 7, .. })
+        ),
+        "{:?}",
+        net.reply(leader, first)
+    );
+    assert_eq!(net.nodes[&active].image().applied_index(), applied);
+    assert_eq!(
+        net.nodes[&active].image().partition(&topic_id, 0),
+        Some(&before)
+    );
+    // A new attempt is decided.
+    let Outcome::PartitionAltered(after) = net.alter(active, &shrink) else {
+        panic!("not altered");
+    };
+    assert_eq!(after.isr, vec![leader]);
+}
+
 #[test]
 fn a_leader_changes_its_isr_once_committed_and_a_stale_request_changes_nothing() {
     let mut net = Net::new([HASH; 3]);

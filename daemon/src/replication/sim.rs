@@ -68,12 +68,13 @@ use uuid::Uuid;
 
 use super::divergence::{self, EpochEnd, FetchPosition, Truncation, UNDEFINED_EPOCH};
 use super::leader_state::{BrokerId, IsrChangeKind, LeaderEnd, LeaderState, ReplicaSet};
-use crate::controller::alter_partition::{AlterPartitionRequest, decide_alter_partition};
+use crate::controller::alter_partition::{
+    AlterAttempts, AlterPartitionRequest, decide_alter_partition, refusal_is_retriable,
+    refusal_leaves_partition_unchanged,
+};
 use crate::controller::decide::{self, Heartbeat, NewTopic};
 use crate::controller::tests::{declared, registration};
-use crate::controller::{
-    DecideError, MetadataImage, NO_LEADER, PartitionState, RecordBatch, SessionTable,
-};
+use crate::controller::{MetadataImage, NO_LEADER, PartitionState, RecordBatch, SessionTable};
 
 const BROKER_IDS: [BrokerId; 3] = [1, 2, 3];
 const RF: usize = 3;
@@ -285,14 +286,17 @@ enum Body {
     Metadata(Meta),
     Alter {
         partition: usize,
+        /// New with every attempt, rising as a real broker's request ids
+        /// do; only the latest attempt's refusal is taken, as a real
+        /// broker's client drops an answer it stopped waiting for.
         token: u64,
         request: AlterPartitionRequest,
     },
     AlterAnswer {
         partition: usize,
         token: u64,
-        /// Err(true): refused for a stale partition epoch.
-        result: Result<PartitionState, bool>,
+        /// Err: the refusal's Kafka error code.
+        result: Result<PartitionState, i16>,
     },
     Fetch {
         partition: usize,
@@ -500,6 +504,7 @@ struct Producer {
 struct Controller {
     image: MetadataImage,
     sessions: SessionTable,
+    attempts: AlterAttempts,
     topic_id: Uuid,
 }
 
@@ -664,6 +669,7 @@ impl Sim {
             controller: Controller {
                 image: MetadataImage::default(),
                 sessions: SessionTable::new(Duration::from_millis(SESSION_MS as u64)),
+                attempts: AlterAttempts::default(),
                 topic_id: Uuid::from_u128(14),
             },
             brokers,
@@ -855,14 +861,20 @@ impl Sim {
                 token,
                 request,
             } => {
-                let result = match decide_alter_partition(&self.controller.image, &request) {
+                let decided = self
+                    .controller
+                    .attempts
+                    .check(token, &request)
+                    .and_then(|()| decide_alter_partition(&self.controller.image, &request));
+                self.controller.attempts.decided(token, &request);
+                let result = match decided {
                     Ok(decision) => {
                         if let Some(batch) = decision.records {
                             self.commit(batch);
                         }
                         Ok(decision.state)
                     }
-                    Err(error) => Err(matches!(error, DecideError::StalePartitionEpoch { .. })),
+                    Err(error) => Err(error.code()),
                 };
                 self.send(
                     CONTROLLER,
@@ -1256,10 +1268,9 @@ impl Sim {
         id: BrokerId,
         partition: usize,
         token: u64,
-        result: Result<PartitionState, bool>,
+        result: Result<PartitionState, i16>,
     ) {
         let part = &mut self.broker_mut(id).parts[partition];
-        let known = part.known.clone();
         let Some(leading) = part.leading_mut() else {
             return;
         };
@@ -1280,26 +1291,16 @@ impl Sim {
                     part.known = Some(state);
                 }
             }
-            Err(stale) if current => {
-                let request = leading.alter.take().expect("current").request;
-                // `committed_already`: a retry refused for a stale epoch
-                // whose change this broker's metadata shows was made.
-                let made = known.filter(|state| {
-                    stale
-                        && state.leader == id
-                        && state.leader_epoch == request.leader_epoch
-                        && state.partition_epoch > request.partition_epoch
-                        && state.isr == request.isr
-                });
-                match made {
-                    Some(state) => {
-                        leading.state.on_committed(set_of(&state));
-                    }
-                    None => {
-                        if let Some(pending) = leading.state.pending().cloned() {
-                            leading.state.on_refused(&pending);
-                        }
-                    }
+            // Unknown outcome: the change stays in flight, sent again.
+            Err(code) if current && refusal_is_retriable(code) => {}
+            Err(code) if current => {
+                leading.alter = None;
+                // Otherwise the partition moved on, maybe by this change:
+                // the maximal ISR holds until the metadata shows it.
+                if refusal_leaves_partition_unchanged(code)
+                    && let Some(pending) = leading.state.pending().cloned()
+                {
+                    leading.state.on_refused(&pending);
                 }
             }
             Err(_) => {}
@@ -1539,6 +1540,8 @@ impl Sim {
 
     fn leader_tick(&mut self, id: BrokerId, partition: usize) -> Result<(), Failure> {
         let now = self.now;
+        // A resend's token, drawn whether or not one is due.
+        let token = self.token();
         let broker = self.broker_mut(id);
         let leased = now < broker.lease_until;
         let part = &mut broker.parts[partition];
@@ -1562,6 +1565,7 @@ impl Sim {
         if let Some(alter) = &mut leading.alter {
             if now >= alter.next_attempt {
                 alter.next_attempt = now + ALTER_ATTEMPT_MS;
+                alter.token = token;
                 resend = Some((alter.token, alter.request.clone()));
             }
         } else {
@@ -1629,13 +1633,21 @@ impl Sim {
         let state = self.controller.state(partition).expect("the topic exists");
         // A leader demoted while alive (preferred-leader election) may still
         // acknowledge what its ISR already held before it learns of it: the
-        // maximal-ISR high watermark guarantees the new leader has it.
-        let on_new_leader = state.leader != NO_LEADER
-            && state.leader != id
-            && self.broker(state.leader).parts[partition]
+        // maximal-ISR high watermark guarantees the new leader has it. A new
+        // leader that crashed (page cache: losing what it had) never leads
+        // in that incarnation; the next comes from the ISR (checker 5).
+        let has = |broker: BrokerId| {
+            self.broker(broker).parts[partition]
                 .log
                 .get(waiter.offset as usize)
-                .is_some_and(|e| e.id == waiter.id);
+                .is_some_and(|e| e.id == waiter.id)
+        };
+        let on_new_leader = state.leader != NO_LEADER
+            && state.leader != id
+            && match self.incarnation_registered(state.leader) {
+                true => has(state.leader),
+                false => state.isr.iter().any(|member| has(*member)),
+            };
         if (state.leader != id || state.leader_epoch != epoch) && !on_new_leader {
             return Err(self.fail(
                 Checker::AckOnlyUnderLease,
