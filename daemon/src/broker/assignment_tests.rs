@@ -104,6 +104,39 @@ fn a_member_hosts_only_its_partitions_and_refuses_the_others_by_reason() {
 }
 
 #[test]
+fn a_restarted_member_starts_a_follower_at_its_checkpointed_high_watermark() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = member(dir.path());
+    broker.apply_assignment(&assignment(3)).unwrap();
+    let partition = broker.topic("t").unwrap().partition(0).unwrap().clone();
+    for _ in 0..3 {
+        partition
+            .append(&encode_batch(1, 10, now_ms(), Compression::None), now_ms())
+            .unwrap();
+    }
+    partition.sync(now_ms()).unwrap();
+    assert_eq!(partition.high_watermark(), 3);
+    drop(partition);
+    broker.close().unwrap();
+    drop(broker);
+
+    let broker = member(dir.path());
+    let mut follows = assignment(3);
+    follows.hosted[0].leadership = Leadership::NotLeader {
+        leader: Some(2),
+        epoch: 4,
+    };
+    broker.apply_assignment(&follows).unwrap();
+    let partition = broker.topic("t").unwrap().partition(0).unwrap().clone();
+    assert_eq!(partition.offsets().log_end_offset, 3);
+    assert_eq!(
+        partition.high_watermark(),
+        3,
+        "what was committed is readable before the leader says so again"
+    );
+}
+
+#[test]
 fn becoming_leader_at_a_higher_epoch_starts_it_at_the_log_end() {
     let dir = tempfile::tempdir().unwrap();
     let broker = member(dir.path());

@@ -142,13 +142,15 @@ impl Partition {
         // durable; after a restart everything recovered was on disk.
         let log_end = log.log_end_offset();
         // A single node leads alone: all it recovered is visible. A cluster
-        // member's partition starts as a follower knowing no high watermark
-        // (its log may end with writes that were never committed): it learns
-        // one from its leader, or as leader from its ISR's fetches, so it
-        // never exposes more than the ISR holds.
+        // member's partition starts as a follower at the high watermark it
+        // checkpointed (its log may end with writes that were never
+        // committed): it learns newer ones from its leader, or as leader
+        // from its ISR's fetches, so it never exposes more than the ISR holds.
         let initial_high_watermark = match leadership {
             Leadership::Leader { .. } => log_end,
-            Leadership::NotLeader { .. } => log.log_start_offset(),
+            Leadership::NotLeader { .. } => log
+                .checkpointed_high_watermark()
+                .unwrap_or(log.log_start_offset()),
         };
         let high_watermark = watch::Sender::new(initial_high_watermark);
         let role = match leadership {
@@ -611,6 +613,7 @@ impl Partition {
     pub fn housekeeping(&self, now_ms: i64, retention: Option<i64>) -> Result<(), LogError> {
         let flush_due = {
             let mut log = self.lock_log();
+            log.note_high_watermark(self.high_watermark());
             self.stop_on_storage_failure("roll", log.roll_if_due(now_ms))?;
             if let Some(producer_expiry_ms) = retention {
                 // Never delete what consumers cannot see yet.
@@ -690,6 +693,7 @@ impl Partition {
     /// partition: later changes are refused, reads go on.
     pub fn close(&self, now_ms: i64) -> Result<(), LogError> {
         let mut log = self.lock_log();
+        log.note_high_watermark(self.high_watermark());
         let closed = log.close_in_place(now_ms);
         self.stop_on_storage_failure("close", closed)
     }

@@ -2,7 +2,9 @@
 //! `recovery-point-offset-checkpoint`, one `log-start-offset-checkpoint` and
 //! one `cleaner-offset-checkpoint` for every partition under the directory
 //! (lines `topic partition offset`), instead of three files in each
-//! partition. An unclean restart of thousands of partitions reads three
+//! partition; a cluster member adds `replication-offset-checkpoint`, the
+//! high watermarks its replicas learned, so after a restart consumers read
+//! what was committed without waiting for the leader to tell them again. An unclean restart of thousands of partitions reads three
 //! files, and a busy broker rewrites three files a second, not thousands.
 //!
 //! Partition logs report their offsets here as they change (in memory); the
@@ -29,6 +31,9 @@ use super::error::LogError;
 pub const RECOVERY_POINT_CHECKPOINT_FILE: &str = "recovery-point-offset-checkpoint";
 pub const LOG_START_OFFSET_CHECKPOINT_FILE: &str = "log-start-offset-checkpoint";
 pub const CLEANER_CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
+/// Kafka's name: the high watermark of every replica (hints: a stale one is
+/// lower, and a lower high watermark only hides what is committed a while).
+pub const HIGH_WATERMARK_CHECKPOINT_FILE: &str = "replication-offset-checkpoint";
 /// Spacing of the periodic write: the most recovery a crash can add.
 pub const RECOVERY_POINT_CHECKPOINT_INTERVAL_MS: i64 = 1_000;
 
@@ -38,6 +43,9 @@ pub struct PartitionOffsets {
     pub recovery_point: i64,
     pub log_start_offset: i64,
     pub cleaner_offset: i64,
+    /// Reported by the broker once it knows one (a cluster member's
+    /// replica); never above the log end.
+    pub high_watermark: Option<i64>,
 }
 
 /// What the files said about one partition at open; `None` where they are
@@ -47,6 +55,7 @@ pub struct StartingOffsets {
     pub recovery_point: Option<i64>,
     pub log_start_offset: Option<i64>,
     pub cleaner_offset: Option<i64>,
+    pub high_watermark: Option<i64>,
 }
 
 /// The three files' contents, keyed by partition directory name ("" for
@@ -56,6 +65,7 @@ struct Files {
     recovery_points: BTreeMap<String, i64>,
     log_start_offsets: BTreeMap<String, i64>,
     cleaner_offsets: BTreeMap<String, i64>,
+    high_watermarks: BTreeMap<String, i64>,
 }
 
 impl Files {
@@ -67,6 +77,7 @@ impl Files {
             recovery_points: read_file(&dir.join(RECOVERY_POINT_CHECKPOINT_FILE))?,
             log_start_offsets: read_file(&dir.join(LOG_START_OFFSET_CHECKPOINT_FILE))?,
             cleaner_offsets: read_file(&dir.join(CLEANER_CHECKPOINT_FILE))?,
+            high_watermarks: read_file(&dir.join(HIGH_WATERMARK_CHECKPOINT_FILE))?,
         })
     }
 
@@ -75,6 +86,7 @@ impl Files {
             recovery_point: self.recovery_points.get(key).copied(),
             log_start_offset: self.log_start_offsets.get(key).copied(),
             cleaner_offset: self.cleaner_offsets.get(key).copied(),
+            high_watermark: self.high_watermarks.get(key).copied(),
         }
     }
 
@@ -89,6 +101,10 @@ impl Files {
             recovery_points: pick(|o| o.recovery_point),
             log_start_offsets: pick(|o| o.log_start_offset),
             cleaner_offsets: pick(|o| o.cleaner_offset),
+            high_watermarks: partitions
+                .iter()
+                .filter_map(|(key, offsets)| Some((key.clone(), offsets.high_watermark?)))
+                .collect(),
         }
     }
 }
@@ -236,6 +252,7 @@ impl DirCheckpoints {
             loaded.recovery_points.remove(&key);
             loaded.log_start_offsets.remove(&key);
             loaded.cleaner_offsets.remove(&key);
+            loaded.high_watermarks.remove(&key);
         }
         let mut state = self.lock_state();
         if state.partitions.remove(&key).is_some() {
@@ -271,6 +288,7 @@ impl DirCheckpoints {
                 (&mut files.recovery_points, &loaded.recovery_points),
                 (&mut files.log_start_offsets, &loaded.log_start_offsets),
                 (&mut files.cleaner_offsets, &loaded.cleaner_offsets),
+                (&mut files.high_watermarks, &loaded.high_watermarks),
             ] {
                 for (key, offset) in theirs {
                     if !state.partitions.contains_key(key) {
@@ -293,6 +311,7 @@ impl DirCheckpoints {
                 RECOVERY_POINT_CHECKPOINT_FILE,
                 LOG_START_OFFSET_CHECKPOINT_FILE,
                 CLEANER_CHECKPOINT_FILE,
+                HIGH_WATERMARK_CHECKPOINT_FILE,
             ] {
                 checkpoint::remove_if_exists(&dir.join(name))?;
             }
@@ -318,6 +337,12 @@ impl DirCheckpoints {
                 CLEANER_CHECKPOINT_FILE,
                 &old.cleaner_offsets,
                 &new.cleaner_offsets,
+                false,
+            ),
+            (
+                HIGH_WATERMARK_CHECKPOINT_FILE,
+                &old.high_watermarks,
+                &new.high_watermarks,
                 false,
             ),
         ];
@@ -354,6 +379,7 @@ mod tests {
             recovery_point,
             log_start_offset,
             cleaner_offset,
+            high_watermark: None,
         }
     }
 
@@ -381,6 +407,7 @@ mod tests {
                 recovery_point: Some(10),
                 log_start_offset: Some(2),
                 cleaner_offset: Some(5),
+                high_watermark: None,
             }
         );
         assert_eq!(
@@ -399,6 +426,7 @@ mod tests {
             recovery_point: 50,
             log_start_offset: start,
             cleaner_offset: 0,
+            high_watermark: Some(start + 5),
         };
         let first = DirCheckpoints::open(root.path()).unwrap();
         first.report(&a, offsets(10));
@@ -417,6 +445,11 @@ mod tests {
             third.starting_offsets(&b).unwrap().log_start_offset,
             Some(20)
         );
+        assert_eq!(third.starting_offsets(&b).unwrap().high_watermark, Some(25));
+        assert_eq!(third.starting_offsets(&a).unwrap().high_watermark, Some(16));
+        let text =
+            std::fs::read_to_string(root.path().join(HIGH_WATERMARK_CHECKPOINT_FILE)).unwrap();
+        assert_eq!(text, "0\n2\nt 0 16\nt 1 25\n");
         // Forgotten (deleted) partitions are not carried.
         third.forget(&b);
         third.write(0, true).unwrap();

@@ -51,8 +51,9 @@ pub use config::{
     SEGMENT_MS_DEFAULT, TimestampType,
 };
 pub use dir_checkpoints::{
-    CLEANER_CHECKPOINT_FILE, DirCheckpoints, LOG_START_OFFSET_CHECKPOINT_FILE, PartitionOffsets,
-    RECOVERY_POINT_CHECKPOINT_FILE, RECOVERY_POINT_CHECKPOINT_INTERVAL_MS, StartingOffsets,
+    CLEANER_CHECKPOINT_FILE, DirCheckpoints, HIGH_WATERMARK_CHECKPOINT_FILE,
+    LOG_START_OFFSET_CHECKPOINT_FILE, PartitionOffsets, RECOVERY_POINT_CHECKPOINT_FILE,
+    RECOVERY_POINT_CHECKPOINT_INTERVAL_MS, StartingOffsets,
 };
 pub use error::LogError;
 pub use leader_epoch::{EpochEntry, LEADER_EPOCH_CHECKPOINT_FILE, LeaderEpochCache};

@@ -206,6 +206,10 @@ pub struct PartitionLog {
     log_start_offset: i64,
     /// Compaction: offsets below this were cleaned by a finished pass.
     cleaner_checkpoint: i64,
+    /// The high watermark the broker last reported (a replica's), or the
+    /// checkpoint's at open; `None` when never known. Kept for the
+    /// directory's checkpoint only: the broker owns the live one.
+    high_watermark: Option<i64>,
     /// Idempotent producers' state, derived from the batches in the log.
     producers: ProducerStateMap,
     /// Offsets of the producer snapshots on disk.
@@ -417,6 +421,7 @@ impl PartitionLog {
             truncations: 0,
             log_start_offset: 0,
             cleaner_checkpoint: starting.cleaner_offset.unwrap_or(0),
+            high_watermark: starting.high_watermark,
             producers: ProducerStateMap::new(),
             snapshots: listing.snapshots,
             closed: false,
@@ -429,6 +434,11 @@ impl PartitionLog {
             .unwrap_or(0)
             .max(log.first_segment_base())
             .min(log.log_end_offset());
+        // A checkpoint vouches for committed offsets; what the log no longer
+        // holds (lost with the page cache) is not among them here.
+        log.high_watermark = log
+            .high_watermark
+            .map(|hw| hw.clamp(log.log_start_offset, log.log_end_offset()));
         if !report.clean_shutdown {
             // Verified bytes may still live only in the page cache of a
             // crashed process, or in pages a failed fsync left marked clean:
@@ -1219,7 +1229,28 @@ impl PartitionLog {
             recovery_point: self.recovery_point,
             log_start_offset: self.log_start_offset,
             cleaner_offset: self.cleaner_checkpoint,
+            high_watermark: self
+                .high_watermark
+                .map(|hw| hw.clamp(self.log_start_offset, self.log_end_offset())),
         }
+    }
+
+    /// The high watermark checkpointed for this replica (or reported since),
+    /// within the log; `None` if none was ever known.
+    pub fn checkpointed_high_watermark(&self) -> Option<i64> {
+        self.high_watermark
+            .map(|hw| hw.clamp(self.log_start_offset, self.log_end_offset()))
+    }
+
+    /// The broker's current high watermark for this replica, for the next
+    /// write of the directory's checkpoints (memory only here).
+    pub fn note_high_watermark(&mut self, high_watermark: i64) {
+        if self.closed || self.high_watermark == Some(high_watermark) {
+            return;
+        }
+        self.high_watermark = Some(high_watermark);
+        self.checkpoints
+            .report(&self.dir, self.checkpoint_offsets());
     }
 
     /// Reports this log's offsets to the directory's checkpoints, and

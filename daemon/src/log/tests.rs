@@ -576,6 +576,27 @@ fn truncate_to_drops_the_suffix_durably() {
 }
 
 #[test]
+fn the_high_watermark_is_checkpointed_and_never_read_past_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(dir.path(), small_config());
+    assert_eq!(log.checkpointed_high_watermark(), None);
+    append_batches(&mut log, 10, 3, 30);
+    log.note_high_watermark(21);
+    log.flush(2).unwrap();
+    drop(log); // crash: the checkpoint written with the sync stays
+    let (mut log, _) = open(dir.path(), small_config());
+    assert_eq!(log.checkpointed_high_watermark(), Some(21));
+    let text = fs::read_to_string(dir.path().join(HIGH_WATERMARK_CHECKPOINT_FILE)).unwrap();
+    assert_eq!(text, "0\n1\n21\n");
+    // A log that lost its tail (or truncated it) holds less than was committed.
+    log.truncate_to(12).unwrap();
+    assert_eq!(log.checkpointed_high_watermark(), Some(12));
+    log.close(3).unwrap();
+    let (log, _) = open(dir.path(), small_config());
+    assert_eq!(log.checkpointed_high_watermark(), Some(12));
+}
+
+#[test]
 fn truncate_below_log_start_restarts_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let (mut log, _) = open(dir.path(), small_config());
