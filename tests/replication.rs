@@ -598,6 +598,129 @@ fn a_follower_cut_off_or_stopped_leaves_the_isr_and_rejoins() {
     );
 }
 
+/// Whether `needle` occurs in `haystack` (a payload in segment bytes:
+/// librdkafka sends uncompressed by default).
+fn holds(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle.as_bytes())
+}
+
+/// A running leader cut off from the other two by nft (UDP dropped on lo,
+/// so no reset reaches anyone; its Kafka port still answers clients): the
+/// controller fences it and elects a new leader from the ISR, and acks=all
+/// writes go on there. What the cut-off leader took alone (acks=1 writes
+/// it acknowledged before its lease ran out) is never acknowledged to an
+/// acks=all producer, and is truncated when it returns: the replicas end
+/// identical, without those writes.
+#[test]
+fn a_leader_cut_off_is_replaced_and_truncates_what_it_took_alone_when_it_returns() {
+    let _serial = serial();
+    let cluster = Cluster::start(ORDERS);
+    let active = cluster.wait_formed(3, FORM_TIMEOUT);
+    wait_all_in_sync(&cluster, active);
+    let now = partitions(&cluster.status(active).unwrap(), "orders");
+    let Some(partition) = now.iter().position(|(l, _)| *l != active) else {
+        panic!("the active controller {active} leads every partition: {now:?}");
+    };
+    let (partition, leader) = (partition as i32, now[partition].0);
+    let producer = producer(&cluster);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut acknowledged = Vec::new();
+    let before: Vec<String> = (0..100).map(|i| format!("before-{i}")).collect();
+    acknowledged.extend(runtime.block_on(send_all(&producer, partition, &before)));
+    assert_eq!(acknowledged.len(), 100, "{}", cluster.logs());
+    let bootstrap: Vec<String> = cluster.nodes.iter().map(|n| n.kafka.to_string()).collect();
+    let alone: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap.join(","))
+        .set("acks", "1")
+        .set("enable.idempotence", "false")
+        .set("retries", "0")
+        .set("message.timeout.ms", "5000")
+        .set("linger.ms", "0")
+        .create()
+        .unwrap();
+    // Both producers know the leader before the cut.
+    let warm = runtime.block_on(send_all(&alone, partition, &["warm".to_string()]));
+    assert_eq!(warm.len(), 1);
+    acknowledged.extend(warm);
+    assert!(common::wait_until(Duration::from_secs(20), || {
+        replicas_identical(&cluster, &[1, 2, 3])
+    }));
+
+    let cut = common::cluster::Isolation::cut_off(leader);
+    let cut_at = Instant::now();
+    let solo: Vec<String> = (0..20).map(|i| format!("alone-{i}")).collect();
+    let taken_alone = runtime.block_on(send_all(&alone, partition, &solo));
+    let mut written_again = None;
+    let mut attempt = 0;
+    while written_again.is_none() && cut_at.elapsed() < Duration::from_secs(30) {
+        attempt += 1;
+        let payload = vec![format!("after-{attempt}")];
+        let acked = runtime.block_on(send_all(&producer, partition, &payload));
+        if !acked.is_empty() {
+            written_again = Some(cut_at.elapsed());
+        }
+        acknowledged.extend(acked);
+    }
+    let written_again =
+        written_again.unwrap_or_else(|| panic!("no write after the cut:\n{}", cluster.logs()));
+    println!(
+        "figure: partition leader cut off by nft, acks=all producer writing again after {:.3} s ({} acks=1 writes taken by the cut-off leader alone)",
+        written_again.as_secs_f64(),
+        taken_alone.len()
+    );
+    assert!(written_again <= FAILOVER_BOUND, "{written_again:?}");
+    assert!(
+        !taken_alone.is_empty(),
+        "the cut-off leader took no acks=1 write before its lease ran out"
+    );
+    let after: Vec<String> = (0..100).map(|i| format!("after-cut-{i}")).collect();
+    let acked = runtime.block_on(send_all(&producer, partition, &after));
+    assert_eq!(acked.len(), 100, "{}", cluster.logs());
+    acknowledged.extend(acked);
+    let moved = partitions(&cluster.status(active).unwrap(), "orders")[partition as usize].0;
+    assert!(moved != leader && moved > 0, "leader {moved}");
+
+    cut.heal();
+    wait_all_in_sync(&cluster, active);
+    let identical = common::wait_until(Duration::from_secs(30), || {
+        replicas_identical(&cluster, &[1, 2, 3])
+    });
+    assert!(
+        identical,
+        "replicas differ: {}\n{}",
+        replica_sizes(&cluster),
+        cluster.logs()
+    );
+    assert!(
+        cluster.log(leader).contains("replica_truncated"),
+        "the returned leader did not truncate:\n{}",
+        cluster.log(leader)
+    );
+    for id in cluster.ids() {
+        let bytes = replica_bytes(&cluster.data_dir(id), "orders", partition);
+        for (payload, _) in &taken_alone {
+            assert!(!holds(&bytes, payload), "{payload} is still on broker {id}");
+        }
+    }
+    let reader = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    let seen = consume_all(&cluster, reader, acknowledged.len());
+    let got = seen.get(&partition).cloned().unwrap_or_default();
+    let payloads: Vec<&String> = got.iter().map(|(_, t)| t).collect();
+    let mut distinct = payloads.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), payloads.len(), "a duplicate");
+    for (payload, offset) in &acknowledged {
+        assert!(
+            got.iter().any(|(o, t)| o == offset && t == payload),
+            "acknowledged {payload} at {offset} is lost"
+        );
+    }
+    drop((producer, alone));
+}
+
 /// Each replica's byte count per partition, for a failure message.
 fn replica_sizes(cluster: &Cluster) -> String {
     (0..PARTITIONS)

@@ -24,11 +24,22 @@ use crate::controller::records::{BrokerId, NO_LEADER};
 
 /// What Metadata shows: unfenced brokers only; as controller, the active
 /// controller if it is one of them, else the lowest live broker (as KRaft
-/// answers when the controller is not a broker).
-pub fn cluster_view(image: &MetadataImage, controller: Option<BrokerId>) -> ClusterView {
+/// answers when the controller is not a broker). While this broker's lease
+/// is out (cut off from the controller) it leaves itself out of the broker
+/// list and names no leader where the image names it: it refuses writes
+/// then, and naming itself would keep clients asking it in a loop, while a
+/// broker missing from a Metadata answer is dropped by clients
+/// (librdkafka decommissions it), which then ask the others.
+pub fn cluster_view(
+    image: &MetadataImage,
+    controller: Option<BrokerId>,
+    self_id: BrokerId,
+    lease_valid: bool,
+) -> ClusterView {
     let brokers: Vec<ViewBroker> = image
         .brokers()
         .filter(|entry| !entry.fenced)
+        .filter(|entry| lease_valid || entry.registration.broker_id != self_id)
         .map(|entry| ViewBroker {
             id: entry.registration.broker_id,
             host: entry.registration.kafka.host.clone(),
@@ -47,7 +58,10 @@ pub fn cluster_view(image: &MetadataImage, controller: Option<BrokerId>) -> Clus
                 .partitions
                 .iter()
                 .map(|state| ViewPartition {
-                    leader: state.leader,
+                    leader: match state.leader {
+                        leader if leader == self_id && !lease_valid => NO_LEADER,
+                        leader => leader,
+                    },
                     leader_epoch: state.leader_epoch,
                     replicas: state.replicas.clone(),
                     isr: state.isr.clone(),
@@ -176,7 +190,12 @@ pub async fn serve_image(
                         tracing::error!(event = "assignment_failed", topic = %assignment.name, %error);
                     }
                 }
-                target.set_cluster_view(cluster_view(&current, status.controller));
+                target.set_cluster_view(cluster_view(
+                    &current,
+                    status.controller,
+                    self_id,
+                    lease_valid,
+                ));
                 fetcher.follow(&target, &current);
                 groups.follow_leadership(&target);
             })
@@ -263,7 +282,7 @@ mod tests {
     #[test]
     fn the_view_lists_live_brokers_and_every_partition() {
         let image = image();
-        let view = cluster_view(&image, Some(2));
+        let view = cluster_view(&image, Some(2), 3, true);
         assert_eq!(
             view.brokers.iter().map(|b| b.id).collect::<Vec<_>>(),
             vec![1]
@@ -280,7 +299,14 @@ mod tests {
         );
         assert_eq!(topic.partitions[1].leader, NO_LEADER);
         assert_eq!(topic.partitions[1].offline, vec![2]);
-        assert_eq!(cluster_view(&image, Some(1)).controller_id, 1);
+        assert_eq!(cluster_view(&image, Some(1), 3, true).controller_id, 1);
+        // Broker 1 without its lease refuses writes: it names no leader,
+        // nor itself as a broker to ask.
+        let view = cluster_view(&image, Some(1), 1, false);
+        assert_eq!(view.topics["t"].partitions[0].leader, NO_LEADER);
+        assert!(view.brokers.is_empty());
+        let view = cluster_view(&image, Some(1), 1, true);
+        assert_eq!(view.topics["t"].partitions[0].leader, 1);
     }
 
     #[test]
