@@ -108,8 +108,12 @@ fn three_processes_form_a_cluster_with_one_active_controller_and_every_broker_in
             let ok = NODES.iter().filter(|peer| *peer != id).all(|peer| {
                 let get = |name: &str| common::cluster::metric(&text, name);
                 let rtt = get(&format!("sluice_quic_rtt_seconds{{peer=\"{peer}\"}}"));
-                let sent = get(&format!("sluice_quic_sent_packets_total{{peer=\"{peer}\"}}"));
-                let lost = get(&format!("sluice_quic_lost_packets_total{{peer=\"{peer}\"}}"));
+                let sent = get(&format!(
+                    "sluice_quic_sent_packets_total{{peer=\"{peer}\"}}"
+                ));
+                let lost = get(&format!(
+                    "sluice_quic_lost_packets_total{{peer=\"{peer}\"}}"
+                ));
                 let link = get(&format!(
                     "sluice_quic_open_streams{{kind=\"message_out\",peer=\"{peer}\"}}"
                 ));
