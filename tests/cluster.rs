@@ -97,6 +97,38 @@ fn three_processes_form_a_cluster_with_one_active_controller_and_every_broker_in
             "node {id}: epoch {epoch}, applied {applied}"
         );
     }
+    // QUIC path statistics, measured by quinn, for every peer of every
+    // node: a smoothed RTT, packets sent, and the message link's stream.
+    let mut last = String::new();
+    let measured = common::wait_until(Duration::from_secs(10), || {
+        NODES.iter().all(|id| {
+            let Some(text) = cluster.scrape(*id) else {
+                return false;
+            };
+            let ok = NODES.iter().filter(|peer| *peer != id).all(|peer| {
+                let get = |name: &str| common::cluster::metric(&text, name);
+                let rtt = get(&format!("sluice_quic_rtt_seconds{{peer=\"{peer}\"}}"));
+                let sent = get(&format!(
+                    "sluice_quic_sent_packets_total{{peer=\"{peer}\"}}"
+                ));
+                let lost = get(&format!(
+                    "sluice_quic_lost_packets_total{{peer=\"{peer}\"}}"
+                ));
+                let link = get(&format!(
+                    "sluice_quic_open_streams{{kind=\"message_out\",peer=\"{peer}\"}}"
+                ));
+                let connections = get(&format!("sluice_quic_connections{{peer=\"{peer}\"}}"));
+                rtt.is_some_and(|rtt| rtt > 0.0 && rtt < 1.0)
+                    && sent.is_some_and(|sent| sent > 0.0)
+                    && lost.is_some()
+                    && link == Some(1.0)
+                    && connections.is_some_and(|n| n >= 1.0)
+            });
+            last = format!("--- node {id}\n{text}");
+            ok
+        })
+    });
+    assert!(measured, "QUIC path stats missing:\n{last}");
 }
 
 #[test]

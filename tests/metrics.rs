@@ -23,8 +23,16 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 }
 
 /// Families only a node of a multi-broker cluster exports.
-const CLUSTER_ONLY: [&str; 9] = [
+const CLUSTER_ONLY: [&str; 17] = [
     "sluice_unclean_elections_total",
+    "sluice_quic_rtt_seconds",
+    "sluice_quic_connections",
+    "sluice_quic_open_streams",
+    "sluice_quic_sent_packets_total",
+    "sluice_quic_lost_packets_total",
+    "sluice_quic_congestion_events_total",
+    "sluice_quic_bytes_total",
+    "sluice_quic_stream_frames_total",
     "sluice_spec_drift",
     "sluice_controller_active",
     "sluice_controller_term",

@@ -103,6 +103,34 @@ fn wait_all_in_sync(cluster: &Cluster, active: i32) {
     assert!(full, "{}", cluster.status(active).unwrap_or_default());
 }
 
+/// Each follower holds a replication stream per partition to its leader,
+/// and the leader serves it: counted by both ends' QUIC stream gauges.
+fn wait_replication_streams(cluster: &Cluster, active: i32) {
+    let status = cluster.status(active).unwrap_or_default();
+    let mut led: BTreeMap<i32, f64> = BTreeMap::new();
+    for (leader, _) in partitions(&status, "orders") {
+        *led.entry(leader).or_default() += 1.0;
+    }
+    let streams = |id: i32, kind: &str, peer: i32| {
+        let name = format!("sluice_quic_open_streams{{kind=\"{kind}\",peer=\"{peer}\"}}");
+        cluster.gauge(id, &name).unwrap_or(0.0)
+    };
+    let counted = common::wait_until(Duration::from_secs(10), || {
+        led.iter().all(|(leader, n)| {
+            cluster.ids().into_iter().filter(|f| f != leader).all(|f| {
+                streams(f, "replica_fetch", *leader) >= *n
+                    && streams(*leader, "replica_serve", f) >= *n
+            })
+        })
+    });
+    let scrapes: String = cluster
+        .ids()
+        .into_iter()
+        .map(|id| format!("--- node {id}\n{}", cluster.scrape(id).unwrap_or_default()))
+        .collect();
+    assert!(counted, "leaders {led:?}, {status}\n{scrapes}");
+}
+
 fn producer(cluster: &Cluster) -> FutureProducer {
     let bootstrap: Vec<String> = cluster.nodes.iter().map(|n| n.kafka.to_string()).collect();
     ClientConfig::new()
@@ -189,6 +217,7 @@ fn leader_sigkill(controller: bool) {
     let mut cluster = Cluster::start(ORDERS);
     let active = cluster.wait_formed(3, FORM_TIMEOUT);
     wait_all_in_sync(&cluster, active);
+    wait_replication_streams(&cluster, active);
     let producer = producer(&cluster);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let mut acknowledged: BTreeMap<i32, Vec<(String, i64)>> = BTreeMap::new();

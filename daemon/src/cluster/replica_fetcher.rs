@@ -22,7 +22,8 @@ use crate::controller::records::{BrokerId, NO_LEADER};
 use crate::replication::divergence::{self, Truncation};
 use crate::replication::{ReplicaFetch, ReplicaFetchAnswer};
 use crate::transport::frame::{self, FrameKind};
-use crate::transport::quic::NodeEndpoint;
+use crate::transport::path_stats::StreamKind;
+use crate::transport::quic::{NodeEndpoint, Peer};
 
 /// How long the leader may park a fetch that finds nothing new.
 const FETCH_MAX_WAIT_MS: i32 = 500;
@@ -48,7 +49,7 @@ pub struct ReplicaFetcher {
     endpoint: Arc<NodeEndpoint>,
     status: watch::Receiver<MemberStatus>,
     runtime: tokio::runtime::Handle,
-    connections: Arc<tokio::sync::Mutex<BTreeMap<BrokerId, quinn::Connection>>>,
+    connections: Arc<tokio::sync::Mutex<BTreeMap<BrokerId, Peer>>>,
     following: std::sync::Mutex<BTreeMap<(String, i32), Following>>,
 }
 
@@ -157,7 +158,7 @@ struct FetchTask {
     address: SocketAddr,
     endpoint: Arc<NodeEndpoint>,
     status: watch::Receiver<MemberStatus>,
-    connections: Arc<tokio::sync::Mutex<BTreeMap<BrokerId, quinn::Connection>>>,
+    connections: Arc<tokio::sync::Mutex<BTreeMap<BrokerId, Peer>>>,
 }
 
 impl FetchTask {
@@ -175,28 +176,30 @@ impl FetchTask {
         }
     }
 
-    /// The leader's connection, dialled if there is none alive.
-    async fn connection(&self) -> Result<quinn::Connection, String> {
+    /// The leader's connection, dialled if there is none alive. Kept as a
+    /// `Peer`, so its path statistics are tracked while it is used.
+    async fn connection(&self) -> Result<Peer, String> {
         let mut connections = self.connections.lock().await;
-        if let Some(connection) = connections.get(&self.leader)
-            && connection.close_reason().is_none()
+        if let Some(peer) = connections.get(&self.leader)
+            && peer.connection.close_reason().is_none()
         {
-            return Ok(connection.clone());
+            return Ok(peer.clone());
         }
         let peer = self
             .endpoint
             .connect(self.leader, self.address)
             .await
             .map_err(|e| e.to_string())?;
-        connections.insert(self.leader, peer.connection.clone());
-        Ok(peer.connection)
+        connections.insert(self.leader, peer.clone());
+        Ok(peer)
     }
 
     /// Fetches on one stream until something goes wrong (Ok: a pause the
     /// leader asked for by its answer, e.g. a leadership error).
     async fn fetch_on_a_stream(&self) -> Result<(), String> {
-        let connection = self.connection().await?;
-        let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
+        let peer = self.connection().await?;
+        let (mut send, mut recv) = peer.connection.open_bi().await.map_err(|e| e.to_string())?;
+        let _counted = peer.stream_opened(StreamKind::ReplicaFetch);
         loop {
             let Membership::Registered { broker_epoch, .. } = self.status.borrow().membership
             else {

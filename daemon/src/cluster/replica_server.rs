@@ -19,6 +19,7 @@ use crate::broker::{Broker, Partition, PartitionError, now_ms};
 use crate::kafka::errors::partition_error_code;
 use crate::replication::{ReplicaFetch, ReplicaFetchAnswer};
 use crate::transport::frame::{self, FrameKind, MESSAGE_BYTES_MAX};
+use crate::transport::path_stats::StreamKind;
 use crate::transport::quic::{CloseCode, Peer};
 
 /// The longest a follower's fetch is parked.
@@ -57,6 +58,7 @@ impl ReplicaServer {
         mut send: quinn::SendStream,
         mut recv: quinn::RecvStream,
     ) {
+        let _counted = peer.stream_opened(StreamKind::ReplicaServe);
         let mut resolved: Option<((Uuid, i32), Arc<Partition>)> = None;
         loop {
             let payload = match frame::read_frame(&mut recv).await {

@@ -188,6 +188,7 @@ impl ClusterMember {
             NodeEndpoint::bind(&material, &spec.cluster.name, broker.quic, declared)
                 .with_context(|| format!("binding the QUIC endpoint on {}", broker.quic))?,
         );
+        crate::metrics::metrics().set_quic_source(quic_source(&endpoint));
         let peers: BTreeMap<BrokerId, PeerSender> = spec
             .brokers
             .iter()
@@ -507,6 +508,38 @@ impl Drop for ClusterMember {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// The scrape-time reader of `endpoint`'s path statistics. Holds it weakly:
+/// a stopped member's endpoint reads as nothing.
+fn quic_source(endpoint: &Arc<NodeEndpoint>) -> crate::metrics::QuicSource {
+    let endpoint = Arc::downgrade(endpoint);
+    Arc::new(move || {
+        let Some(endpoint) = endpoint.upgrade() else {
+            return Vec::new();
+        };
+        endpoint
+            .path_stats()
+            .into_iter()
+            .map(|path| crate::metrics::QuicPeerFigures {
+                peer: path.peer,
+                open_connections: path.open_connections as u64,
+                rtt_seconds: path.rtt.map(|rtt| rtt.as_secs_f64()),
+                sent_packets: path.counts.sent_packets,
+                lost_packets: path.counts.lost_packets,
+                congestion_events: path.counts.congestion_events,
+                sent_bytes: path.counts.sent_bytes,
+                received_bytes: path.counts.received_bytes,
+                stream_frames_sent: path.counts.stream_frames_sent,
+                stream_frames_received: path.counts.stream_frames_received,
+                open_streams: path
+                    .open_streams
+                    .iter()
+                    .map(|(kind, open)| (kind.name(), *open))
+                    .collect(),
+            })
+            .collect()
+    })
 }
 
 fn millis(ms: u64) -> std::time::Duration {

@@ -86,12 +86,16 @@ async fn answer(
                         .io()
                         .run("metrics scrape", JobCost::Long, move || {
                             super::refresh(&reader, groups.as_deref());
+                            super::refresh_quic();
                             super::metrics().encode()
                         })
                         .await
                         .map_err(std::io::Error::other)?
                 }
-                None => super::metrics().encode(),
+                None => {
+                    super::refresh_quic();
+                    super::metrics().encode()
+                }
             };
             respond(
                 &mut stream,

@@ -8,13 +8,13 @@ mod http;
 mod refresh;
 
 pub use http::{StatusFn, serve};
-pub use refresh::refresh;
+pub use refresh::{refresh, refresh_quic};
 
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
+    GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
 };
 
 /// Latency buckets from 100 µs to 10 s: fsyncs on SSDs sit well below the
@@ -53,7 +53,32 @@ pub struct Metrics {
     pub(crate) consumer_group_lag: IntGaugeVec,
     /// Registered on first use: only cluster nodes export them.
     cluster: OnceLock<ClusterGauges>,
+    /// Read at every scrape for the QUIC path families (set by a cluster node).
+    quic_source: Mutex<Option<QuicSource>>,
 }
+
+/// One peer's QUIC path figures, as the transport measured them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct QuicPeerFigures {
+    pub peer: i32,
+    /// Open connections to the peer now.
+    pub open_connections: u64,
+    /// quinn's smoothed RTT; `None` without an open connection.
+    pub rtt_seconds: Option<f64>,
+    /// Cumulative over every connection to the peer since the process started.
+    pub sent_packets: u64,
+    pub lost_packets: u64,
+    pub congestion_events: u64,
+    pub sent_bytes: u64,
+    pub received_bytes: u64,
+    pub stream_frames_sent: u64,
+    pub stream_frames_received: u64,
+    /// Streams open now, by kind label.
+    pub open_streams: Vec<(&'static str, u64)>,
+}
+
+/// What a scrape calls for the QUIC path families.
+pub type QuicSource = Arc<dyn Fn() -> Vec<QuicPeerFigures> + Send + Sync>;
 
 /// What this broker did as a partition leader.
 pub struct ReplicationCounters {
@@ -71,8 +96,23 @@ pub struct ClusterGauges {
     pub spec_drift: IntGauge,
     /// Set by the controller thread after every step.
     pub controller: ControllerGauges,
+    /// Set at scrape time from the transport's path statistics.
+    pub(crate) quic: QuicGauges,
     /// Set by the broker's registration task.
     pub membership: MembershipGauges,
+}
+
+/// Per-peer QUIC path families (`peer` = the peer's node id).
+pub(crate) struct QuicGauges {
+    pub rtt_seconds: GaugeVec,
+    pub connections: IntGaugeVec,
+    pub open_streams: IntGaugeVec,
+    pub sent_packets: IntCounterVec,
+    pub lost_packets: IntCounterVec,
+    pub congestion_events: IntCounterVec,
+    /// `direction` = sent, received.
+    pub bytes: IntCounterVec,
+    pub stream_frames: IntCounterVec,
 }
 
 impl ClusterGauges {
@@ -117,6 +157,7 @@ impl ClusterGauges {
                      entries this voter committed as the active controller.",
                 ),
             },
+            quic: QuicGauges::register(r),
             membership: MembershipGauges {
                 broker_epoch: gauge(
                     r,
@@ -129,6 +170,74 @@ impl ClusterGauges {
                     "1 while this broker may not act as a member: unregistered, fenced, or no heartbeat acknowledged within the session timeout.",
                 ),
             },
+        }
+    }
+}
+
+impl QuicGauges {
+    fn register(r: &Registry) -> Self {
+        let peer = ["peer"];
+        let directed = ["peer", "direction"];
+        QuicGauges {
+            rtt_seconds: register(
+                r,
+                GaugeVec::new(
+                    Opts::new(
+                        "sluice_quic_rtt_seconds",
+                        "quinn's smoothed round-trip time to a peer: the largest among this \
+                         node's open connections to it (no series without one).",
+                    ),
+                    &peer,
+                )
+                .expect("valid metric"),
+            ),
+            connections: gauge_vec(
+                r,
+                "sluice_quic_connections",
+                "Open QUIC connections to a peer, whichever node dialled.",
+                &peer,
+            ),
+            open_streams: gauge_vec(
+                r,
+                "sluice_quic_open_streams",
+                "QUIC streams open to a peer, by kind: message_out, message_in (node messages), \
+                 replica_fetch (partitions this node follows from the peer), replica_serve \
+                 (partitions the peer follows from this node).",
+                &["peer", "kind"],
+            ),
+            sent_packets: counter_vec(
+                r,
+                "sluice_quic_sent_packets_total",
+                "QUIC packets sent to a peer, summed over every connection since start.",
+                &peer,
+            ),
+            lost_packets: counter_vec(
+                r,
+                "sluice_quic_lost_packets_total",
+                "QUIC packets to a peer that quinn declared lost, summed over every connection \
+                 since start.",
+                &peer,
+            ),
+            congestion_events: counter_vec(
+                r,
+                "sluice_quic_congestion_events_total",
+                "Congestion events (window reductions) on connections to a peer since start.",
+                &peer,
+            ),
+            bytes: counter_vec(
+                r,
+                "sluice_quic_bytes_total",
+                "UDP payload bytes of QUIC connections with a peer since start, by direction \
+                 (sent, received).",
+                &directed,
+            ),
+            stream_frames: counter_vec(
+                r,
+                "sluice_quic_stream_frames_total",
+                "QUIC STREAM frames on connections with a peer since start, by direction \
+                 (sent, received).",
+                &directed,
+            ),
         }
     }
 }
@@ -337,6 +446,7 @@ impl Metrics {
                 &["group", "topic", "partition"],
             ),
             cluster: OnceLock::new(),
+            quic_source: Mutex::new(None),
             partition: PartitionGauges {
                 log_size_bytes: gauge_vec(
                     &r,
@@ -453,6 +563,12 @@ impl Metrics {
     pub fn cluster(&self) -> &ClusterGauges {
         self.cluster
             .get_or_init(|| ClusterGauges::register(&self.registry))
+    }
+
+    /// Makes every scrape read the QUIC path families from `source` (a
+    /// cluster node's endpoint), replacing any earlier one.
+    pub fn set_quic_source(&self, source: QuicSource) {
+        *self.quic_source.lock().unwrap_or_else(|e| e.into_inner()) = Some(source);
     }
 
     /// What this broker did as a partition leader.

@@ -166,3 +166,55 @@ fn filesystem_bytes(path: &std::path::Path) -> Option<(i64, i64)> {
     let block = stat.f_frsize as i64;
     Some((stat.f_bavail as i64 * block, stat.f_blocks as i64 * block))
 }
+
+/// The QUIC path families from the transport, when a cluster node gave a
+/// source: RTT and connection series only for peers connected now; the
+/// counters follow the transport's sums, which never go back.
+pub fn refresh_quic() {
+    let m = metrics();
+    let source = m
+        .quic_source
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let Some(source) = source else {
+        return;
+    };
+    let figures = source();
+    let q = &m.cluster().quic;
+    q.rtt_seconds.reset();
+    q.connections.reset();
+    q.open_streams.reset();
+    for peer in figures {
+        let id = peer.peer.to_string();
+        let id = id.as_str();
+        if let Some(rtt) = peer.rtt_seconds {
+            q.rtt_seconds.with_label_values(&[id]).set(rtt);
+        }
+        q.connections
+            .with_label_values(&[id])
+            .set(i64::try_from(peer.open_connections).unwrap_or(i64::MAX));
+        for (kind, open) in &peer.open_streams {
+            q.open_streams
+                .with_label_values(&[id, kind])
+                .set(i64::try_from(*open).unwrap_or(i64::MAX));
+        }
+        let counters = [
+            (&q.sent_packets, vec![id], peer.sent_packets),
+            (&q.lost_packets, vec![id], peer.lost_packets),
+            (&q.congestion_events, vec![id], peer.congestion_events),
+            (&q.bytes, vec![id, "sent"], peer.sent_bytes),
+            (&q.bytes, vec![id, "received"], peer.received_bytes),
+            (&q.stream_frames, vec![id, "sent"], peer.stream_frames_sent),
+            (
+                &q.stream_frames,
+                vec![id, "received"],
+                peer.stream_frames_received,
+            ),
+        ];
+        for (family, labels, total) in counters {
+            let counter = family.with_label_values(&labels);
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
+    }
+}

@@ -17,6 +17,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::frame::{self, FrameKind};
+use super::path_stats::StreamKind;
 use super::quic::{CloseCode, NodeEndpoint, Peer};
 
 /// First wait before redialling a peer; doubles up to `REDIAL_BACKOFF_MAX`.
@@ -112,6 +113,7 @@ async fn drain(peer: &Peer, pending: &mut mpsc::Receiver<Bytes>) -> Result<(), S
         .open_uni()
         .await
         .map_err(|e| e.to_string())?;
+    let _counted = peer.stream_opened(StreamKind::MessagesOut);
     while let Some(payload) = pending.recv().await {
         frame::write_frame(&mut stream, FrameKind::Message, &payload)
             .await
@@ -129,7 +131,9 @@ pub fn spawn_inbound(peer: Peer, inbox: mpsc::Sender<Inbound>) {
         while let Ok(mut stream) = peer.connection.accept_uni().await {
             let (inbox, connection, node_id) =
                 (inbox.clone(), peer.connection.clone(), peer.node_id);
+            let counted = peer.stream_opened(StreamKind::MessagesIn);
             tokio::spawn(async move {
+                let _counted = counted;
                 loop {
                     match frame::read_frame(&mut stream).await {
                         Ok(Some((FrameKind::Message, payload))) => {

@@ -5,7 +5,8 @@
 //! node's certificate says about who it is (`identity`), the TLS
 //! configurations both ends of a connection use (`tls`), frames (`frame`),
 //! one QUIC endpoint per node that admits only nodes of its cluster
-//! (`quic`), and bounded per-peer message links (`link`). The controller
+//! (`quic`), bounded per-peer message links (`link`), and per-peer path
+//! statistics read from quinn's connection state (`path_stats`). The controller
 //! quorum and the brokers' membership (cluster/runtime.rs) use it; the
 //! single-node default needs none of it.
 
@@ -13,6 +14,7 @@ pub mod certs;
 pub mod frame;
 pub mod identity;
 pub mod link;
+pub mod path_stats;
 pub mod quic;
 pub mod tls;
 

@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 
 use super::frame::{self, FrameError, FrameKind, Hello};
 use super::identity::{IdentityError, node_dns_name, peer_node_id};
+use super::path_stats::{OpenStream, PathTable, PeerPath, StreamKind, Tracked};
 use super::tls::{TlsError, TlsMaterial, client_config, server_config};
 
 /// No packet from a peer for this long closes the connection: a dead or
@@ -79,11 +80,30 @@ pub enum TransportError {
     Frame(#[from] FrameError),
 }
 
-/// A connection to another node of the cluster, whoever dialled.
+/// A connection to another node of the cluster, whoever dialled. Its path
+/// statistics are tracked while a `Peer` (or a clone) lives: hold one, not
+/// only the bare `connection`, for as long as the connection is used.
 #[derive(Clone, Debug)]
 pub struct Peer {
     pub node_id: i32,
     pub connection: quinn::Connection,
+    path: Arc<Tracked>,
+}
+
+impl Peer {
+    fn new(node_id: i32, connection: quinn::Connection, paths: &Arc<PathTable>) -> Peer {
+        Peer {
+            node_id,
+            path: paths.track(node_id, connection.clone()),
+            connection,
+        }
+    }
+
+    /// Counts a stream of `kind` on this connection as open until the
+    /// guard drops (`sluice_quic_open_streams`).
+    pub fn stream_opened(&self, kind: StreamKind) -> OpenStream {
+        self.path.open_stream(kind)
+    }
 }
 
 /// This node's endpoint.
@@ -97,6 +117,8 @@ pub struct NodeEndpoint {
     /// Connections admitted by the admission tasks (see `admit_all`).
     admitted: tokio::sync::Mutex<mpsc::Receiver<Peer>>,
     closed: AtomicBool,
+    /// Every connection this endpoint dialled or admitted, for path stats.
+    paths: Arc<PathTable>,
 }
 
 /// What admission checks a connection against.
@@ -105,6 +127,7 @@ struct Admission {
     hello: Hello,
     /// The spec's node ids; a reload that adds brokers extends them.
     declared: Arc<std::sync::RwLock<Vec<i32>>>,
+    paths: Arc<PathTable>,
 }
 
 fn transport_config() -> Arc<quinn::TransportConfig> {
@@ -150,9 +173,11 @@ impl NodeEndpoint {
         };
         let (admitted_tx, admitted) = mpsc::channel(INCOMING_MAX as usize);
         let declared = Arc::new(std::sync::RwLock::new(declared));
+        let paths = Arc::new(PathTable::default());
         let admission = Admission {
             hello: hello.clone(),
             declared: declared.clone(),
+            paths: paths.clone(),
         };
         tokio::spawn(admit_all(endpoint.clone(), admission, admitted_tx));
         Ok(NodeEndpoint {
@@ -162,6 +187,7 @@ impl NodeEndpoint {
             client,
             admitted: tokio::sync::Mutex::new(admitted),
             closed: AtomicBool::new(false),
+            paths,
         })
     }
 
@@ -223,16 +249,19 @@ impl NodeEndpoint {
             .map_err(|e| failed(e.to_string()))?;
         frame::write_frame(&mut stream, FrameKind::Hello, &hello.encode()).await?;
         stream.finish().map_err(|e| failed(e.to_string()))?;
-        Ok(Peer {
-            node_id,
-            connection,
-        })
+        Ok(Peer::new(node_id, connection, &self.paths))
     }
 
     /// The next connection from a node of this cluster; strangers are
     /// refused, logged and skipped. `None` once the endpoint is closed.
     pub async fn accept(&self) -> Option<Peer> {
         self.admitted.lock().await.recv().await
+    }
+
+    /// Path statistics of every peer this endpoint has had a connection
+    /// with, read from quinn now (counters summed over reconnects).
+    pub fn path_stats(&self) -> Vec<PeerPath> {
+        self.paths.snapshot()
     }
 
     pub fn is_closed(&self) -> bool {
@@ -337,8 +366,5 @@ async fn admit(incoming: quinn::Incoming, admission: &Admission) -> Result<Peer,
         connection.close(CloseCode::Hello.var_int(), b"bad hello");
         return Err(refused(reason));
     }
-    Ok(Peer {
-        node_id,
-        connection,
-    })
+    Ok(Peer::new(node_id, connection, &admission.paths))
 }

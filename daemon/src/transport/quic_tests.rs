@@ -220,3 +220,64 @@ async fn a_silent_newcomer_holds_up_no_other_peer() {
         started.elapsed()
     );
 }
+
+/// Path statistics come from quinn's live connections: an RTT and packet
+/// counts per peer, open streams counted by kind, and counters that keep
+/// what a closed connection sent when the peer is dialled again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_stats_are_per_peer_and_survive_a_reconnect() {
+    use super::path_stats::StreamKind;
+    let dir = tempfile::tempdir().unwrap();
+    certs(dir.path(), "test");
+    let (two, three) = (
+        endpoint(dir.path(), "test", 2),
+        endpoint(dir.path(), "test", 3),
+    );
+    let three_at = three.local_addr().unwrap();
+    let (dialled, accepted) = tokio::join!(
+        two.connect(3, three_at),
+        accept_within(&three, Duration::from_secs(5))
+    );
+    let (dialled, accepted) = (dialled.unwrap(), accepted.expect("admitted"));
+    let stream = dialled.stream_opened(StreamKind::ReplicaFetch);
+    let seen = two.path_stats();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let first = &seen[0];
+    assert_eq!((first.peer, first.open_connections), (3, 1));
+    assert!(
+        first.rtt.is_some_and(|rtt| rtt > Duration::ZERO),
+        "{first:?}"
+    );
+    assert!(first.counts.sent_packets > 0 && first.counts.sent_bytes > 0);
+    let open = |paths: &[super::path_stats::PeerPath], kind| {
+        paths[0]
+            .open_streams
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, n)| *n)
+    };
+    assert_eq!(open(&seen, StreamKind::ReplicaFetch), Some(1));
+    assert_eq!(three.path_stats()[0].peer, 2);
+    drop(stream);
+    assert_eq!(open(&two.path_stats(), StreamKind::ReplicaFetch), Some(0));
+
+    // The connection ends; what it sent stays counted.
+    dialled.connection.close(0u32.into(), b"done");
+    let before = two.path_stats()[0].counts;
+    drop((dialled, accepted));
+    let gone = two.path_stats();
+    assert_eq!(gone[0].open_connections, 0);
+    assert_eq!(gone[0].rtt, None);
+    assert!(gone[0].counts.sent_packets >= before.sent_packets);
+    let (again, _accepted) = tokio::join!(
+        two.connect(3, three_at),
+        accept_within(&three, Duration::from_secs(5))
+    );
+    let _again = again.unwrap();
+    let after = two.path_stats();
+    assert_eq!(after[0].open_connections, 1);
+    assert!(
+        after[0].counts.sent_packets > gone[0].counts.sent_packets,
+        "{gone:?} then {after:?}"
+    );
+}
