@@ -750,6 +750,98 @@ fn a_leader_cut_off_is_replaced_and_truncates_what_it_took_alone_when_it_returns
     drop((producer, alone));
 }
 
+/// The seed's first KIP-101 story, scripted: a follower restarts after the
+/// leader advanced the high watermark past what the follower last heard,
+/// then the leader dies and the follower becomes leader. It never
+/// truncated to its high watermark (only by leader epochs: nothing of its
+/// log diverged), so every acknowledged write is kept. The third replica
+/// is held out of the ISR meanwhile (its replication to the leader cut by
+/// nft, its process alive as a controller voter), so the restarted
+/// follower is the only one the controller may elect.
+#[test]
+fn kip_101_a_restarted_follower_then_the_leaders_death_keeps_every_acknowledged_write() {
+    let _serial = serial();
+    let mut cluster = Cluster::start(&format!(
+        "{ORDERS}\n[replication]\nreplica_lag_time_max_ms = 2000\n"
+    ));
+    let active = cluster.wait_formed(3, FORM_TIMEOUT);
+    wait_all_in_sync(&cluster, active);
+    let now = partitions(&cluster.status(active).unwrap(), "orders");
+    // The leader is the active controller, which the third node's cut does
+    // not fence; the follower restarts while the leader and the third node
+    // keep the quorum, then the leader dies and the other two keep it.
+    let Some(partition) = now.iter().position(|(l, _)| *l == active) else {
+        panic!("the active controller {active} leads no partition: {now:?}");
+    };
+    let leader = active;
+    let mut others = cluster.ids().into_iter().filter(|id| *id != leader);
+    let (follower, third) = (others.next().unwrap(), others.next().unwrap());
+    let cut = common::cluster::Isolation::cut_between(third, leader);
+    let held_out = common::wait_until(Duration::from_secs(20), || {
+        cluster
+            .active_controller()
+            .and_then(|a| cluster.status(a))
+            .is_some_and(|s| {
+                let isr = &partitions(&s, "orders")[partition].1;
+                !isr.contains(&third.to_string())
+            })
+    });
+    assert!(held_out, "{}", cluster.logs());
+    let producer = producer(&cluster);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let payloads: Vec<String> = (0..200).map(|i| format!("story-a-{i}")).collect();
+    let acknowledged = runtime.block_on(send_all(&producer, partition as i32, &payloads));
+    assert_eq!(acknowledged.len(), payloads.len(), "{}", cluster.logs());
+
+    // The follower restarts (SIGKILL: what it wrote is in the page cache,
+    // its checkpointed high watermark is at most what it last heard).
+    cluster.kill(follower);
+    let log_before = cluster.log(follower).len();
+    cluster.spawn(follower);
+    let back = common::wait_until(Duration::from_secs(30), || {
+        cluster
+            .active_controller()
+            .and_then(|a| cluster.status(a))
+            .is_some_and(|s| {
+                let (l, isr) = &partitions(&s, "orders")[partition];
+                *l == leader && isr.contains(&follower.to_string())
+            })
+    });
+    assert!(back, "the follower never rejoined:\n{}", cluster.logs());
+    let truncated = cluster.log(follower)[log_before..]
+        .lines()
+        .any(|l| l.contains("replica_truncated") && l.contains(&format!("orders-{partition}")));
+    assert!(
+        !truncated,
+        "the restarted follower truncated orders-{partition}:\n{}",
+        cluster.log(follower)
+    );
+
+    // The leader dies: the follower is the only ISR member left.
+    cluster.kill(leader);
+    let elected = common::wait_until(Duration::from_secs(30), || {
+        cluster
+            .active_controller()
+            .and_then(|a| cluster.status(a))
+            .is_some_and(|s| partitions(&s, "orders")[partition].0 == follower)
+    });
+    assert!(elected, "the follower was not elected:\n{}", cluster.logs());
+    cut.heal();
+    let seen = consume_all(&cluster, follower, acknowledged.len());
+    let got = seen.get(&(partition as i32)).cloned().unwrap_or_default();
+    for (payload, offset) in &acknowledged {
+        assert!(
+            got.iter().any(|(o, t)| o == offset && t == payload),
+            "acknowledged {payload} at {offset} is lost"
+        );
+    }
+    // The third replica catches up from the new leader: writes go on.
+    let more: Vec<String> = (0..50).map(|i| format!("story-a-after-{i}")).collect();
+    let acked = runtime.block_on(send_all(&producer, partition as i32, &more));
+    assert_eq!(acked.len(), more.len(), "{}", cluster.logs());
+    drop(producer);
+}
+
 /// Each replica's byte count per partition, for a failure message.
 fn replica_sizes(cluster: &Cluster) -> String {
     (0..PARTITIONS)
