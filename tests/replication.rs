@@ -842,6 +842,172 @@ fn kip_101_a_restarted_follower_then_the_leaders_death_keeps_every_acknowledged_
     drop(producer);
 }
 
+/// The byte offsets where the record batches of `path` begin (base offset
+/// 8 bytes, then the batch length 4 bytes), and the file's length.
+fn batch_starts(path: &Path) -> (Vec<u64>, u64) {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    let mut starts = Vec::new();
+    let mut at = 0usize;
+    while at + 12 <= bytes.len() {
+        let length = u32::from_be_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
+        if at + 12 + length > bytes.len() {
+            break;
+        }
+        starts.push(at as u64);
+        at += 12 + length;
+    }
+    (starts, bytes.len() as u64)
+}
+
+/// Cuts the last `batches` record batches off the only segment of
+/// `topic`-0 on node `id`, as losing the page cache in a power cut would
+/// (the topic is never fsynced, so nothing of it was on disk for sure).
+fn lose_unsynced_tail(cluster: &Cluster, id: i32, topic: &str, batches: usize) {
+    let dir = cluster.data_dir(id).join(format!("{topic}-0"));
+    let segment = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "log"))
+        .expect("a segment");
+    let (starts, _) = batch_starts(&segment);
+    assert!(
+        starts.len() > batches,
+        "{} batches on node {id}",
+        starts.len()
+    );
+    let keep = starts[starts.len() - batches];
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap();
+    file.set_len(keep).unwrap();
+}
+
+/// The seed's second KIP-101 story, scripted: both replicas of a partition
+/// crash with unsynced data (SIGKILL, then the page cache's loss emulated
+/// by cutting each segment's tail, the ISR member's more). The one the
+/// controller kept in the ISR returns first, leads at a new epoch and takes
+/// new writes at offsets the other still holds from the old epoch. When the
+/// other returns it truncates that divergent suffix by leader epochs, and
+/// the two logs end identical, with every new write. Two of the three
+/// controller voters stay up: the partition lives on brokers 3 and 4.
+#[test]
+fn kip_101_b_both_replicas_lose_unsynced_data_and_the_logs_end_identical() {
+    let _serial = serial();
+    let story = "\n[topics.story]\npartitions = 1\nreplicas = [[4, 3]]\n\
+                 min_insync_replicas = 1\nflush_interval_ms = \"unlimited\"\n";
+    let mut cluster = Cluster::start_nodes(&[1, 2, 3, 4], &[1, 2, 3], story);
+    let active = cluster.wait_formed(4, FORM_TIMEOUT);
+    let isr_of_story = |cluster: &Cluster| {
+        cluster
+            .active_controller()
+            .and_then(|a| cluster.status(a))
+            .and_then(|s| partitions(&s, "story").first().cloned())
+    };
+    let both = common::wait_until(Duration::from_secs(20), || {
+        isr_of_story(&cluster).is_some_and(|(l, isr)| l == 4 && isr.matches(',').count() == 1)
+    });
+    assert!(both, "{}", cluster.status(active).unwrap_or_default());
+    let bootstrap: Vec<String> = cluster.nodes.iter().map(|n| n.kafka.to_string()).collect();
+    let new_producer = || -> FutureProducer {
+        ClientConfig::new()
+            .set("bootstrap.servers", bootstrap.join(","))
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("message.timeout.ms", "30000")
+            .create()
+            .unwrap()
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let send = |producer: &FutureProducer, topic_payloads: &[String]| {
+        let mut acked = Vec::new();
+        // One at a time: one batch each, so a tail can be cut by batches.
+        for payload in topic_payloads {
+            let record = FutureRecord::<(), _>::to("story")
+                .partition(0)
+                .payload(payload);
+            match runtime.block_on(producer.send(record, Duration::from_secs(30))) {
+                Ok(delivery) => acked.push((payload.clone(), delivery.offset)),
+                Err((error, _)) => eprintln!("story (b): {payload} not written: {error}"),
+            }
+        }
+        acked
+    };
+    let first: Vec<String> = (0..20).map(|i| format!("old-epoch-{i}")).collect();
+    let producer = new_producer();
+    assert_eq!(
+        send(&producer, &first).len(),
+        first.len(),
+        "{}",
+        cluster.logs()
+    );
+    let same = |cluster: &Cluster| {
+        replica_bytes(&cluster.data_dir(3), "story", 0)
+            == replica_bytes(&cluster.data_dir(4), "story", 0)
+    };
+    assert!(common::wait_until(Duration::from_secs(20), || same(
+        &cluster
+    )));
+
+    cluster.kill(4);
+    cluster.kill(3);
+    // Both fenced; the controller keeps the last one in the ISR.
+    let kept = common::wait_until(Duration::from_secs(20), || {
+        isr_of_story(&cluster).is_some_and(|(l, isr)| l < 0 && isr.matches(',').count() == 0)
+    });
+    assert!(kept, "{}", cluster.logs());
+    let (_, isr) = isr_of_story(&cluster).unwrap();
+    let first_back: i32 = isr
+        .trim_matches(|c: char| !c.is_ascii_digit())
+        .parse()
+        .unwrap_or_else(|_| panic!("isr {isr}"));
+    let second_back = if first_back == 3 { 4 } else { 3 };
+    lose_unsynced_tail(&cluster, first_back, "story", 6);
+    lose_unsynced_tail(&cluster, second_back, "story", 2);
+
+    cluster.spawn(first_back);
+    let leads = common::wait_until(Duration::from_secs(30), || {
+        isr_of_story(&cluster).is_some_and(|(l, _)| l == first_back)
+    });
+    assert!(leads, "{}", cluster.logs());
+    // A producer of after the power cut: the first one's sequence numbers
+    // run past what the cluster kept, which an idempotent producer reports
+    // as the loss it is (beyond the page-cache policy's limit).
+    let producer = new_producer();
+    let new: Vec<String> = (0..10).map(|i| format!("new-epoch-{i}")).collect();
+    let acked = send(&producer, &new);
+    assert_eq!(acked.len(), new.len(), "{}", cluster.logs());
+
+    let before = cluster.log(second_back).len();
+    cluster.spawn(second_back);
+    let identical = common::wait_until(Duration::from_secs(30), || {
+        same(&cluster)
+            && isr_of_story(&cluster).is_some_and(|(_, isr)| isr.matches(',').count() == 1)
+    });
+    assert!(
+        identical,
+        "the logs differ: node 3 {} bytes, node 4 {} bytes\n{}",
+        replica_bytes(&cluster.data_dir(3), "story", 0).len(),
+        replica_bytes(&cluster.data_dir(4), "story", 0).len(),
+        cluster.logs()
+    );
+    assert!(
+        cluster.log(second_back)[before..].contains("replica_truncated"),
+        "the second replica back did not truncate its divergent suffix:\n{}",
+        cluster.log(second_back)
+    );
+    let bytes = replica_bytes(&cluster.data_dir(second_back), "story", 0);
+    for (payload, _) in &acked {
+        assert!(holds(&bytes, payload), "{payload} is missing");
+    }
+    assert!(
+        !holds(&bytes, "old-epoch-15"),
+        "the divergent suffix is still there"
+    );
+    drop(producer);
+}
+
 /// Each replica's byte count per partition, for a failure message.
 fn replica_sizes(cluster: &Cluster) -> String {
     (0..PARTITIONS)

@@ -199,7 +199,7 @@ fn topic_actions(old: &ClusterSpec, new: &ClusterSpec, topic: &str) -> Vec<Reloa
     {
         actions.push(ReloadAction::Refused {
             key: format!("topics.{topic}.replicas"),
-            reason: "replica reassignment needs the replicated cluster (not available yet)"
+            reason: "replica reassignment is not built yet; restore the replicas and replication_factor the topic was created with"
                 .to_string(),
         });
     }

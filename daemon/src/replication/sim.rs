@@ -58,7 +58,8 @@
 //!
 //! Run more seeds: `SIM_SEED_BASE=100000 SIM_SEEDS_SCALE=20 cargo test
 //! --lib replication::sim`; replay one: `SIM_SEED=1234 cargo test --lib
-//! replication::sim::random`.
+//! replication::sim::random`; soak for an hour: `SIM_SOAK_SECS=3600 cargo
+//! test --lib replication::sim::random -- --nocapture`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -2339,14 +2340,39 @@ fn seeds(first: u64, count: u64) -> std::ops::Range<u64> {
     start..start + count * var("SIM_SEEDS_SCALE").unwrap_or(1)
 }
 
+/// 1,000 seeds (CI), the seeds `seeds` picks, or — the soak —
+/// `SIM_SOAK_SECS=N` runs seed after seed from there for N seconds, with a
+/// progress line a minute: `SIM_SOAK_SECS=3600 SIM_SEED_BASE=$RANDOM000000
+/// cargo test --release --lib replication::sim::random -- --nocapture`.
 #[test]
 fn random_faults_keep_replication_safe() {
     let seeds = seeds(0, 1_000);
-    let count = seeds.end - seeds.start;
+    let soak = std::env::var("SIM_SOAK_SECS")
+        .ok()
+        .map(|v| Duration::from_secs(v.parse().expect("SIM_SOAK_SECS is a number of seconds")));
     let started = std::time::Instant::now();
     let mut total = Stats::default();
-    for seed in seeds {
-        match random_run(seed, Bugs::default()) {
+    let (mut count, mut seed, mut progress) = (0u64, seeds.start, started);
+    loop {
+        let more = match soak {
+            Some(limit) => started.elapsed() < limit,
+            None => seed < seeds.end,
+        };
+        if !more {
+            break;
+        }
+        if soak.is_some() && progress.elapsed() >= Duration::from_secs(60) {
+            progress = std::time::Instant::now();
+            eprintln!(
+                "replication soak: {count} seeds ({}..{seed}) in {:.0?}, {} writes acknowledged, none lost",
+                seeds.start,
+                started.elapsed(),
+                total.acked
+            );
+        }
+        count += 1;
+        seed += 1;
+        match random_run(seed - 1, Bugs::default()) {
             Ok(stats) => total.add(&stats),
             Err(failure) => {
                 panic!(
