@@ -223,14 +223,22 @@ impl DirCheckpoints {
             .lock()
             .expect("checkpoint files lock poisoned")
             .starting_offsets(&key);
-        if self.standalone || found != StartingOffsets::default() {
+        // The old layout had no high watermarks: an entry of those alone
+        // does not mean the partition's own files were adopted.
+        let legacy = |o: &StartingOffsets| {
+            o.recovery_point.is_some() || o.log_start_offset.is_some() || o.cleaner_offset.is_some()
+        };
+        if self.standalone || legacy(&found) {
             return Ok(found);
         }
         let own = Files::read(dir)?.starting_offsets("");
-        if own != StartingOffsets::default() {
+        if legacy(&own) {
             self.lock_state().adopted.push(dir.to_path_buf());
         }
-        Ok(own)
+        Ok(StartingOffsets {
+            high_watermark: found.high_watermark,
+            ..own
+        })
     }
 
     /// Records a partition's current offsets (memory only).
