@@ -143,17 +143,27 @@ fn producer(cluster: &Cluster) -> FutureProducer {
         .unwrap()
 }
 
-/// Sends `payloads` to `partition` pipelined; returns what was acknowledged
-/// (payload and offset).
+/// Sends `payloads` to `orders`-`partition` pipelined; returns what was
+/// acknowledged (payload and offset).
 async fn send_all(
     producer: &FutureProducer,
+    partition: i32,
+    payloads: &[String],
+) -> Vec<(String, i64)> {
+    send_to(producer, "orders", partition, payloads).await
+}
+
+/// `send_all` to any topic.
+async fn send_to(
+    producer: &FutureProducer,
+    topic: &str,
     partition: i32,
     payloads: &[String],
 ) -> Vec<(String, i64)> {
     let sends: Vec<_> = payloads
         .iter()
         .map(|payload| {
-            let record = FutureRecord::<(), _>::to("orders")
+            let record = FutureRecord::<(), _>::to(topic)
                 .partition(partition)
                 .payload(payload);
             producer.send(record, Duration::from_secs(30))
@@ -755,15 +765,15 @@ fn a_leader_cut_off_is_replaced_and_truncates_what_it_took_alone_when_it_returns
 /// then the leader dies and the follower becomes leader. It never
 /// truncated to its high watermark (only by leader epochs: nothing of its
 /// log diverged), so every acknowledged write is kept. The partition lives
-/// on brokers 4 (leader) and 3, so the controller quorum (voters 1–3)
-/// outlives both events.
+/// on brokers 4 (leader) and 5, neither of them a controller voter (1–3),
+/// so the quorum and its active controller outlive both events.
 #[test]
 fn kip_101_a_restarted_follower_then_the_leaders_death_keeps_every_acknowledged_write() {
     let _serial = serial();
-    let story = "\n[topics.story]\npartitions = 1\nreplicas = [[4, 3]]\nmin_insync_replicas = 1\n";
-    let mut cluster = Cluster::start_nodes(&[1, 2, 3, 4], &[1, 2, 3], story);
-    cluster.wait_formed(4, FORM_TIMEOUT);
-    let (leader, follower) = (4, 3);
+    let story = "\n[topics.story]\npartitions = 1\nreplicas = [[4, 5]]\nmin_insync_replicas = 1\n";
+    let mut cluster = Cluster::start_nodes(&[1, 2, 3, 4, 5], &[1, 2, 3], story);
+    cluster.wait_formed(5, FORM_TIMEOUT);
+    let (leader, follower) = (4, 5);
     let story_state = |cluster: &Cluster| {
         cluster
             .active_controller()
@@ -774,34 +784,9 @@ fn kip_101_a_restarted_follower_then_the_leaders_death_keeps_every_acknowledged_
         story_state(&cluster).is_some_and(|(l, isr)| l == leader && isr.matches(',').count() == 1)
     });
     assert!(both, "{}", cluster.logs());
-    let bootstrap: Vec<String> = cluster.nodes.iter().map(|n| n.kafka.to_string()).collect();
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap.join(","))
-        .set("acks", "all")
-        .set("enable.idempotence", "true")
-        .set("message.timeout.ms", "30000")
-        .set("linger.ms", "1")
-        .create()
-        .unwrap();
+    let producer = producer(&cluster);
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let send = |payloads: &[String]| {
-        runtime.block_on(async {
-            let sends: Vec<_> = payloads
-                .iter()
-                .map(|p| {
-                    let record = FutureRecord::<(), _>::to("story").partition(0).payload(p);
-                    producer.send(record, Duration::from_secs(30))
-                })
-                .collect();
-            let mut acked = Vec::new();
-            for (send, payload) in sends.into_iter().zip(payloads) {
-                if let Ok(delivery) = send.await {
-                    acked.push((payload.clone(), delivery.offset));
-                }
-            }
-            acked
-        })
-    };
+    let send = |payloads: &[String]| runtime.block_on(send_to(&producer, "story", 0, payloads));
     let payloads: Vec<String> = (0..200).map(|i| format!("story-a-{i:04}")).collect();
     let acknowledged = send(&payloads);
     assert_eq!(acknowledged.len(), payloads.len(), "{}", cluster.logs());
@@ -811,10 +796,13 @@ fn kip_101_a_restarted_follower_then_the_leaders_death_keeps_every_acknowledged_
     cluster.kill(follower);
     let log_before = cluster.log(follower).len();
     cluster.spawn(follower);
+    // Back means registered again (its old incarnation was fenced out of
+    // the ISR first), unfenced, and in the ISR once more.
     let back = common::wait_until(Duration::from_secs(30), || {
-        story_state(&cluster).is_some_and(|(l, isr)| {
-            l == leader && isr.contains(&follower.to_string()) && isr.matches(',').count() == 1
-        })
+        cluster.log(follower)[log_before..].contains("fenced=false")
+            && story_state(&cluster).is_some_and(|(l, isr)| {
+                l == leader && isr.contains(&follower.to_string()) && isr.matches(',').count() == 1
+            })
     });
     assert!(back, "the follower never rejoined:\n{}", cluster.logs());
     let truncated = cluster.log(follower)[log_before..]
@@ -911,16 +899,6 @@ fn kip_101_b_both_replicas_lose_unsynced_data_and_the_logs_end_identical() {
         isr_of_story(&cluster).is_some_and(|(l, isr)| l == 4 && isr.matches(',').count() == 1)
     });
     assert!(both, "{}", cluster.status(active).unwrap_or_default());
-    let bootstrap: Vec<String> = cluster.nodes.iter().map(|n| n.kafka.to_string()).collect();
-    let new_producer = || -> FutureProducer {
-        ClientConfig::new()
-            .set("bootstrap.servers", bootstrap.join(","))
-            .set("acks", "all")
-            .set("enable.idempotence", "true")
-            .set("message.timeout.ms", "30000")
-            .create()
-            .unwrap()
-    };
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let send = |producer: &FutureProducer, topic_payloads: &[String]| {
         let mut acked = Vec::new();
@@ -937,7 +915,7 @@ fn kip_101_b_both_replicas_lose_unsynced_data_and_the_logs_end_identical() {
         acked
     };
     let first: Vec<String> = (0..20).map(|i| format!("old-epoch-{i}")).collect();
-    let producer = new_producer();
+    let producer = self::producer(&cluster);
     assert_eq!(
         send(&producer, &first).len(),
         first.len(),
@@ -976,7 +954,7 @@ fn kip_101_b_both_replicas_lose_unsynced_data_and_the_logs_end_identical() {
     // A producer of after the power cut: the first one's sequence numbers
     // run past what the cluster kept, which an idempotent producer reports
     // as the loss it is (beyond the page-cache policy's limit).
-    let producer = new_producer();
+    let producer = self::producer(&cluster);
     let new: Vec<String> = (0..10).map(|i| format!("new-epoch-{i}")).collect();
     let acked = send(&producer, &new);
     assert_eq!(acked.len(), new.len(), "{}", cluster.logs());
