@@ -178,6 +178,26 @@ async fn send_to(
     acknowledged
 }
 
+/// Writes one message at a time to `orders`-`partition` until one is
+/// acknowledged (30 s at most): how long after `since` that was, and what
+/// was acknowledged.
+fn write_again(
+    runtime: &tokio::runtime::Runtime,
+    producer: &FutureProducer,
+    partition: i32,
+    since: Instant,
+) -> (Option<Duration>, Vec<(String, i64)>) {
+    let mut acknowledged = Vec::new();
+    let mut attempt = 0;
+    while acknowledged.is_empty() && since.elapsed() < Duration::from_secs(30) {
+        attempt += 1;
+        let payload = vec![format!("after-{partition}-{attempt}")];
+        acknowledged = runtime.block_on(send_all(producer, partition, &payload));
+    }
+    let written_again = (!acknowledged.is_empty()).then(|| since.elapsed());
+    (written_again, acknowledged)
+}
+
 /// Everything in every partition of `orders`, read from the start.
 fn consume_all(cluster: &Cluster, from: i32, want: usize) -> BTreeMap<i32, Vec<(i64, String)>> {
     let consumer: BaseConsumer = ClientConfig::new()
@@ -260,20 +280,11 @@ fn leader_sigkill(controller: bool) {
     let victim_partition = now.iter().position(|(l, _)| *l == victim).unwrap() as i32;
     let killed = Instant::now();
     cluster.kill(victim);
-    let mut written_again = None;
-    let mut attempt = 0;
-    while written_again.is_none() && killed.elapsed() < Duration::from_secs(30) {
-        attempt += 1;
-        let payload = vec![format!("after-{victim_partition}-{attempt}")];
-        let acked = runtime.block_on(send_all(&producer, victim_partition, &payload));
-        if !acked.is_empty() {
-            written_again = Some(killed.elapsed());
-        }
-        acknowledged
-            .entry(victim_partition)
-            .or_default()
-            .extend(acked);
-    }
+    let (written_again, acked) = write_again(&runtime, &producer, victim_partition, killed);
+    acknowledged
+        .entry(victim_partition)
+        .or_default()
+        .extend(acked);
     let written_again =
         written_again.unwrap_or_else(|| panic!("no write after the kill:\n{}", cluster.logs()));
     let whom = match controller {
@@ -691,17 +702,8 @@ fn a_leader_cut_off_is_replaced_and_truncates_what_it_took_alone_when_it_returns
     let cut_at = Instant::now();
     let solo: Vec<String> = (0..20).map(|i| format!("alone-{i}")).collect();
     let taken_alone = runtime.block_on(send_all(&alone, partition, &solo));
-    let mut written_again = None;
-    let mut attempt = 0;
-    while written_again.is_none() && cut_at.elapsed() < Duration::from_secs(30) {
-        attempt += 1;
-        let payload = vec![format!("after-{attempt}")];
-        let acked = runtime.block_on(send_all(&producer, partition, &payload));
-        if !acked.is_empty() {
-            written_again = Some(cut_at.elapsed());
-        }
-        acknowledged.extend(acked);
-    }
+    let (written_again, acked) = write_again(&runtime, &producer, partition, cut_at);
+    acknowledged.extend(acked);
     let written_again =
         written_again.unwrap_or_else(|| panic!("no write after the cut:\n{}", cluster.logs()));
     println!(

@@ -20,6 +20,7 @@ use super::image::MetadataImage;
 use super::log_store::{LogStore, MemDir, StoreLimits};
 use super::quorum::{Committed, InstalledSnapshot, Quorum, QuorumSpec, Role, TICK, raft_id};
 use super::records::{Record, RecordBatch};
+use super::tests::seeds;
 use super::wire;
 
 /// The longest step of virtual time: the clock jumps to the next delivery
@@ -701,24 +702,6 @@ fn returns_without_disturbing(cluster: &mut Cluster, node: usize) {
         "seed {}: node {node} caught up",
         cluster.seed
     );
-}
-
-/// The seeds a test runs: `count` from `first`, or from `SIM_SEED_BASE +
-/// first` and `SIM_SEEDS_SCALE` times as many when those are set (fresh
-/// seeds by the thousand: `SIM_SEED_BASE=100000 SIM_SEEDS_SCALE=20`), or
-/// only `SIM_SEED` (replaying the failing seed a test printed).
-fn seeds(first: u64, count: u64) -> std::ops::Range<u64> {
-    let var = |name: &str| {
-        std::env::var(name).ok().map(|v| {
-            v.parse::<u64>()
-                .unwrap_or_else(|_| panic!("{name} is a number"))
-        })
-    };
-    if let Some(seed) = var("SIM_SEED") {
-        return seed..seed + 1;
-    }
-    let start = var("SIM_SEED_BASE").unwrap_or(0) + first;
-    start..start + count * var("SIM_SEEDS_SCALE").unwrap_or(1)
 }
 
 /// At most this share (in percent) of failovers on a lossy network may go

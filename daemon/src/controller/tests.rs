@@ -28,6 +28,25 @@ pub(crate) fn registration(broker_id: BrokerId, incarnation: u128) -> BrokerRegi
     }
 }
 
+/// The seeds a simulation test (`controller/sim.rs`, `replication/sim.rs`)
+/// runs: `count` from `first`, or from `SIM_SEED_BASE + first` and
+/// `SIM_SEEDS_SCALE` times as many when those are set (fresh seeds by the
+/// thousand: `SIM_SEED_BASE=100000 SIM_SEEDS_SCALE=20`), or only `SIM_SEED`
+/// (replaying the failing seed a test printed).
+pub(crate) fn seeds(first: u64, count: u64) -> std::ops::Range<u64> {
+    let var = |name: &str| {
+        std::env::var(name).ok().map(|v| {
+            v.parse::<u64>()
+                .unwrap_or_else(|_| panic!("{name} is a number"))
+        })
+    };
+    if let Some(seed) = var("SIM_SEED") {
+        return seed..seed + 1;
+    }
+    let start = var("SIM_SEED_BASE").unwrap_or(0) + first;
+    start..start + count * var("SIM_SEEDS_SCALE").unwrap_or(1)
+}
+
 pub(crate) fn declared(brokers: &[(BrokerId, Option<&str>)]) -> Vec<PlacementBroker> {
     brokers
         .iter()

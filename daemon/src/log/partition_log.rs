@@ -109,6 +109,10 @@ pub struct AppendInfo {
     /// A producer's retry of a batch already in the log: nothing was
     /// appended and the offsets are the original's.
     pub duplicate: bool,
+    /// The leader epoch the append was made (or the retry checked) at, so
+    /// an acks=all wait knows which leadership it waits under; -1 for a
+    /// follower's copy.
+    pub leader_epoch: i32,
 }
 
 /// Result of a read: nothing, or one contiguous range of one segment file.
@@ -769,7 +773,10 @@ impl PartitionLog {
             });
         }
         if let Some(original) = self.check_producers(&headers)? {
-            return Ok(original);
+            return Ok(AppendInfo {
+                leader_epoch,
+                ..original
+            });
         }
         let log_append_time =
             (self.config.timestamp_type == TimestampType::LogAppendTime).then_some(now_ms);
@@ -805,6 +812,7 @@ impl PartitionLog {
             .collect();
         let mut info = self.append_validated(&pieces, records.len(), &headers, now_ms)?;
         info.log_append_time_ms = log_append_time.unwrap_or(-1);
+        info.leader_epoch = leader_epoch;
         Ok(info)
     }
 
@@ -827,6 +835,7 @@ impl PartitionLog {
                 log_append_time_ms: -1,
                 max_timestamp_ms: original.max_timestamp,
                 duplicate: true,
+                leader_epoch: -1,
             })),
         }
     }
@@ -933,6 +942,7 @@ impl PartitionLog {
                 .max()
                 .unwrap_or(-1),
             duplicate: false,
+            leader_epoch: -1,
         })
     }
 

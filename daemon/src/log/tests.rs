@@ -101,6 +101,7 @@ fn append_assigns_offsets_and_reads_back() {
             log_append_time_ms: -1,
             max_timestamp_ms: 6_001,
             duplicate: false,
+            leader_epoch: 4,
         }
     );
     assert_eq!(stored_bytes(&log), records);

@@ -37,21 +37,23 @@ async fn accept_within(endpoint: &NodeEndpoint, limit: Duration) -> Option<Peer>
         .flatten()
 }
 
+/// Nodes 2 and 3 of cluster "test" (certificates in `dir`), node 2
+/// connected to node 3: (two, three, two's peer 3, three's peer 2).
+async fn two_connected_to_three(dir: &Path) -> (NodeEndpoint, NodeEndpoint, Peer, Peer) {
+    certs(dir, "test");
+    let (two, three) = (endpoint(dir, "test", 2), endpoint(dir, "test", 3));
+    let (dialled, accepted) = tokio::join!(
+        two.connect(3, three.local_addr().unwrap()),
+        accept_within(&three, Duration::from_secs(5))
+    );
+    let accepted = accepted.expect("node 3 admits node 2");
+    (two, three, dialled.unwrap(), accepted)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_connect_from_their_own_address_and_know_each_other() {
     let dir = tempfile::tempdir().unwrap();
-    certs(dir.path(), "test");
-    let (two, three) = (
-        endpoint(dir.path(), "test", 2),
-        endpoint(dir.path(), "test", 3),
-    );
-    let three_at = three.local_addr().unwrap();
-    let (dialled, accepted) = tokio::join!(
-        two.connect(3, three_at),
-        accept_within(&three, Duration::from_secs(5))
-    );
-    let dialled = dialled.unwrap();
-    let accepted = accepted.expect("node 3 admits node 2");
+    let (two, _three, dialled, accepted) = two_connected_to_three(dir.path()).await;
     assert_eq!(dialled.node_id, 3);
     assert_eq!(accepted.node_id, 2);
     assert_eq!(
@@ -228,17 +230,8 @@ async fn a_silent_newcomer_holds_up_no_other_peer() {
 async fn path_stats_are_per_peer_and_survive_a_reconnect() {
     use super::path_stats::StreamKind;
     let dir = tempfile::tempdir().unwrap();
-    certs(dir.path(), "test");
-    let (two, three) = (
-        endpoint(dir.path(), "test", 2),
-        endpoint(dir.path(), "test", 3),
-    );
+    let (two, three, dialled, accepted) = two_connected_to_three(dir.path()).await;
     let three_at = three.local_addr().unwrap();
-    let (dialled, accepted) = tokio::join!(
-        two.connect(3, three_at),
-        accept_within(&three, Duration::from_secs(5))
-    );
-    let (dialled, accepted) = (dialled.unwrap(), accepted.expect("admitted"));
     let stream = dialled.stream_opened(StreamKind::ReplicaFetch);
     let seen = two.path_stats();
     assert_eq!(seen.len(), 1, "{seen:?}");

@@ -10,7 +10,7 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use crate::broker::{JobCost, Leadership, NO_EPOCH_CHECK, Partition, Replicated, now_ms};
+use crate::broker::{JobCost, NO_EPOCH_CHECK, Partition, Replicated, now_ms};
 use crate::kafka::dispatch::{DispatchError, Reply, RequestContext};
 use crate::kafka::errors::partition_error_code;
 
@@ -258,14 +258,9 @@ fn append(
         && partition
             .isr_sizes()
             .is_some_and(|sizes| sizes.maximal >= min_insync);
-    let epoch = match partition.leadership() {
-        Leadership::Leader { epoch } => epoch,
-        // Moved already: the producer retries at the new leader.
-        Leadership::NotLeader { .. } if acks == -1 && !replicated => {
-            return rejected(index, ResponseError::NotLeaderOrFollower.code(), None);
-        }
-        Leadership::NotLeader { epoch, .. } => epoch,
-    };
+    // A wait under a leadership that moved meanwhile answers
+    // NOT_LEADER_OR_FOLLOWER at once: the producer retries at the new leader.
+    let epoch = info.leader_epoch;
     let wait_for = match acks {
         -1 if replicated => None,
         -1 => Some(AckWait {
