@@ -23,8 +23,9 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 }
 
 /// Families only a node of a multi-broker cluster exports.
-const CLUSTER_ONLY: [&str; 17] = [
+const CLUSTER_ONLY: [&str; 18] = [
     "sluice_unclean_elections_total",
+    "sluice_cluster_reassigning_partitions",
     "sluice_quic_rtt_seconds",
     "sluice_quic_connections",
     "sluice_quic_open_streams",

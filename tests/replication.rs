@@ -79,7 +79,8 @@ fn partitions(status: &str, topic: &str) -> Vec<(i32, String)> {
                     .to_string()
             };
             let leader = field("leader=").parse().unwrap_or(-1);
-            let isr = l.split("isr=").nth(1).unwrap_or("").trim().to_string();
+            let isr = l.split("isr=").nth(1).unwrap_or("");
+            let isr = isr.split_inclusive(']').next().unwrap_or("").to_string();
             (leader, isr)
         })
         .collect()
@@ -200,6 +201,17 @@ fn write_again(
 
 /// Everything in every partition of `orders`, read from the start.
 fn consume_all(cluster: &Cluster, from: i32, want: usize) -> BTreeMap<i32, Vec<(i64, String)>> {
+    consume_topic(cluster, from, "orders", PARTITIONS, want)
+}
+
+/// Everything in `partitions` partitions of `topic`, read from the start.
+fn consume_topic(
+    cluster: &Cluster,
+    from: i32,
+    topic: &str,
+    partitions: i32,
+    want: usize,
+) -> BTreeMap<i32, Vec<(i64, String)>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", cluster.node(from).kafka.to_string())
         .set("group.id", "replication-checker")
@@ -207,9 +219,9 @@ fn consume_all(cluster: &Cluster, from: i32, want: usize) -> BTreeMap<i32, Vec<(
         .create()
         .unwrap();
     let mut assignment = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
+    for p in 0..partitions {
         assignment
-            .add_partition_offset("orders", p, Offset::Beginning)
+            .add_partition_offset(topic, p, Offset::Beginning)
             .unwrap();
     }
     consumer.assign(&assignment).unwrap();
@@ -1082,4 +1094,136 @@ fn bad_input_on_a_replication_stream_is_refused_and_replication_carries_on() {
     });
     assert!(identical, "replicas differ: {}", replica_sizes(&cluster));
     cluster.wait_formed(3, FORM_TIMEOUT);
+}
+
+/// The partition line of `topic`-`partition` in a node's `/status`.
+fn partition_line(status: &str, topic: &str, partition: i32) -> Option<String> {
+    let mut lines = status
+        .lines()
+        .map(str::trim_start)
+        .skip_while(|l| !l.starts_with(&format!("topic {topic} ")));
+    lines.next()?;
+    lines
+        .take_while(|l| l.starts_with("partition "))
+        .find(|l| l.starts_with(&format!("partition {partition} ")))
+        .map(str::to_string)
+}
+
+/// Reassignment through the spec: `moving` goes from replicas [1, 2] to
+/// [2, 3] while acks=all writes go on (`min.insync.replicas = 2`). Broker 3
+/// is down when the spec changes, so the reassignment visibly waits (in
+/// `sluiced status` and the metric) with 3 adding and 1 removing, and the
+/// leader 1 still serving. Once 3 returns and catches up into the ISR the
+/// controller completes it: 1 leaves, leadership moves to 2, 1's replica
+/// directory goes, and every acknowledged write is read back once, at its
+/// offset, with the two new replicas' files identical.
+#[test]
+fn a_reassignment_through_the_spec_adds_waits_moves_the_leader_and_removes() {
+    let _serial = serial();
+    let topic = "\n[topics.moving]\npartitions = 1\nreplicas = [[1, 2]]\nmin_insync_replicas = 2\n";
+    let mut cluster = Cluster::start(topic);
+    let active = cluster.wait_formed(3, FORM_TIMEOUT);
+    let line = |cluster: &Cluster| {
+        let active = cluster.active_controller()?;
+        partition_line(&cluster.status(active)?, "moving", 0)
+    };
+    let ready = common::wait_until(Duration::from_secs(20), || {
+        line(&cluster).is_some_and(|l| l.contains("leader=1 ") && l.contains("isr=[1, 2]"))
+    });
+    assert!(ready, "{}", cluster.status(active).unwrap_or_default());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let producer = producer(&cluster);
+    let mut acknowledged: Vec<(String, i64)> = Vec::new();
+    let mut send = |payloads: Vec<String>| {
+        let acked = runtime.block_on(send_to(&producer, "moving", 0, &payloads));
+        let count = acked.len();
+        acknowledged.extend(acked);
+        count
+    };
+    let before: Vec<String> = (0..200).map(|i| format!("before-{i}")).collect();
+    assert_eq!(send(before), 200, "{}", cluster.logs());
+
+    cluster.kill(3);
+    let moved = |spec: &str| spec.replace("replicas = [[1, 2]]", "replicas = [[2, 3]]");
+    let spec3 = cluster.node_spec_path(3);
+    let text = std::fs::read_to_string(&spec3).unwrap();
+    std::fs::write(&spec3, moved(&text)).unwrap();
+    cluster.reload(1, moved);
+    cluster.reload(2, moved);
+    let waiting = common::wait_until(Duration::from_secs(20), || {
+        line(&cluster).is_some_and(|l| {
+            l.contains("replicas=[2, 3, 1]")
+                && l.contains("reassigning adding=[3] removing=[1]")
+                && l.contains("leader=1 ")
+        })
+    });
+    let status = cluster
+        .active_controller()
+        .and_then(|a| cluster.status(a))
+        .unwrap_or_default();
+    assert!(waiting, "{status}\n{}", cluster.logs());
+    assert!(status.contains("reassigning partitions: 1"), "{status}");
+    let gauge = "sluice_cluster_reassigning_partitions";
+    let now = cluster
+        .active_controller()
+        .and_then(|a| cluster.gauge(a, gauge));
+    assert_eq!(now, Some(1.0), "{gauge} while 3 is away");
+    let during: Vec<String> = (0..100).map(|i| format!("during-{i}")).collect();
+    assert_eq!(send(during), 100, "writes go on while reassigning");
+
+    let returned = Instant::now();
+    cluster.spawn(3);
+    let mut round = 0;
+    let done = |cluster: &Cluster| {
+        line(cluster).is_some_and(|l| {
+            l.contains("replicas=[2, 3] ") && l.contains("isr=[2, 3]") && !l.contains("reassigning")
+        })
+    };
+    while !done(&cluster) && returned.elapsed() < Duration::from_secs(60) {
+        round += 1;
+        let written = send(vec![format!("moving-{round}")]);
+        assert_eq!(written, 1, "an acks=all write failed while moving");
+    }
+    let completed = returned.elapsed();
+    assert!(done(&cluster), "{}", cluster.logs());
+    println!(
+        "figure: reassignment [1, 2] -> [2, 3] completed {:.3} s after broker 3 returned ({round} writes meanwhile, none failed)",
+        completed.as_secs_f64()
+    );
+    let final_line = line(&cluster).unwrap();
+    assert!(final_line.contains("leader=2 "), "{final_line}");
+    let after: Vec<String> = (0..100).map(|i| format!("after-{i}")).collect();
+    assert_eq!(send(after), 100, "{}", cluster.logs());
+
+    let gone = common::wait_until(Duration::from_secs(20), || {
+        !cluster.data_dir(1).join("moving-0").exists()
+    });
+    assert!(gone, "node 1 kept its replica:\n{}", cluster.log(1));
+    assert!(cluster.log(1).contains("partition_retired"));
+    let zero = common::wait_until(Duration::from_secs(10), || {
+        cluster
+            .active_controller()
+            .and_then(|a| cluster.gauge(a, gauge))
+            == Some(0.0)
+    });
+    assert!(zero, "{gauge} did not return to 0");
+    let same = common::wait_until(Duration::from_secs(20), || {
+        replica_bytes(&cluster.data_dir(2), "moving", 0)
+            == replica_bytes(&cluster.data_dir(3), "moving", 0)
+    });
+    assert!(same, "replicas 2 and 3 differ:\n{}", cluster.logs());
+
+    let seen = consume_topic(&cluster, 2, "moving", 1, acknowledged.len());
+    let read: BTreeMap<String, i64> = seen
+        .get(&0)
+        .into_iter()
+        .flatten()
+        .map(|(offset, payload)| (payload.clone(), *offset))
+        .collect();
+    let total = seen.get(&0).map_or(0, Vec::len);
+    assert_eq!(total, read.len(), "a payload was read twice");
+    for (payload, offset) in &acknowledged {
+        assert_eq!(read.get(payload), Some(offset), "{payload}");
+    }
+    drop(producer);
 }

@@ -571,7 +571,7 @@ fn reload_cluster(
     member: &sluice::cluster::ClusterMember,
     config: Option<&std::path::Path>,
 ) {
-    let Some(spec) = load_reloaded(config) else {
+    let Some(spec) = load_reloaded(config, false) else {
         return;
     };
     let m = sluice::metrics::metrics();
@@ -796,7 +796,9 @@ async fn reload_on_sighup(broker: Arc<Broker>, config: Option<PathBuf>, mut hang
 /// One reload; true when the new spec was valid and servable (whatever it changed).
 /// Reads and checks the spec for a reload; `None` (logged, counted) when
 /// it is invalid or needs what this build cannot serve.
-fn load_reloaded(config: Option<&std::path::Path>) -> Option<ClusterSpec> {
+/// `single_node`: a single node refuses a spec only a cluster serves; a
+/// cluster member takes replicated topics, of course.
+fn load_reloaded(config: Option<&std::path::Path>, single_node: bool) -> Option<ClusterSpec> {
     let origin = spec_origin(config);
     tracing::info!(event = "reload_started", file = %origin);
     let loaded = match config {
@@ -822,7 +824,7 @@ fn load_reloaded(config: Option<&std::path::Path>) -> Option<ClusterSpec> {
     };
     // Refused whole: applying only the parts a single node can serve would
     // leave a running spec that claims replication it does not do.
-    if let Err(reasons) = refuse_unservable(&spec, &origin) {
+    if single_node && let Err(reasons) = refuse_unservable(&spec, &origin) {
         for line in reasons.lines() {
             tracing::error!(event = "reload_unservable", error = %line);
         }
@@ -833,7 +835,7 @@ fn load_reloaded(config: Option<&std::path::Path>) -> Option<ClusterSpec> {
 }
 
 fn reload(broker: &Broker, config: Option<&std::path::Path>) -> bool {
-    let Some(spec) = load_reloaded(config) else {
+    let Some(spec) = load_reloaded(config, true) else {
         return false;
     };
     let actions = config::diff_specs(&broker.spec(), &spec, broker.node_id());

@@ -144,6 +144,89 @@ impl Broker {
         Ok(())
     }
 
+    /// The hosted partitions of topic `name` (id `id`) that the controller
+    /// no longer places here, a reassignment having moved them away: each
+    /// takes the leadership the controller gave it (`moved_to`: never this
+    /// broker's), so acks=all waits answer NOT_LEADER_OR_FOLLOWER at once,
+    /// leaves the topic, and has its log closed (a fetch or request holding
+    /// it may still read; changes are refused); its checkpoint entries go,
+    /// durably, and then its directory. Returns the partitions retired.
+    pub fn retire_partitions(
+        &self,
+        name: &str,
+        id: Uuid,
+        placed: &BTreeSet<i32>,
+        moved_to: &dyn Fn(i32) -> Leadership,
+    ) -> Result<Vec<i32>, AssignmentError> {
+        if !self.member {
+            return Err(AssignmentError::NotAMember);
+        }
+        let _serial = self.assignments.lock().expect("assignments lock poisoned");
+        let Some(open) = self.topic(name).filter(|topic| topic.id == id) else {
+            return Ok(Vec::new());
+        };
+        let (kept, leaving): (BTreeMap<i32, Arc<super::Partition>>, Vec<_>) = {
+            let (kept, leaving): (Vec<_>, Vec<_>) = open
+                .hosted
+                .iter()
+                .map(|(index, partition)| (*index, partition.clone()))
+                .partition(|(index, _)| placed.contains(index));
+            (kept.into_iter().collect(), leaving)
+        };
+        if leaving.is_empty() {
+            return Ok(Vec::new());
+        }
+        let retire = |reason: String| AssignmentError::Retire {
+            topic: name.to_string(),
+            reason,
+        };
+        let topic = Topic::assigned(
+            open.name.clone(),
+            open.id,
+            open.origin,
+            open.config.clone(),
+            open.partition_count,
+            kept,
+        );
+        self.topics
+            .write()
+            .expect("topics lock poisoned")
+            .insert(name.to_string(), Arc::new(topic));
+        for (index, partition) in &leaving {
+            let leadership = moved_to(*index);
+            assert!(
+                !leadership.is_leader(),
+                "{partition:?} moved away, not led here"
+            );
+            let no_set = ReplicaSet {
+                replicas: Vec::new(),
+                isr: Vec::new(),
+                leader_epoch: leadership.epoch(),
+                partition_epoch: -1,
+            };
+            partition
+                .set_assignment(leadership, self.node_id(), no_set)
+                .map_err(|e| retire(e.to_string()))?;
+            partition
+                .close(now_ms())
+                .map_err(|e| retire(e.to_string()))?;
+            let dir = super::topic::partition_dir(&self.data_dir, name, *index);
+            self.checkpoints().forget(&dir);
+        }
+        self.checkpoints()
+            .write(now_ms(), true)
+            .map_err(|e| retire(e.to_string()))?;
+        let mut retired = Vec::with_capacity(leaving.len());
+        for (index, _) in &leaving {
+            let dir = super::topic::partition_dir(&self.data_dir, name, *index);
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| retire(format!("removing {}: {e}", dir.display())))?;
+            tracing::info!(event = "partition_retired", topic = %name, partition = index);
+            retired.push(*index);
+        }
+        Ok(retired)
+    }
+
     /// Brings one topic to `assignment`, idempotently: opens the logs of
     /// hosted partitions not open yet (directories `<topic>-<index>`,
     /// recovered as at startup), applies the settings, and sets each hosted
@@ -151,9 +234,9 @@ impl Broker {
     /// in the leader-epoch cache at the log end; an epoch never moves back:
     /// that panics, see `Partition::set_leadership`).
     ///
-    /// Nothing stops being hosted yet: a partition open here but missing
-    /// from `assignment.hosted`, a smaller partition count or another topic
-    /// id is kept or refused; removal comes with reassignment and deletion.
+    /// Nothing stops being hosted here: a partition open here but missing
+    /// from `assignment.hosted` is `retire_partitions`' job, a smaller
+    /// partition count or another topic id is refused.
     /// Nothing goes to the topic registry either: in a cluster the metadata
     /// log is the record of topics.
     ///

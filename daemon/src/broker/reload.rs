@@ -61,6 +61,9 @@ impl Broker {
                 self.update_topic_config(topic, config.clone())
             }
             ReloadAction::UpdateTopicDefaults { .. } => self.refresh_api_topic_configs(&spec),
+            // Validation holds a single node's replicas to its one broker:
+            // the placement is the same written another way.
+            ReloadAction::Reassign { .. } => Ok(()),
             ReloadAction::DeleteTopic { topic } => self.delete_topic(topic),
             ReloadAction::KeepRemovedTopic { topic } => {
                 self.release_topic_to_defaults(&spec, topic)

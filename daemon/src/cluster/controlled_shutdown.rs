@@ -76,6 +76,8 @@ mod tests {
                     leader,
                     leader_epoch: 1,
                     partition_epoch: 1,
+                    adding: Vec::new(),
+                    removing: Vec::new(),
                 },
             },
             Record::CreateTopic {
@@ -93,6 +95,8 @@ mod tests {
                     leader: NO_LEADER,
                     leader_epoch: 0,
                     partition_epoch: 0,
+                    adding: Vec::new(),
+                    removing: Vec::new(),
                 },
             },
         ]);

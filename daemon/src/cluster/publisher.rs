@@ -8,7 +8,7 @@
 //! controller stops answering as leader before the controller gives the
 //! partition to anyone else.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,6 +20,7 @@ use crate::broker::{
     ViewTopic,
 };
 use crate::controller::image::MetadataImage;
+use crate::controller::reassign::target;
 use crate::controller::records::{BrokerId, NO_LEADER};
 
 /// What Metadata shows: unfenced brokers only; as controller, the active
@@ -134,9 +135,28 @@ pub fn assignments(
                 replication_factor: topic
                     .partitions
                     .first()
-                    .map_or(1, |p| i16::try_from(p.replicas.len()).unwrap_or(i16::MAX)),
+                    .map_or(1, |p| i16::try_from(target(p).len()).unwrap_or(i16::MAX)),
                 hosted,
             })
+        })
+        .collect()
+}
+
+/// Every topic of the image (name, id) with the partitions it places on
+/// `self_id`: a partition open here and not among them was moved away.
+pub fn placed_here(
+    image: &MetadataImage,
+    self_id: BrokerId,
+) -> Vec<(String, uuid::Uuid, BTreeSet<i32>)> {
+    image
+        .topics()
+        .map(|topic| {
+            let placed = (0..)
+                .zip(&topic.partitions)
+                .filter(|(_, state)| state.replicas.contains(&self_id))
+                .map(|(index, _)| index)
+                .collect();
+            (topic.name.clone(), topic.topic_id, placed)
         })
         .collect()
 }
@@ -197,6 +217,19 @@ pub async fn serve_image(
                     lease_valid,
                 ));
                 fetcher.follow(&target, &current);
+                // After the fetcher let go of them.
+                for (name, id, placed) in placed_here(&current, self_id) {
+                    let moved_to = |index: i32| {
+                        let state = current.partition(&id, index);
+                        Leadership::NotLeader {
+                            leader: state.map(|s| s.leader).filter(|l| *l != NO_LEADER),
+                            epoch: state.map_or(0, |s| s.leader_epoch),
+                        }
+                    };
+                    if let Err(error) = target.retire_partitions(&name, id, &placed, &moved_to) {
+                        tracing::error!(event = "partition_retire_failed", topic = %name, %error);
+                    }
+                }
                 groups.follow_leadership(&target);
             })
             .await;
@@ -236,6 +269,8 @@ mod tests {
             leader,
             leader_epoch: 3,
             partition_epoch: 4,
+            adding: Vec::new(),
+            removing: Vec::new(),
         };
         let mut records = vec![
             Record::RegisterBroker(registration(1, 1)),

@@ -14,6 +14,7 @@ use super::lifecycle::Membership;
 use super::runtime::MemberStatus;
 use crate::controller::image::MetadataImage;
 use crate::controller::quorum::Role;
+use crate::controller::reassign::{is_reassigning, reassigning_count};
 use crate::controller::service::StatusReader;
 
 /// Everything a status answer reads; cheap to clone into the HTTP task.
@@ -81,6 +82,7 @@ impl StatusSource {
 
 /// The image as a few tables.
 pub fn render_image(out: &mut String, image: &MetadataImage) {
+    let _ = writeln!(out, "reassigning partitions: {}", reassigning_count(image));
     let _ = writeln!(out, "brokers:");
     for entry in image.brokers() {
         let registration = &entry.registration;
@@ -114,9 +116,16 @@ pub fn render_image(out: &mut String, image: &MetadataImage) {
                 id if id >= 0 => id.to_string(),
                 _ => "none(offline)".to_string(),
             };
+            let reassigning = match is_reassigning(state) {
+                true => format!(
+                    " reassigning adding={:?} removing={:?}",
+                    state.adding, state.removing
+                ),
+                false => String::new(),
+            };
             let _ = writeln!(
                 out,
-                "    partition {index} leader={leader} leader_epoch={} partition_epoch={} replicas={:?} isr={:?}",
+                "    partition {index} leader={leader} leader_epoch={} partition_epoch={} replicas={:?} isr={:?}{reassigning}",
                 state.leader_epoch, state.partition_epoch, state.replicas, state.isr
             );
         }

@@ -37,6 +37,14 @@ pub enum ReloadAction {
     UpdateTopicDefaults {
         changes: Vec<SettingChange>,
     },
+    /// The replicas of existing partitions change (an explicit list or the
+    /// replication factor): the controller reassigns them, adding the new
+    /// replicas, waiting until they are in sync, then removing the old.
+    Reassign {
+        topic: String,
+        from: String,
+        to: String,
+    },
     /// Removed from the file while it had `allow_delete = true`.
     DeleteTopic {
         topic: String,
@@ -89,6 +97,9 @@ impl fmt::Display for ReloadAction {
             } => write!(f, "update topic {topic}: {}", changes(c)),
             Self::UpdateTopicDefaults { changes: c } => {
                 write!(f, "update topic defaults: {}", changes(c))
+            }
+            Self::Reassign { topic, from, to } => {
+                write!(f, "reassign topic {topic}: {from} -> {to}")
             }
             Self::DeleteTopic { topic } => write!(f, "delete topic {topic}"),
             Self::KeepRemovedTopic { topic } => {
@@ -197,10 +208,14 @@ fn topic_actions(old: &ClusterSpec, new: &ClusterSpec, topic: &str) -> Vec<Reloa
     if new_config.replication_factor != old_config.replication_factor
         || new_config.replicas != old_config.replicas
     {
-        actions.push(ReloadAction::Refused {
-            key: format!("topics.{topic}.replicas"),
-            reason: "replica reassignment is not built yet; restore the replicas and replication_factor the topic was created with"
-                .to_string(),
+        let placement = |config: &TopicConfig| match &config.replicas {
+            Some(lists) => format!("{lists:?}"),
+            None => format!("replication_factor {}", config.replication_factor),
+        };
+        actions.push(ReloadAction::Reassign {
+            topic: topic.to_string(),
+            from: placement(&old_config),
+            to: placement(&new_config),
         });
     }
     let changes = setting_changes(&old_config, &new_config);
@@ -360,6 +375,21 @@ mod tests {
         );
         assert!(
             matches!(&actions[..], [ReloadAction::Refused { key, .. }] if key == "topics.t.partitions")
+        );
+    }
+
+    #[test]
+    fn changed_replicas_are_a_live_reassignment() {
+        let actions = diff_specs(
+            &spec("[topics.t]\npartitions = 1\nreplicas = [[1]]\n"),
+            &spec("[topics.t]\npartitions = 1\n"),
+            1,
+        );
+        assert!(actions.iter().all(ReloadAction::is_live), "{actions:?}");
+        let text: Vec<String> = actions.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            text,
+            vec!["reassign topic t: [[1]] -> replication_factor 1".to_string()]
         );
     }
 

@@ -332,6 +332,8 @@ mod tests {
                 leader: 1,
                 leader_epoch: 4,
                 partition_epoch: 9,
+                adding: Vec::new(),
+                removing: Vec::new(),
             },
         });
         image.apply(1, &RecordBatch::new(records)).unwrap();
@@ -511,6 +513,8 @@ mod tests {
                     leader: 1,
                     leader_epoch: 4,
                     partition_epoch: 10,
+                    adding: Vec::new(),
+                    removing: Vec::new(),
                 },
             },
         ]);
@@ -530,6 +534,8 @@ mod tests {
                     leader: NO_LEADER,
                     leader_epoch: 5,
                     partition_epoch: 11,
+                    adding: Vec::new(),
+                    removing: Vec::new(),
                 },
             },
         ]);

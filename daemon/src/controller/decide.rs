@@ -91,9 +91,11 @@ fn unclean_allowed(topic: &TopicEntry) -> bool {
 }
 
 /// An election from `isr`; when it finds nobody and `unclean` allows, the
-/// first eligible replica alone: (ISR, leader).
-fn elect(
+/// first eligible replica alone: (ISR, leader). A replica a reassignment is
+/// adding is never elected uncleanly: it may hold nothing at all.
+pub(super) fn elect(
     replicas: &[BrokerId],
+    adding: &[BrokerId],
     isr: Vec<BrokerId>,
     eligible: impl Fn(BrokerId) -> bool,
     unclean: bool,
@@ -102,7 +104,11 @@ fn elect(
     if leader != NO_LEADER || !unclean {
         return (isr, leader);
     }
-    match replicas.iter().copied().find(|id| eligible(*id)) {
+    match replicas
+        .iter()
+        .copied()
+        .find(|id| eligible(*id) && !adding.contains(id))
+    {
         Some(leader) => (vec![leader], leader),
         None => (isr, NO_LEADER),
     }
@@ -146,6 +152,8 @@ pub fn change_partition(
         leader,
         leader_epoch: old.leader_epoch.saturating_add(leader_moved),
         partition_epoch: old.partition_epoch.saturating_add(1),
+        adding: old.adding.clone(),
+        removing: old.removing.clone(),
     };
     assert!(new.partition_epoch > old.partition_epoch || old.partition_epoch == i32::MAX);
     Some(new)
@@ -342,7 +350,7 @@ fn fence_records(image: &MetadataImage, entry: &BrokerEntry, reason: FenceReason
                 state.leader != broker_id && isr.contains(&state.leader) && eligible(state.leader);
             let (isr, leader) = match stays {
                 true => (isr, state.leader),
-                false => elect(&state.replicas, isr, eligible, unclean),
+                false => elect(&state.replicas, &state.adding, isr, eligible, unclean),
             };
             assert_ne!(leader, broker_id);
             if let Some(state) = change_partition(state, isr, leader) {
@@ -392,7 +400,13 @@ fn unfence_records(image: &MetadataImage, entry: &BrokerEntry) -> Vec<Record> {
             if state.leader != NO_LEADER || !concerned {
                 continue;
             }
-            let (isr, leader) = elect(&state.replicas, state.isr.clone(), eligible, unclean);
+            let (isr, leader) = elect(
+                &state.replicas,
+                &state.adding,
+                state.isr.clone(),
+                eligible,
+                unclean,
+            );
             if let Some(state) = change_partition(state, isr, leader) {
                 records.push(Record::PartitionChange {
                     topic_id: topic.topic_id,
@@ -489,6 +503,8 @@ pub(super) fn partition_records(
                 replicas,
                 leader_epoch: 0,
                 partition_epoch: 0,
+                adding: Vec::new(),
+                removing: Vec::new(),
             },
         })
         .collect()

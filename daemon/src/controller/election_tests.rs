@@ -232,6 +232,8 @@ fn unclean_elections_are_leaders_from_outside_the_isr_just_before() {
             leader,
             leader_epoch,
             partition_epoch,
+            adding: Vec::new(),
+            removing: Vec::new(),
         }
     };
     let change = |state: PartitionState| Record::PartitionChange {

@@ -384,8 +384,11 @@ impl MetadataImage {
             partition,
             why,
         })?;
-        let same_but_epochs =
-            slot.replicas == state.replicas && slot.isr == state.isr && slot.leader == state.leader;
+        let same_but_epochs = slot.replicas == state.replicas
+            && slot.isr == state.isr
+            && slot.leader == state.leader
+            && slot.adding == state.adding
+            && slot.removing == state.removing;
         if same_but_epochs {
             return Err(ApplyReason::NoChange {
                 topic: name,
@@ -666,7 +669,9 @@ impl MetadataImage {
 }
 
 /// Shape rules of any partition state: replicas non-empty and distinct,
-/// the ISR a non-empty subset of them, the leader in the ISR or none.
+/// the ISR a non-empty subset of them, the leader in the ISR or none; a
+/// reassignment's adding and removing replicas distinct replicas, apart,
+/// and not every replica removed.
 pub fn check_partition_state(state: &PartitionState) -> Result<(), &'static str> {
     let replicas: BTreeSet<BrokerId> = state.replicas.iter().copied().collect();
     if state.replicas.is_empty() || state.replicas.len() > REPLICAS_MAX {
@@ -687,6 +692,19 @@ pub fn check_partition_state(state: &PartitionState) -> Result<(), &'static str>
     }
     if state.leader_epoch < 0 || state.partition_epoch < 0 {
         return Err("epochs must not be negative");
+    }
+    let adding: BTreeSet<BrokerId> = state.adding.iter().copied().collect();
+    let removing: BTreeSet<BrokerId> = state.removing.iter().copied().collect();
+    if adding.len() != state.adding.len() || removing.len() != state.removing.len() {
+        return Err("adding and removing replicas must be distinct");
+    }
+    if !adding.is_subset(&replicas) || !removing.is_subset(&replicas) {
+        return Err("adding and removing replicas must be replicas");
+    }
+    if !adding.is_disjoint(&removing) || removing.len() >= replicas.len() {
+        return Err(
+            "a reassignment must keep at least one replica and not both add and remove one",
+        );
     }
     Ok(())
 }

@@ -22,6 +22,7 @@ pub mod node;
 pub mod placement;
 pub mod plan;
 pub mod quorum;
+pub mod reassign;
 pub mod records;
 pub mod rpc;
 pub mod service;

@@ -548,6 +548,7 @@ impl ControllerNode {
             }
         }
         self.decide_alter_partitions(&mut round, &mut waiters);
+        complete_reassignments(&mut round);
         self.decide_topic_changes(&mut round, &mut waiters);
         let round_index = round.index;
         let Some((batch, unclean)) = round.finish() else {
@@ -857,6 +858,35 @@ impl ControllerNode {
                 outcome,
             }),
         ));
+    }
+}
+
+/// Every reassignment whose adding replicas are all in the ISR now
+/// completes (reassign.rs), in this round.
+fn complete_reassignments(round: &mut Round) {
+    let records = super::reassign::completions(round.image());
+    let done: Vec<(uuid::Uuid, i32, Vec<BrokerId>)> = records
+        .iter()
+        .filter_map(|record| match record {
+            Record::PartitionChange {
+                topic_id,
+                partition,
+                state,
+            } => Some((*topic_id, *partition, state.replicas.clone())),
+            _ => None,
+        })
+        .collect();
+    if done.is_empty() || !round.add(RecordBatch::new(records)) {
+        return;
+    }
+    for (topic_id, partition, replicas) in done {
+        let topic = round.image().topic(&topic_id).map(|t| t.name.clone());
+        tracing::info!(
+            event = "reassignment_completing",
+            topic = topic.as_deref().unwrap_or("?"),
+            partition,
+            ?replicas
+        );
     }
 }
 

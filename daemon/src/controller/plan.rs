@@ -5,7 +5,9 @@
 //! removed); settings are set or removed to match the file; a declared
 //! topic gone from the file is deleted only if the file it was declared in
 //! opted in (`allow_delete`). Topics created through the API are left as
-//! they are. Placement of existing partitions never moves.
+//! they are. Existing partitions move only when the spec changes their
+//! replicas (an explicit list, or the replication factor): that starts a
+//! reassignment (reassign.rs).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -13,6 +15,7 @@ use super::decide::{NewTopic, add_partitions, create_topic};
 use super::error::DecideError;
 use super::image::MetadataImage;
 use super::placement::PlacementBroker;
+use super::reassign::plan_reassignments;
 use super::records::{BrokerId, Record, RecordBatch};
 
 /// The spec as the controller wants it in the metadata log.
@@ -90,6 +93,10 @@ pub fn plan_spec(
                 Ok(batch) => records.extend(batch.records),
                 Err(error) => skip(&topic.name, error),
             }
+        }
+        match plan_reassignments(image, existing, topic, &desired.brokers) {
+            Ok(changes) => records.extend(changes),
+            Err(error) => skip(&topic.name, error),
         }
         records.extend(setting_changes(
             existing.topic_id,
@@ -255,6 +262,136 @@ mod tests {
         );
         assert_eq!(image.topic_by_name("d").unwrap().partitions.len(), 3);
         assert_eq!(image.applied_spec().unwrap().hash, "0000000000000002");
+    }
+
+    /// Brokers 1 to 4 registered and unfenced.
+    fn four_brokers() -> MetadataImage {
+        use crate::controller::tests::registration;
+        let mut records: Vec<Record> = (1..=4)
+            .map(|id| Record::RegisterBroker(registration(id, 1)))
+            .collect();
+        records.extend((1..=4).map(|broker_id| Record::UnfenceBroker {
+            broker_id,
+            broker_epoch: 1,
+        }));
+        let mut image = MetadataImage::default();
+        image.apply(1, &RecordBatch::new(records)).unwrap();
+        image
+    }
+
+    fn moved(
+        mut desired: DesiredSpec,
+        hash: &str,
+        lists: Option<Vec<Vec<BrokerId>>>,
+        rf: i16,
+    ) -> DesiredSpec {
+        desired.hash = hash.into();
+        desired.brokers = declared(&[(1, None), (2, None), (3, None), (4, None)]);
+        desired.topics[0].replicas = lists;
+        desired.topics[0].replication_factor = rf;
+        desired
+    }
+
+    /// A changed replica list starts a reassignment that keeps the old
+    /// replicas; it completes once the added one is in the ISR, and the
+    /// removed leader hands over.
+    #[test]
+    fn a_changed_replica_list_adds_waits_for_the_isr_then_removes() {
+        use crate::controller::decide::change_partition;
+        use crate::controller::reassign::{completions, is_reassigning};
+        let mut image = four_brokers();
+        let first = moved(
+            spec("0000000000000001", vec![topic("a", 1, 1, &[])], &[]),
+            "0000000000000001",
+            Some(vec![vec![1, 2]]),
+            2,
+        );
+        applied(&mut image, &first);
+        let a = image.topic_by_name("a").unwrap().topic_id;
+        let before = image.partition(&a, 0).unwrap().clone();
+        assert_eq!((before.replicas.clone(), before.leader), (vec![1, 2], 1));
+        assert!(completions(&image).is_empty());
+
+        applied(
+            &mut image,
+            &moved(first.clone(), "0000000000000002", Some(vec![vec![2, 3]]), 2),
+        );
+        let started = image.partition(&a, 0).unwrap().clone();
+        assert_eq!(started.replicas, vec![2, 3, 1]);
+        assert_eq!(
+            (started.adding.clone(), started.removing.clone()),
+            (vec![3], vec![1])
+        );
+        assert_eq!(started.leader, 1, "the leader stays while 3 catches up");
+        assert!(completions(&image).is_empty(), "3 is not in the ISR yet");
+
+        // The leader's AlterPartition brings 3 in.
+        let expanded = change_partition(&started, vec![1, 2, 3], 1).unwrap();
+        let next = image.applied_index() + 1;
+        image
+            .apply(
+                next,
+                &RecordBatch::new(vec![Record::PartitionChange {
+                    topic_id: a,
+                    partition: 0,
+                    state: expanded,
+                }]),
+            )
+            .unwrap();
+        let done = completions(&image);
+        assert_eq!(done.len(), 1);
+        let next = image.applied_index() + 1;
+        image.apply(next, &RecordBatch::new(done)).unwrap();
+        image.check_invariants();
+        let after = image.partition(&a, 0).unwrap();
+        assert_eq!(
+            (after.replicas.clone(), after.isr.clone()),
+            (vec![2, 3], vec![2, 3])
+        );
+        assert_eq!(after.leader, 2);
+        assert_eq!(after.leader_epoch, before.leader_epoch + 1);
+        assert!(!is_reassigning(after));
+    }
+
+    /// Without explicit lists, a bigger replication factor adds the least
+    /// loaded declared broker and a smaller one drops the last replica.
+    #[test]
+    fn a_changed_replication_factor_grows_or_cuts_the_replicas() {
+        let mut image = four_brokers();
+        let first = moved(
+            spec("0000000000000001", vec![topic("a", 1, 1, &[])], &[]),
+            "0000000000000001",
+            Some(vec![vec![1, 2]]),
+            2,
+        );
+        applied(&mut image, &first);
+        let a = image.topic_by_name("a").unwrap().topic_id;
+        applied(
+            &mut image,
+            &moved(first.clone(), "0000000000000002", None, 3),
+        );
+        let grown = image.partition(&a, 0).unwrap().clone();
+        assert_eq!(grown.replicas, vec![1, 2, 3]);
+        assert_eq!(grown.adding, vec![3]);
+
+        let mut image = four_brokers();
+        applied(&mut image, &first);
+        applied(&mut image, &moved(first, "0000000000000003", None, 1));
+        let cut = image.partition(&a, 0).unwrap();
+        assert_eq!(
+            (cut.replicas.clone(), cut.removing.clone()),
+            (vec![1, 2], vec![2])
+        );
+        let (batch, skipped) = plan_spec(
+            &image,
+            &moved(
+                spec("0000000000000004", vec![topic("a", 1, 1, &[])], &[]),
+                "0000000000000004",
+                None,
+                5,
+            ),
+        );
+        assert_eq!(skipped.len(), 1, "5 replicas of 4 brokers: {batch:?}");
     }
 
     #[test]

@@ -27,8 +27,17 @@ pub const NO_LEADER: BrokerId = -1;
 
 const MAGIC: &[u8; 4] = b"SLMB";
 pub const FORMAT_VERSION: u8 = 1;
-/// Every record kind is at version 1 so far.
+/// Partition records are at version 2 (version 1 had no reassignment
+/// lists, read as none); every other kind is at version 1.
+const PARTITION_RECORD_VERSION: u8 = 2;
 const RECORD_VERSION: u8 = 1;
+
+fn record_version(kind: u8) -> u8 {
+    match kind {
+        6 | 7 => PARTITION_RECORD_VERSION,
+        _ => RECORD_VERSION,
+    }
+}
 const HEADER_BYTES: usize = 4 + 1 + 4 + 2;
 const RECORD_HEADER_BYTES: usize = 1 + 1 + 4;
 
@@ -101,12 +110,18 @@ pub struct BrokerRegistration {
 /// A partition's replication state, whole: changes carry all of it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PartitionState {
-    /// Preferred leader first.
+    /// Preferred leader first. While a reassignment runs (KIP-455), the
+    /// target replicas first and then those being removed.
     pub replicas: Vec<BrokerId>,
     pub isr: Vec<BrokerId>,
     pub leader: BrokerId,
     pub leader_epoch: i32,
     pub partition_epoch: i32,
+    /// Replicas a reassignment adds: not yet counted as placed here until
+    /// they are in the ISR, never elected uncleanly.
+    pub adding: Vec<BrokerId>,
+    /// Replicas a reassignment removes once every adding one is in sync.
+    pub removing: Vec<BrokerId>,
 }
 
 /// One change to the cluster's metadata (plan §5.2).
@@ -306,7 +321,7 @@ pub(super) const SETTINGS_LIMITS: (usize, usize, usize) = (
 fn encode_record(out: &mut Writer, record: &Record) -> Result<(), CodecError> {
     let (kind, _) = kind_of(record);
     out.u8(kind);
-    out.u8(RECORD_VERSION);
+    out.u8(record_version(kind));
     let length_at = out.bytes.len();
     out.u32(0); // body length, patched below
     encode_body(out, record)?;
@@ -389,6 +404,7 @@ fn encode_topic_body(out: &mut Writer, record: &Record) -> Result<(), CodecError
             out.uuid(topic_id);
             out.i32(*partition);
             encode_partition_state(out, state)?;
+            encode_reassignment(out, state)?;
         }
         Record::TopicConfig {
             topic_id,
@@ -429,6 +445,26 @@ pub(super) fn encode_partition_state(
     Ok(())
 }
 
+/// The reassignment lists, after `encode_partition_state` where the format
+/// has them (partition records from version 2, snapshots from version 2;
+/// not the AlterPartition answer, which needs only the ISR and epochs).
+pub(super) fn encode_reassignment(
+    out: &mut Writer,
+    state: &PartitionState,
+) -> Result<(), CodecError> {
+    out.i32_list("adding replicas", &state.adding, REPLICAS_MAX)?;
+    out.i32_list("removing replicas", &state.removing, REPLICAS_MAX)
+}
+
+pub(super) fn decode_reassignment(
+    body: &mut Reader<'_>,
+    mut state: PartitionState,
+) -> Result<PartitionState, CodecError> {
+    state.adding = body.i32_list("adding replicas", REPLICAS_MAX)?;
+    state.removing = body.i32_list("removing replicas", REPLICAS_MAX)?;
+    Ok(state)
+}
+
 fn decode_record(reader: &mut Reader<'_>) -> Result<Record, CodecError> {
     let kind = reader.u8("record kind")?;
     let name = usize::from(kind)
@@ -437,22 +473,29 @@ fn decode_record(reader: &mut Reader<'_>) -> Result<Record, CodecError> {
         .copied()
         .ok_or(CodecError::UnknownKind(kind))?;
     let version = reader.u8("record version")?;
-    if version != RECORD_VERSION {
+    if !(1..=record_version(kind)).contains(&version) {
         return Err(CodecError::UnsupportedRecordVersion {
             kind: name,
             found: version,
-            supported: RECORD_VERSION,
+            supported: record_version(kind),
         });
     }
     let body_bytes = reader.u32("record length")? as usize;
     let mut body = Reader::new(reader.take(name, body_bytes)?);
-    let record = decode_body(&mut body, kind)?;
+    let record = decode_body(&mut body, kind, version)?;
     body.finish(name)?;
     assert_eq!(kind_of(&record), (kind, name));
     Ok(record)
 }
 
-fn decode_body(body: &mut Reader<'_>, kind: u8) -> Result<Record, CodecError> {
+fn decode_body(body: &mut Reader<'_>, kind: u8, version: u8) -> Result<Record, CodecError> {
+    let partition_state = |body: &mut Reader<'_>| {
+        let state = decode_partition_state(body)?;
+        match version {
+            1 => Ok(state),
+            _ => decode_reassignment(body, state),
+        }
+    };
     Ok(match kind {
         1 => Record::RegisterBroker(decode_registration(body)?),
         2 => Record::FenceBroker {
@@ -477,12 +520,12 @@ fn decode_body(body: &mut Reader<'_>, kind: u8) -> Result<Record, CodecError> {
         6 => Record::CreatePartition {
             topic_id: body.uuid("topic id")?,
             partition: body.i32("partition")?,
-            state: decode_partition_state(body)?,
+            state: partition_state(body)?,
         },
         7 => Record::PartitionChange {
             topic_id: body.uuid("topic id")?,
             partition: body.i32("partition")?,
-            state: decode_partition_state(body)?,
+            state: partition_state(body)?,
         },
         8 => Record::TopicConfig {
             topic_id: body.uuid("topic id")?,
@@ -526,6 +569,8 @@ pub(super) fn decode_partition_state(body: &mut Reader<'_>) -> Result<PartitionS
         leader: body.i32("leader")?,
         leader_epoch: body.i32("leader epoch")?,
         partition_epoch: body.i32("partition epoch")?,
+        adding: Vec::new(),
+        removing: Vec::new(),
     })
 }
 

@@ -647,6 +647,8 @@ mod tests {
                     leader: 3,
                     leader_epoch: i32::MAX,
                     partition_epoch: 12,
+                    adding: Vec::new(),
+                    removing: Vec::new(),
                 }),
             }),
             ClusterMessage::Reply(Reply {

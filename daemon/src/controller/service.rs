@@ -19,6 +19,7 @@ use super::image::MetadataImage;
 use super::node::{ControllerNode, NodeError};
 use super::plan::DesiredSpec;
 use super::quorum::{QuorumError, Role};
+use super::reassign::reassigning_count;
 use super::records::BrokerId;
 use super::rpc::ClusterMessage;
 use crate::metrics::ControllerFigures;
@@ -234,6 +235,8 @@ fn run(
             applied_index: now_status.applied_index,
             brokers_unfenced: unfenced,
             brokers_fenced: fenced,
+            reassigning_partitions: i64::try_from(reassigning_count(node.image()))
+                .unwrap_or(i64::MAX),
         });
         let unclean = node.unclean_elections();
         metrics

@@ -13,7 +13,9 @@
 //!             has_spec:u8 [spec_hash:string spec_text:string]
 //! broker   := registration (RegisterBroker's body) broker_epoch:i64 fenced:u8
 //! topic    := topic_id:uuid name:string declared:u8 settings
-//!             partition_count:u32 partition_state × partition_count
+//!             partition_count:u32 partition × partition_count
+//! partition := partition_state adding:i32 list removing:i32 list
+//!             (format 1 had no lists: read as no reassignment)
 //! ```
 //! Fields are as in records.rs (big-endian, length-prefixed), and so are the
 //! registration and partition-state layouts, so the two codecs cannot drift
@@ -24,12 +26,13 @@ use super::error::{CodecError, SnapshotError};
 use super::image::{AppliedSpec, BrokerEntry, MetadataImage, TopicEntry};
 use super::records::{
     SETTINGS_LIMITS, SPEC_HASH_BYTES_MAX, SPEC_TEXT_BYTES_MAX, TOPIC_NAME_BYTES_MAX,
-    decode_partition_state, decode_registration, encode_partition_state, encode_registration,
+    decode_partition_state, decode_reassignment, decode_registration, encode_partition_state,
+    encode_reassignment, encode_registration,
 };
 use crate::config::PARTITIONS_MAX;
 
 const MAGIC: &[u8; 4] = b"SLMS";
-pub const SNAPSHOT_FORMAT_VERSION: u8 = 1;
+pub const SNAPSHOT_FORMAT_VERSION: u8 = 2;
 const HEADER_BYTES: usize = 4 + 1 + 4;
 
 /// A snapshot is held in memory whole (raft-rs hands it over as one
@@ -95,6 +98,7 @@ pub(super) fn encode_parts(
         )?;
         for state in &topic.partitions {
             encode_partition_state(&mut out, state)?;
+            encode_reassignment(&mut out, state)?;
         }
         // Stop early rather than build a buffer far past the limit.
         check_size(out.bytes.len())?;
@@ -137,7 +141,8 @@ pub fn decode_image(bytes: &[u8]) -> Result<MetadataImage, SnapshotError> {
             found: header[..4].to_vec(),
         });
     }
-    if header[4] != SNAPSHOT_FORMAT_VERSION {
+    let format = header[4];
+    if !(1..=SNAPSHOT_FORMAT_VERSION).contains(&format) {
         return Err(SnapshotError::UnsupportedFormat {
             found: header[4],
             supported: SNAPSHOT_FORMAT_VERSION,
@@ -162,7 +167,7 @@ pub fn decode_image(bytes: &[u8]) -> Result<MetadataImage, SnapshotError> {
     let count = reader.length("snapshot topics", SNAPSHOT_TOPICS_MAX, TOPIC_BYTES_MIN)?;
     let mut topics = Vec::with_capacity(count);
     for _ in 0..count {
-        topics.push(decode_topic(&mut reader)?);
+        topics.push(decode_topic(&mut reader, format)?);
     }
     let applied_spec = match reader.bool("applied spec")? {
         true => Some(AppliedSpec {
@@ -182,7 +187,7 @@ pub fn decode_image(bytes: &[u8]) -> Result<MetadataImage, SnapshotError> {
     Ok(image)
 }
 
-fn decode_topic(reader: &mut Reader<'_>) -> Result<TopicEntry, CodecError> {
+fn decode_topic(reader: &mut Reader<'_>, format: u8) -> Result<TopicEntry, CodecError> {
     let topic_id = reader.uuid("topic id")?;
     let name = reader.string("topic name", TOPIC_NAME_BYTES_MAX)?;
     let declared = reader.bool("declared")?;
@@ -194,7 +199,11 @@ fn decode_topic(reader: &mut Reader<'_>) -> Result<TopicEntry, CodecError> {
     )?;
     let mut partitions = Vec::with_capacity(count);
     for _ in 0..count {
-        partitions.push(decode_partition_state(reader)?);
+        let state = decode_partition_state(reader)?;
+        partitions.push(match format {
+            1 => state,
+            _ => decode_reassignment(reader, state)?,
+        });
     }
     Ok(TopicEntry {
         topic_id,

@@ -58,6 +58,8 @@ fn led_by(leader: BrokerId, replicas: &[BrokerId], isr: &[BrokerId]) -> Partitio
         leader,
         leader_epoch: 0,
         partition_epoch: 0,
+        adding: Vec::new(),
+        removing: Vec::new(),
     }
 }
 
@@ -246,12 +248,12 @@ fn malformed_snapshots_name_what_is_wrong() {
         Err(SnapshotError::BadMagic { .. })
     ));
     let mut version = bytes.clone();
-    version[4] = 2;
+    version[4] = 3;
     assert_eq!(
         decode_image(&version),
         Err(SnapshotError::UnsupportedFormat {
-            found: 2,
-            supported: 1
+            found: 3,
+            supported: 2
         })
     );
     let mut flipped = bytes.clone();
@@ -409,4 +411,36 @@ proptest! {
             prop_assert_eq!(decode_image(&again), Ok(image));
         }
     }
+}
+
+/// Format 1 had no reassignment lists: such a snapshot still reads, with no
+/// reassignment under way; format 2 keeps the lists.
+#[test]
+fn a_format_1_snapshot_reads_as_no_reassignment_and_format_2_keeps_one() {
+    let mut moving = led_by(0, &[1, 0], &[0]);
+    moving.adding = vec![1];
+    let bytes = snapshot_of(
+        3,
+        0,
+        &[broker(0, 1, false), broker(1, 2, false)],
+        &[topic(1, "a", vec![moving.clone()])],
+        None,
+    );
+    let image = decode_image(&bytes).expect("format 2");
+    assert_eq!(image.topic_by_name("a").unwrap().partitions, vec![moving]);
+
+    let plain = led_by(0, &[0], &[0]);
+    let bytes = snapshot_of(
+        3,
+        0,
+        &[broker(0, 1, false)],
+        &[topic(1, "a", vec![plain.clone()])],
+        None,
+    );
+    // The lists (two empty ones, 2 bytes each) sit before the spec flag.
+    let end = bytes.len();
+    let mut old = [&bytes[..end - 5], &bytes[end - 1..]].concat();
+    old[4] = 1;
+    let image = decode_image(&with_crc(old)).expect("format 1");
+    assert_eq!(image.topic_by_name("a").unwrap().partitions, vec![plain]);
 }

@@ -732,6 +732,8 @@ fn apply_refuses_records_that_break_the_rules() {
         leader: 2,
         leader_epoch: 2,
         partition_epoch: 2,
+        adding: Vec::new(),
+        removing: Vec::new(),
     };
     assert!(matches!(
         refusal(image, vec![change(unregistered)]),
@@ -821,6 +823,8 @@ fn every_kind() -> RecordBatch {
         leader: 3,
         leader_epoch: 4,
         partition_epoch: 9,
+        adding: Vec::new(),
+        removing: Vec::new(),
     };
     let mut registration = registration(2, 0xabc);
     registration.rack = Some("rack-ä".into());
@@ -854,7 +858,12 @@ fn every_kind() -> RecordBatch {
         Record::PartitionChange {
             topic_id,
             partition: 0,
-            state,
+            state: PartitionState {
+                replicas: vec![1, 2, 3, 4],
+                adding: vec![4],
+                removing: vec![1],
+                ..state
+            },
         },
         Record::TopicConfig {
             topic_id,
@@ -880,6 +889,35 @@ fn every_record_kind_round_trips() {
     let batch = every_kind();
     let bytes = batch.encode().expect("encodes");
     assert_eq!(RecordBatch::decode(&bytes), Ok(batch));
+}
+
+/// Partition records of version 1 had no reassignment lists: they still
+/// read, as no reassignment under way.
+#[test]
+fn a_version_1_partition_record_reads_as_no_reassignment() {
+    let change = Record::PartitionChange {
+        topic_id: Uuid::from_u128(7),
+        partition: 2,
+        state: PartitionState {
+            replicas: vec![1, 2],
+            isr: vec![1],
+            leader: 1,
+            leader_epoch: 3,
+            partition_epoch: 5,
+            adding: Vec::new(),
+            removing: Vec::new(),
+        },
+    };
+    let batch = RecordBatch::new(vec![change]);
+    let bytes = batch.encode().expect("encodes");
+    assert_eq!(bytes[12], 2, "written at version 2");
+    // One record: kind at 11, version at 12, body length at 13..17; the
+    // two empty lists (2 bytes each) end the body.
+    let mut old = bytes[..bytes.len() - 4].to_vec();
+    old[12] = 1;
+    let body = u32::from_be_bytes(old[13..17].try_into().unwrap()) - 4;
+    old[13..17].copy_from_slice(&body.to_be_bytes());
+    assert_eq!(RecordBatch::decode(&with_crc(old)), Ok(batch));
 }
 
 #[test]

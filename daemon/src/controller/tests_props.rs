@@ -29,6 +29,8 @@ fn arb_state() -> impl Strategy<Value = PartitionState> {
             leader,
             leader_epoch,
             partition_epoch,
+            adding: Vec::new(),
+            removing: Vec::new(),
         },
     )
 }

@@ -150,6 +150,12 @@ impl ClusterGauges {
                     "Registered brokers in the applied metadata, by state.",
                     &["state"],
                 ),
+                reassigning: gauge(
+                    r,
+                    "sluice_cluster_reassigning_partitions",
+                    "Partitions whose replicas are being reassigned (new replicas catching up \
+                     before the old ones go), in the applied metadata.",
+                ),
                 unclean_elections: counter(
                     r,
                     "sluice_unclean_elections_total",
@@ -251,6 +257,7 @@ pub struct ControllerFigures {
     pub applied_index: u64,
     pub brokers_unfenced: i64,
     pub brokers_fenced: i64,
+    pub reassigning_partitions: i64,
 }
 
 pub struct ControllerGauges {
@@ -259,6 +266,7 @@ pub struct ControllerGauges {
     leader: IntGauge,
     applied_index: IntGauge,
     brokers: IntGaugeVec,
+    reassigning: IntGauge,
     /// Counted by the controller thread as the active controller commits them.
     pub unclean_elections: IntCounter,
 }
@@ -276,6 +284,7 @@ impl ControllerGauges {
         self.brokers
             .with_label_values(&["fenced"])
             .set(figures.brokers_fenced);
+        self.reassigning.set(figures.reassigning_partitions);
     }
 }
 
