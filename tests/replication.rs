@@ -14,6 +14,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::cluster::Cluster;
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -1096,6 +1098,23 @@ fn bad_input_on_a_replication_stream_is_refused_and_replication_carries_on() {
     cluster.wait_formed(3, FORM_TIMEOUT);
 }
 
+/// A replica's record batches by base offset (Kafka's batch header: base
+/// offset, then the length of the rest).
+fn batches_by_offset(bytes: &[u8]) -> BTreeMap<i64, Vec<u8>> {
+    let mut batches = BTreeMap::new();
+    let mut at = 0usize;
+    while at + 12 <= bytes.len() {
+        let base = i64::from_be_bytes(bytes[at..at + 8].try_into().unwrap());
+        let length = u32::from_be_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
+        let Some(batch) = bytes.get(at..at + 12 + length) else {
+            break;
+        };
+        batches.insert(base, batch.to_vec());
+        at += 12 + length;
+    }
+    batches
+}
+
 /// The partition line of `topic`-`partition` in a node's `/status`.
 fn partition_line(status: &str, topic: &str, partition: i32) -> Option<String> {
     let mut lines = status
@@ -1116,9 +1135,12 @@ fn partition_line(status: &str, topic: &str, partition: i32) -> Option<String> {
 /// leader 1 still serving. Once 3 returns and catches up into the ISR the
 /// controller completes it: 1 leaves, leadership moves to 2, 1's replica
 /// directory goes, and every acknowledged write is read back once, at its
-/// offset, with the two new replicas' files identical.
+/// offset, with the two new replicas' files identical. Records deleted
+/// before 3 returned (DeleteRecords) make the leader's log start past 0,
+/// as retention does: 3 starts its copy there.
 #[test]
 fn a_reassignment_through_the_spec_adds_waits_moves_the_leader_and_removes() {
+    const LOG_START: i64 = 150;
     let _serial = serial();
     let topic = "\n[topics.moving]\npartitions = 1\nreplicas = [[1, 2]]\nmin_insync_replicas = 2\n";
     let mut cluster = Cluster::start(topic);
@@ -1170,6 +1192,19 @@ fn a_reassignment_through_the_spec_adds_waits_moves_the_leader_and_removes() {
     assert_eq!(now, Some(1.0), "{gauge} while 3 is away");
     let during: Vec<String> = (0..100).map(|i| format!("during-{i}")).collect();
     assert_eq!(send(during), 100, "writes go on while reassigning");
+    // The leader's log no longer starts at 0 (DeleteRecords, as retention
+    // would): the new replica starts at the leader's log start.
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", cluster.node(1).kafka.to_string())
+        .create()
+        .unwrap();
+    let mut cut = TopicPartitionList::new();
+    cut.add_partition_offset("moving", 0, Offset::Offset(LOG_START))
+        .unwrap();
+    let deleted = runtime
+        .block_on(admin.delete_records(&cut, &AdminOptions::new()))
+        .unwrap();
+    assert!(deleted.elements()[0].error().is_ok(), "{deleted:?}");
 
     let returned = Instant::now();
     cluster.spawn(3);
@@ -1207,13 +1242,27 @@ fn a_reassignment_through_the_spec_adds_waits_moves_the_leader_and_removes() {
             == Some(0.0)
     });
     assert!(zero, "{gauge} did not return to 0");
+    let from_log_start = |id: i32| {
+        let mut batches = batches_by_offset(&replica_bytes(&cluster.data_dir(id), "moving", 0));
+        batches.split_off(&LOG_START)
+    };
     let same = common::wait_until(Duration::from_secs(20), || {
-        replica_bytes(&cluster.data_dir(2), "moving", 0)
-            == replica_bytes(&cluster.data_dir(3), "moving", 0)
+        let (two, three) = (from_log_start(2), from_log_start(3));
+        !two.is_empty() && two == three
     });
     assert!(same, "replicas 2 and 3 differ:\n{}", cluster.logs());
+    let three = replica_bytes(&cluster.data_dir(3), "moving", 0);
+    assert!(
+        !holds(&three, "before-0"),
+        "3 copied what was deleted before it started"
+    );
 
-    let seen = consume_topic(&cluster, 2, "moving", 1, acknowledged.len());
+    let kept: Vec<&(String, i64)> = acknowledged
+        .iter()
+        .filter(|(_, offset)| *offset >= LOG_START)
+        .collect();
+    assert_eq!(acknowledged.len() - kept.len(), LOG_START as usize);
+    let seen = consume_topic(&cluster, 2, "moving", 1, kept.len());
     let read: BTreeMap<String, i64> = seen
         .get(&0)
         .into_iter()
@@ -1222,7 +1271,8 @@ fn a_reassignment_through_the_spec_adds_waits_moves_the_leader_and_removes() {
         .collect();
     let total = seen.get(&0).map_or(0, Vec::len);
     assert_eq!(total, read.len(), "a payload was read twice");
-    for (payload, offset) in &acknowledged {
+    assert_eq!(total, kept.len(), "read {total}, kept {}", kept.len());
+    for (payload, offset) in kept {
         assert_eq!(read.get(payload), Some(offset), "{payload}");
     }
     drop(producer);
