@@ -363,7 +363,7 @@ impl MetadataImage {
     }
 
     /// partition_epoch + 1 on every change; leader_epoch + 1 iff the leader
-    /// changed (to or from none included).
+    /// changed (to or from none included) or a replica was removed.
     fn change_partition(
         &mut self,
         topic_id: &Uuid,
@@ -395,7 +395,11 @@ impl MetadataImage {
                 partition,
             });
         }
-        let leader_moved = slot.leader != state.leader;
+        // A replica removed (a reassignment completing) bumps the leader
+        // epoch too, as in Kafka: its fetches at the old epoch are fenced,
+        // so nothing it sends before it learns of its removal can count.
+        let replica_removed = slot.replicas.iter().any(|id| !state.replicas.contains(id));
+        let leader_moved = slot.leader != state.leader || replica_removed;
         let rules = [
             (
                 "partition epoch",

@@ -18,6 +18,9 @@ use super::image::{MetadataImage, TopicEntry};
 use super::placement::{PlacementBroker, explicit_placement};
 use super::records::{BrokerId, NO_LEADER, PartitionState, Record};
 
+/// The topic setting a completion keeps the ISR at (Kafka's default: 1).
+const MIN_INSYNC_KEY: &str = "min.insync.replicas";
+
 /// The replicas a partition has, or will have once its reassignment is done.
 pub fn target(state: &PartitionState) -> Vec<BrokerId> {
     state
@@ -72,12 +75,21 @@ pub fn start(state: &PartitionState, wanted: &[BrokerId]) -> Option<PartitionSta
 }
 
 /// The state that completes `state`'s reassignment, or `None` while it
-/// must wait: an adding replica is not in the ISR yet, or no target replica
-/// is, or the leader leaves and no in-sync target replica is `eligible`
-/// (registered and unfenced) to take over. Under the same rule as every
-/// election, a new leader means a new leader epoch.
+/// must wait: an adding replica is not in the ISR yet, or fewer target
+/// replicas are in it than `min_insync` (or than the target has, if fewer):
+/// completing then would leave a write acknowledged by the removed members
+/// on fewer copies than acks=all promised (the simulation found it, seed
+/// 11003894: a target member crashed unsynced and not yet fenced, left
+/// alone in the ISR); or the leader leaves and no in-sync target replica
+/// is `eligible` (registered and unfenced) to take over. A new leader, or a replica
+/// removed, means a new leader epoch (Kafka's rule): a removed replica's
+/// fetches at the old epoch are fenced, so a fetch it sent while it still
+/// held its copy can never bring it into the ISR after it deleted that copy
+/// (the simulation found this, seed 11003588: removed, re-added, and
+/// counted in sync from a fetch sent before it learned of the removal).
 pub fn complete(
     state: &PartitionState,
+    min_insync: usize,
     eligible: impl Fn(BrokerId) -> bool,
 ) -> Option<PartitionState> {
     if !is_reassigning(state) || !state.adding.iter().all(|id| state.isr.contains(id)) {
@@ -90,7 +102,7 @@ pub fn complete(
         .copied()
         .filter(|id| replicas.contains(id))
         .collect();
-    if isr.is_empty() {
+    if isr.is_empty() || isr.len() < min_insync.min(replicas.len()) {
         return None;
     }
     let leader = match isr.contains(&state.leader) {
@@ -104,9 +116,9 @@ pub fn complete(
         replicas,
         isr,
         leader,
-        leader_epoch: state
-            .leader_epoch
-            .saturating_add(i32::from(leader != state.leader)),
+        leader_epoch: state.leader_epoch.saturating_add(i32::from(
+            leader != state.leader || !state.removing.is_empty(),
+        )),
         partition_epoch: state.partition_epoch.saturating_add(1),
         adding: Vec::new(),
         removing: Vec::new(),
@@ -118,8 +130,13 @@ pub fn completions(image: &MetadataImage) -> Vec<Record> {
     let eligible = |id: BrokerId| image.is_unfenced(id);
     let mut records = Vec::new();
     for topic in image.topics() {
+        let min_insync = topic
+            .settings
+            .get(MIN_INSYNC_KEY)
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(1);
         for (index, state) in (0..).zip(&topic.partitions) {
-            if let Some(state) = complete(state, eligible) {
+            if let Some(state) = complete(state, min_insync, eligible) {
                 records.push(Record::PartitionChange {
                     topic_id: topic.topic_id,
                     partition: index,
@@ -252,34 +269,38 @@ mod tests {
         assert_eq!(start(&before, &[1, 2, 3]), None, "already there");
 
         // Not complete while 4 is out of the ISR.
-        assert_eq!(complete(&started, |_| true), None);
+        assert_eq!(complete(&started, 1, |_| true), None);
         let caught_up = PartitionState {
             isr: vec![1, 2, 3, 4],
             partition_epoch: 9,
             ..started
         };
-        let done = complete(&caught_up, |_| true).unwrap();
+        let done = complete(&caught_up, 1, |_| true).unwrap();
         assert_eq!(done.replicas, vec![2, 3, 4]);
         assert_eq!(done.isr, vec![2, 3, 4]);
         assert_eq!(done.leader, 2, "the removed leader hands over");
         assert_eq!(done.leader_epoch, 4);
         assert_eq!(done.partition_epoch, 10);
         assert!(!is_reassigning(&done));
-        assert_eq!(complete(&done, |_| true), None);
+        assert_eq!(complete(&done, 1, |_| true), None);
     }
 
     #[test]
-    fn a_leader_that_stays_keeps_its_epoch_and_removal_alone_completes_at_once() {
+    fn a_removal_alone_completes_at_once_at_a_new_leader_epoch() {
         let before = state(&[1, 2, 3], &[1, 3], 1);
         let started = start(&before, &[1, 2]).unwrap();
         assert!(started.adding.is_empty());
         assert_eq!(started.removing, vec![3]);
-        let done = complete(&started, |_| true).unwrap();
+        let done = complete(&started, 1, |_| true).unwrap();
         assert_eq!(
             (done.replicas.clone(), done.isr.clone()),
             (vec![1, 2], vec![1])
         );
-        assert_eq!((done.leader, done.leader_epoch), (1, 3));
+        assert_eq!(
+            (done.leader, done.leader_epoch),
+            (1, 4),
+            "a removed replica fences the old epoch"
+        );
     }
 
     #[test]
@@ -287,11 +308,15 @@ mod tests {
         // Target [3] whose only member is out of the ISR: wait.
         let started = start(&state(&[1, 2, 3], &[1, 2], 1), &[3]).unwrap();
         assert!(started.adding.is_empty(), "3 was a replica already");
-        assert_eq!(complete(&started, |_| true), None);
+        assert_eq!(complete(&started, 1, |_| true), None);
+        // Only 1 of the target [2, 3] in sync, with min.insync 2: wait.
+        let started = start(&state(&[1, 2, 3], &[1, 2], 1), &[2, 3]).unwrap();
+        assert_eq!(complete(&started, 2, |_| true), None);
+        assert_eq!(complete(&started, 1, |_| true).unwrap().isr, vec![2]);
         // 2 is in sync but fenced, and the leader leaves: wait.
         let started = start(&state(&[1, 2], &[1, 2], 1), &[2]).unwrap();
-        assert_eq!(complete(&started, |id| id != 2), None);
-        assert_eq!(complete(&started, |_| true).unwrap().leader, 2);
+        assert_eq!(complete(&started, 1, |id| id != 2), None);
+        assert_eq!(complete(&started, 1, |_| true).unwrap().leader, 2);
     }
 
     #[test]

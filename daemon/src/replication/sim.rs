@@ -50,9 +50,17 @@
 //! standing"). Checkers 2 and 3 are excused only at offsets some replica
 //! lost unsynced. Under fsync nothing is excused.
 //!
+//! - Reassignment (a fault like the others): the controller starts one
+//!   with `reassign::start` to a random order of the brokers, or of
+//!   min.insync of them, and completes what `reassign::completions` allows
+//!   after every commit. A broker that learns it was removed from a
+//!   partition it hosted deletes its replica; one that restarted meanwhile
+//!   keeps its old files, unserved, and reuses them if the partition comes
+//!   back to it (as the real broker, which opens only what it is assigned).
+//!
 //! Not modelled yet: log
 //! retention (the log start stays 0, so `OutOfRange` answers never happen
-//! in practice), controlled shutdown, reassignment, unclean elections,
+//! in practice), controlled shutdown, unclean elections,
 //! the controller's own failover, acks=0/1 and consumers' fetches (the
 //! client-observable high watermark stands for them).
 //!
@@ -74,6 +82,8 @@ use crate::controller::alter_partition::{
     refusal_leaves_partition_unchanged,
 };
 use crate::controller::decide::{self, Heartbeat, NewTopic};
+use crate::controller::reassign;
+use crate::controller::records::Record;
 use crate::controller::tests::{declared, registration, seeds};
 use crate::controller::{MetadataImage, NO_LEADER, PartitionState, RecordBatch, SessionTable};
 
@@ -557,6 +567,8 @@ struct Stats {
     excused_losses_many: u64,
     excused_losses_last_standing: u64,
     excused_checks: u64,
+    reassignments: u64,
+    reassignments_completed: u64,
 }
 
 impl Stats {
@@ -574,6 +586,8 @@ impl Stats {
         self.excused_losses_many += other.excused_losses_many;
         self.excused_losses_last_standing += other.excused_losses_last_standing;
         self.excused_checks += other.excused_checks;
+        self.reassignments += other.reassignments;
+        self.reassignments_completed += other.reassignments_completed;
     }
 }
 
@@ -791,9 +805,37 @@ impl Sim {
         }
     }
 
+    /// Commits `batch`, then (as the real controller's next round) every
+    /// reassignment it lets complete.
     fn commit(&mut self, batch: RecordBatch) {
         self.controller.commit(batch);
+        let done = reassign::completions(&self.controller.image);
+        if !done.is_empty() {
+            self.note(|| format!("controller: reassignment completes {done:?}"));
+            self.stats.reassignments_completed += done.len() as u64;
+            self.controller.commit(RecordBatch::new(done));
+        }
         self.push_metadata();
+    }
+
+    /// The spec moves `partition` to `target` (`reassign::start`).
+    fn reassign(&mut self, partition: usize, target: &[BrokerId]) {
+        let Some(started) = self
+            .controller
+            .state(partition)
+            .and_then(|state| reassign::start(state, target))
+        else {
+            return;
+        };
+        self.note(|| format!("controller: reassign p{partition} to {target:?}: {started:?}"));
+        self.stats.fault_events += 1;
+        self.stats.reassignments += 1;
+        let change = Record::PartitionChange {
+            topic_id: self.controller.topic_id,
+            partition: partition as i32,
+            state: started,
+        };
+        self.commit(RecordBatch::new(vec![change]));
     }
 
     fn at_controller(&mut self, from: BrokerId, body: Body) {
@@ -912,7 +954,10 @@ impl Sim {
                 topic_id: self.controller.topic_id,
                 name: "orders".into(),
                 declared: true,
-                settings: BTreeMap::new(),
+                settings: BTreeMap::from([(
+                    "min.insync.replicas".to_string(),
+                    MIN_ISR.to_string(),
+                )]),
                 partitions: self.config.partitions as i32,
                 replication_factor: RF as i16,
                 replicas: None,
@@ -1006,6 +1051,7 @@ impl Sim {
     fn take_meta(&mut self, id: BrokerId, meta: &Meta) {
         let broker = self.broker_mut(id);
         broker.metadata_offset = broker.metadata_offset.max(meta.index);
+        let mut moved_away = Vec::new();
         for (index, state) in meta.states.iter().enumerate() {
             let part = &mut broker.parts[index];
             if part
@@ -1013,8 +1059,26 @@ impl Sim {
                 .as_ref()
                 .is_none_or(|known| state.partition_epoch > known.partition_epoch)
             {
+                // Retired only if this incarnation hosted it: a broker that
+                // was down when it was removed keeps its files, unserved,
+                // and uses them again if the partition comes back to it.
+                let hosted = part
+                    .known
+                    .as_ref()
+                    .is_some_and(|k| k.replicas.contains(&id));
+                if hosted && !state.replicas.contains(&id) {
+                    moved_away.push(index);
+                }
                 part.known = Some(state.clone());
             }
+        }
+        for partition in moved_away {
+            self.note(|| format!("broker {id} p{partition}: moved away, replica deleted"));
+            self.fail_waiters(id, partition);
+            let part = &mut self.broker_mut(id).parts[partition];
+            let known = part.known.take();
+            *part = Part::new();
+            part.known = known;
         }
         for partition in 0..self.config.partitions {
             self.sync_role(id, partition);
@@ -1042,6 +1106,14 @@ impl Sim {
         let Some(known) = part.known.clone() else {
             return;
         };
+        if !known.replicas.contains(&id) {
+            if !matches!(part.role, Role::Idle) {
+                self.note(|| format!("broker {id} p{partition}: idle (not a replica)"));
+                self.fail_waiters(id, partition);
+                self.broker_mut(id).parts[partition].role = Role::Idle;
+            }
+            return;
+        }
         if known.leader == id && leased {
             if let Role::Leader(leading) = &part.role
                 && leading.state.leader_epoch() == known.leader_epoch
@@ -1632,7 +1704,8 @@ impl Sim {
             self.seed
         );
         let state = self.controller.state(partition).expect("the topic exists");
-        // A leader demoted while alive (preferred-leader election) may still
+        // A leader demoted while alive (preferred-leader election, or a
+        // reassignment moving it at a new epoch) may still
         // acknowledge what its ISR already held before it learns of it: the
         // maximal-ISR high watermark guarantees the new leader has it. A new
         // leader that crashed (page cache: losing what it had) never leads
@@ -1643,8 +1716,10 @@ impl Sim {
                 .get(waiter.offset as usize)
                 .is_some_and(|e| e.id == waiter.id)
         };
+        // The same broker leading at a newer epoch (a reassignment removed
+        // a replica) holds what it acknowledged, as a new leader must.
         let on_new_leader = state.leader != NO_LEADER
-            && state.leader != id
+            && (state.leader != id || state.leader_epoch != epoch)
             && match self.incarnation_registered(state.leader) {
                 true => has(state.leader),
                 false => state.isr.iter().any(|member| has(*member)),
@@ -1933,13 +2008,19 @@ impl Sim {
                 return false;
             };
             let lead = &self.broker(leader).parts[partition];
-            state.isr.len() == RF
+            !reassign::is_reassigning(state)
+                && state.isr.len() == state.replicas.len()
                 && lead.leading().is_some()
                 && lead.high_watermark == lead.log_end()
-                && self.brokers.iter().all(|b| {
-                    b.up && b.parts[partition].log == lead.log
-                        && b.parts[partition].high_watermark == lead.high_watermark
-                })
+                && self.brokers.iter().all(|b| b.up)
+                && self
+                    .brokers
+                    .iter()
+                    .filter(|b| state.replicas.contains(&b.id))
+                    .all(|b| {
+                        b.parts[partition].log == lead.log
+                            && b.parts[partition].high_watermark == lead.high_watermark
+                    })
         })
     }
 
@@ -2213,7 +2294,7 @@ impl Sim {
 
     // ---- random faults ----
 
-    fn random_fault(&mut self, weights: &[u64; 6]) {
+    fn random_fault(&mut self, weights: &[u64; 7]) {
         let total: u64 = weights.iter().sum();
         let mut pick = self.rng.below(total);
         let mut action = 0;
@@ -2258,6 +2339,20 @@ impl Sim {
                 self.note(|| "heal".into());
                 self.cut.clear();
             }
+            6 => {
+                // A spec change: any order of the brokers, half the time
+                // only min.insync of them.
+                let partition = self.rng.below(self.config.partitions as u64) as usize;
+                let mut target = BROKER_IDS.to_vec();
+                for i in (1..target.len()).rev() {
+                    let j = self.rng.below(i as u64 + 1) as usize;
+                    target.swap(i, j);
+                }
+                if self.rng.chance(50) {
+                    target.truncate(MIN_ISR);
+                }
+                self.reassign(partition, &target);
+            }
             _ => {
                 self.faults = match self.rng.below(3) {
                     0 => CALM,
@@ -2296,6 +2391,7 @@ fn random_run(seed: u64, bugs: Bugs) -> Result<Stats, Failure> {
         rng.below(4),
         1 + rng.below(4),
         rng.below(4),
+        rng.below(3),
     ];
     let interval = (20 + rng.below(200)) as i64;
     let mut sim = Sim::new(seed, config, 2 * config.partitions as u32);
@@ -2368,7 +2464,7 @@ fn random_faults_keep_replication_safe() {
     let elapsed = started.elapsed();
     let per = |n: u64| n as f64 / count as f64;
     eprintln!(
-        "replication sim: {count} seeds in {elapsed:.1?} ({:.0} seeds/s); per seed on average: {:.1} fault events ({:.1} crashes) and {:.1} messages dropped or duplicated, {:.0} steps, {:.1} writes acknowledged, {:.1} leader terms, {:.1} truncations; excused by the page-cache limit: {} lost writes (many copies lost at once), {} (the ISR members left had all lost it), {} checks of agreement or high watermark at lost offsets; {} unresolved divergences, {} refused follower appends, {} writes abandoned",
+        "replication sim: {count} seeds in {elapsed:.1?} ({:.0} seeds/s); per seed on average: {:.1} fault events ({:.1} crashes) and {:.1} messages dropped or duplicated, {:.0} steps, {:.1} writes acknowledged, {:.1} leader terms, {:.1} truncations; excused by the page-cache limit: {} lost writes (many copies lost at once), {} (the ISR members left had all lost it), {} checks of agreement or high watermark at lost offsets; {} unresolved divergences, {} refused follower appends, {} writes abandoned; {:.1} reassignments started and {:.1} completed",
         count as f64 / elapsed.as_secs_f64(),
         per(total.fault_events),
         per(total.crashes),
@@ -2383,6 +2479,8 @@ fn random_faults_keep_replication_safe() {
         total.unresolved,
         total.refused_appends,
         total.abandoned_writes,
+        per(total.reassignments),
+        per(total.reassignments_completed),
     );
     assert!(total.acked > count * 10, "the runs acknowledge writes");
 }
@@ -2455,6 +2553,9 @@ fn planted_high_watermark_over_a_shrinking_isr_is_caught() {
             Checker::NoAcknowledgedWriteLost,
             Checker::ObservedHighWatermarkMonotonic,
             Checker::ReplicasAgreeBelowHighWatermark,
+            // A leader a reassignment removed acknowledges what the new
+            // leader does not hold.
+            Checker::AckOnlyUnderLease,
         ],
     );
 }
