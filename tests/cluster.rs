@@ -800,10 +800,10 @@ fn status_field(text: &str, key: &str) -> Option<String> {
 /// frozen with `fsfreeze` for 1 s (its writes and fsyncs block in the
 /// kernel: a real stall, nothing injected) while an acks=all producer
 /// writes to a partition that broker leads, on a topic that fsyncs before
-/// every acknowledgement. The session is made shorter than the stall
-/// (800 ms, heartbeats every 100 ms), so the broker survives only if its
-/// heartbeats keep flowing while its disk is stuck, not because one
-/// second fits in the default 1.5 s session. Sampled during the stall and
+/// every acknowledgement. The session is shorter than the stall (800 ms,
+/// heartbeats every 100 ms: the defaults, spelled out so that the test
+/// keeps its meaning if they change), so the broker survives only if its
+/// heartbeats keep flowing while its disk is stuck. Sampled during the stall and
 /// for seconds after: the active controller never counts a fenced broker
 /// and keeps its term; the stalled broker's own view (`/status`, which
 /// answers without the disk) stays unfenced with a valid lease and the

@@ -13,6 +13,14 @@ use uuid::Uuid;
 pub struct ClusterView {
     /// The brokers clients may connect to (registered and unfenced).
     pub brokers: Vec<ViewBroker>,
+    /// Registered brokers that are fenced (dead, cut off, shutting down or
+    /// catching up). Metadata lists them after `brokers`; nothing else
+    /// does. A client drops a broker missing from a Metadata answer, and
+    /// librdkafka drops it in the middle of moving that broker's partitions
+    /// to their new leaders: the partitions then wait for its next one-second
+    /// scan. Listed, the dead leader's handle stays, and the answer that
+    /// names the new leader moves its partitions at once.
+    pub fenced: Vec<ViewBroker>,
     /// The broker Metadata names as controller (Kafka's `controller_id`).
     pub controller_id: i32,
     /// Every topic by name.

@@ -27,6 +27,23 @@ pub struct Timings {
     pub request_timeout: Duration,
 }
 
+impl Timings {
+    /// From the spec's heartbeat interval and session timeout. A request
+    /// is given up after two intervals: an answer waits for a quorum round
+    /// trip (and an fsync when the heartbeat changes something); well
+    /// inside the session, which spec validation keeps at four intervals
+    /// or more, so a broker finds a new controller before its session there
+    /// could end.
+    pub fn from_spec(heartbeat_interval_ms: u64, session_timeout_ms: u64) -> Self {
+        let millis = Duration::from_millis;
+        Timings {
+            heartbeat_interval: millis(heartbeat_interval_ms),
+            session_timeout: millis(session_timeout_ms),
+            request_timeout: millis(heartbeat_interval_ms.saturating_mul(2)),
+        }
+    }
+}
+
 /// Where the broker stands with the controller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Membership {

@@ -183,3 +183,153 @@ fn a_stale_epoch_registers_again_and_loses_the_lease() {
     let (_, again) = broker.poll_transmit(t0 + 251 * MS, 3).unwrap();
     assert!(matches!(again, ClusterMessage::Register(_)));
 }
+
+/// The voters as a broker meets them while the active controller (1) dies:
+/// before `death` 1 answers; until their election timeout the others still
+/// name 1 (they cannot tell it is dead), name no one while they elect, then
+/// name 2, which answers once it is active. Times in ms from the start.
+struct Failover {
+    death: u64,
+    candidacy: u64,
+    elected: u64,
+    active: u64,
+}
+
+impl Failover {
+    /// What `to` answers at `at` (ms), or `None`: it is dead.
+    fn answer(&self, at: u64, to: BrokerId, message: &ClusterMessage) -> Option<Outcome> {
+        let serves = match to {
+            1 => at < self.death,
+            2 => at >= self.active,
+            _ => false,
+        };
+        if to == 1 && !serves {
+            return None;
+        }
+        if serves {
+            return Some(match message {
+                ClusterMessage::Register(_) => Outcome::Registered { broker_epoch: 7 },
+                _ => Outcome::HeartbeatAck {
+                    fenced: false,
+                    metadata_commit: 9,
+                },
+            });
+        }
+        let leader = match at {
+            at if at < self.candidacy => Some(1),
+            at if at < self.elected => None,
+            _ => Some(2),
+        };
+        Some(Outcome::NotController { leader })
+    }
+}
+
+/// The active controller dies; a new one starts every session afresh when
+/// it becomes active. Every live broker (a voter or not, whatever the phase
+/// of its heartbeats at the death) must reach the new controller before
+/// that session ends, and keep reaching it: fenced otherwise, though alive.
+/// Its own lease may run out meanwhile, briefly (see below).
+#[test]
+fn after_the_active_controller_dies_every_broker_reaches_the_new_one_within_its_session() {
+    use crate::config::{DEFAULT_BROKER_HEARTBEAT_INTERVAL_MS, DEFAULT_BROKER_SESSION_TIMEOUT_MS};
+    let timings = Timings::from_spec(
+        DEFAULT_BROKER_HEARTBEAT_INTERVAL_MS,
+        DEFAULT_BROKER_SESSION_TIMEOUT_MS,
+    );
+    let session = timings.session_timeout.as_millis() as u64;
+    // One-way delay of every message, ms.
+    const LATENCY: u64 = 1;
+    let t0 = Instant::now();
+    let at = |ms: u64| t0 + Duration::from_millis(ms);
+    for broker_id in [2, 3, 4] {
+        // The death at every phase of the broker's heartbeats; the
+        // election timeout at both ends of its range (0.5–0.75 s), then a
+        // vote round and the activation (an entry of the new term applied).
+        for death in (1_000..1_000 + 2 * DEFAULT_BROKER_HEARTBEAT_INTERVAL_MS).step_by(7) {
+            for election in [500, 750] {
+                let failover = Failover {
+                    death,
+                    candidacy: death + election,
+                    elected: death + election + 20,
+                    active: death + election + 40,
+                };
+                let registration = BrokerRegistration {
+                    broker_id,
+                    incarnation_id: Uuid::from_u128(5),
+                    kafka: HostPort {
+                        host: "127.0.0.2".into(),
+                        port: 9092,
+                    },
+                    quic: "127.0.0.2:9093".parse().unwrap(),
+                    rack: None,
+                };
+                let mut broker =
+                    Lifecycle::new(registration, "aa".into(), vec![1, 2, 3], timings, at(0));
+                // Answers in flight: (arrival at the broker, from, reply).
+                let mut in_flight: Vec<(u64, BrokerId, Reply)> = Vec::new();
+                // When the new controller's session for this broker ends.
+                let mut deadline = failover.active + session;
+                let end = failover.active + 3 * session;
+                let mut first_arrival = None;
+                // How long the broker's lease was out (ms) after the death.
+                let mut lapsed = 0;
+                for now in 0..end {
+                    if now >= death && !broker.lease_valid(at(now)) {
+                        lapsed += 1;
+                    }
+                    in_flight.sort_by_key(|(when, _, _)| *when);
+                    while in_flight.first().is_some_and(|(when, _, _)| *when <= now) {
+                        let (_, from, reply) = in_flight.remove(0);
+                        broker.handle_reply(at(now), from, reply);
+                    }
+                    while let Some((to, message)) = broker.poll_transmit(at(now), 9) {
+                        let arrival = now + LATENCY;
+                        if to == 2 && arrival >= failover.active {
+                            assert!(
+                                arrival < deadline,
+                                "broker {broker_id} (death at {death} ms, election {election} ms): \
+                                 reached the new controller at {arrival} ms, its session there \
+                                 ended at {deadline} ms"
+                            );
+                            deadline = arrival + session;
+                            first_arrival.get_or_insert(arrival);
+                        }
+                        if let Some(outcome) = failover.answer(arrival, to, &message) {
+                            let reply = Reply {
+                                request_id: request_id(&message),
+                                outcome,
+                            };
+                            in_flight.push((arrival + LATENCY, to, reply));
+                        }
+                    }
+                }
+                assert!(end < deadline, "broker {broker_id}: silent at the end");
+                let first = first_arrival.expect("reached the new controller") - failover.active;
+                // At worst one request given up at the dead voter, then one
+                // redirection: well inside half a session, so a lost
+                // heartbeat or two after it does not cost the session.
+                assert!(
+                    first < session / 2,
+                    "broker {broker_id} (death at {death} ms, election {election} ms) took \
+                     {first} ms to reach the new controller"
+                );
+                // The lease counts from the send time of the last heartbeat
+                // the old controller acknowledged: with an election timeout
+                // near its top (0.75 s) the next acknowledgement comes a
+                // little more than a session later, and the broker stops
+                // leading for that long (about 0.1 s here). Safe, and
+                // bounded: it must not grow unnoticed.
+                assert!(
+                    lapsed <= 2 * DEFAULT_BROKER_HEARTBEAT_INTERVAL_MS,
+                    "broker {broker_id} (death at {death} ms, election {election} ms) was \
+                     without a lease for {lapsed} ms"
+                );
+                assert_eq!(broker.controller(), Some(2));
+                assert!(
+                    broker.lease_valid(at(end)),
+                    "broker {broker_id} lost its lease"
+                );
+            }
+        }
+    }
+}

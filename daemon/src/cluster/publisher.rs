@@ -23,31 +23,38 @@ use crate::controller::image::MetadataImage;
 use crate::controller::reassign::target;
 use crate::controller::records::{BrokerId, NO_LEADER};
 
-/// What Metadata shows: unfenced brokers only; as controller, the active
-/// controller if it is one of them, else the lowest live broker (as KRaft
-/// answers when the controller is not a broker). While this broker's lease
-/// is out (cut off from the controller) it leaves itself out of the broker
-/// list and names no leader where the image names it: it refuses writes
-/// then, and naming itself would keep clients asking it in a loop, while a
-/// broker missing from a Metadata answer is dropped by clients
-/// (librdkafka decommissions it), which then ask the others.
+/// What Metadata shows: the unfenced brokers, then the fenced ones (see
+/// `ClusterView::fenced`: a client keeps its handle on a dead leader, so
+/// the answer naming the new leader moves the partition at once); as
+/// controller, the active controller if it is unfenced, else the lowest
+/// live broker (as KRaft answers when the controller is not a broker).
+/// While this broker's lease is out (cut off from the controller) it
+/// leaves itself out of both lists and names no leader where the image
+/// names it: it refuses writes then, and naming itself would keep clients
+/// asking it in a loop, while a broker missing from a Metadata answer is
+/// dropped by clients (librdkafka decommissions it), which then ask the
+/// others.
 pub fn cluster_view(
     image: &MetadataImage,
     controller: Option<BrokerId>,
     self_id: BrokerId,
     lease_valid: bool,
 ) -> ClusterView {
-    let brokers: Vec<ViewBroker> = image
+    let (fenced, brokers): (Vec<_>, Vec<_>) = image
         .brokers()
-        .filter(|entry| !entry.fenced)
         .filter(|entry| lease_valid || entry.registration.broker_id != self_id)
-        .map(|entry| ViewBroker {
-            id: entry.registration.broker_id,
-            host: entry.registration.kafka.host.clone(),
-            port: i32::from(entry.registration.kafka.port),
-            rack: entry.registration.rack.clone(),
+        .map(|entry| {
+            let broker = ViewBroker {
+                id: entry.registration.broker_id,
+                host: entry.registration.kafka.host.clone(),
+                port: i32::from(entry.registration.kafka.port),
+                rack: entry.registration.rack.clone(),
+            };
+            (entry.fenced, broker)
         })
-        .collect();
+        .partition(|(fenced, _)| *fenced);
+    let brokers: Vec<ViewBroker> = brokers.into_iter().map(|(_, b)| b).collect();
+    let fenced: Vec<ViewBroker> = fenced.into_iter().map(|(_, b)| b).collect();
     let controller_id = controller
         .filter(|id| brokers.iter().any(|b| b.id == *id))
         .or_else(|| brokers.iter().map(|b| b.id).min())
@@ -83,6 +90,7 @@ pub fn cluster_view(
         .collect::<BTreeMap<_, _>>();
     ClusterView {
         brokers,
+        fenced,
         controller_id,
         topics,
     }
@@ -323,6 +331,11 @@ mod tests {
             vec![1]
         );
         assert_eq!(
+            view.fenced.iter().map(|b| b.id).collect::<Vec<_>>(),
+            vec![2],
+            "the fenced broker is listed apart"
+        );
+        assert_eq!(
             view.controller_id, 1,
             "the active controller is fenced: a live broker"
         );
@@ -340,6 +353,17 @@ mod tests {
         let view = cluster_view(&image, Some(1), 1, false);
         assert_eq!(view.topics["t"].partitions[0].leader, NO_LEADER);
         assert!(view.brokers.is_empty());
+        assert_eq!(
+            view.fenced.iter().map(|b| b.id).collect::<Vec<_>>(),
+            vec![2]
+        );
+        // Fenced itself (its lease is gone then too): in neither list.
+        let view = cluster_view(&image, Some(1), 2, false);
+        assert_eq!(
+            view.brokers.iter().map(|b| b.id).collect::<Vec<_>>(),
+            vec![1]
+        );
+        assert!(view.fenced.is_empty());
         let view = cluster_view(&image, Some(1), 1, true);
         assert_eq!(view.topics["t"].partitions[0].leader, 1);
     }

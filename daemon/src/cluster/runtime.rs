@@ -207,14 +207,10 @@ impl ClusterMember {
             replies: replies_tx,
             waiters: Arc::default(),
         };
-        let timings = Timings {
-            heartbeat_interval: millis(spec.controller.broker_heartbeat_interval_ms),
-            session_timeout: millis(spec.controller.broker_session_timeout_ms),
-            // Two intervals: an answer waits for a quorum round trip (and an
-            // fsync when the heartbeat changes something); well inside the
-            // session, which spec validation keeps at four intervals or more.
-            request_timeout: millis(2 * spec.controller.broker_heartbeat_interval_ms),
-        };
+        let timings = Timings::from_spec(
+            spec.controller.broker_heartbeat_interval_ms,
+            spec.controller.broker_session_timeout_ms,
+        );
         let (controller, image, follower) = match voters.contains(&node_id) {
             true => {
                 let controller = start_controller(spec, node_id, data_dir, router.clone())?;

@@ -38,8 +38,9 @@ pub use node::{DEFAULT_NODE_FILE, NODE_ID_ENV, resolve_node_id};
 pub use servable::{SINGLE_NODE_ONE_REPLICA, Unservable, unservable};
 pub use spec::{
     BrokerSpec, CleanupPolicyKind, ClusterSection, ClusterSpec, CompressionSetting,
-    ControllerSection, DirtyRatio, FlushMode, HostPort, Limits, ReplicationSection, TimestampKind,
-    TopicSettings, TopicSpec,
+    ControllerSection, DEFAULT_BROKER_HEARTBEAT_INTERVAL_MS, DEFAULT_BROKER_SESSION_TIMEOUT_MS,
+    DirtyRatio, FlushMode, HostPort, Limits, ReplicationSection, TimestampKind, TopicSettings,
+    TopicSpec,
 };
 pub use topic_config::{
     PARTITIONS_MAX, RECOMPRESSION_NOT_BUILT, SEGMENT_BYTES_MIN, TopicConfig, is_topic_config_name,

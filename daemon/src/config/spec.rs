@@ -89,9 +89,12 @@ pub struct ControllerSection {
     )]
     pub broker_heartbeat_interval_ms: u64,
     /// A broker not heard from for this long is fenced: its partitions
-    /// move or go offline. With the Raft election timeout of 0.5–0.75 s, the
-    /// default fences a dead broker within 2 s, and within 3 s when it was
-    /// the active controller too (docs/config-reference.md).
+    /// move or go offline. The default fences a dead broker within 0.8 s,
+    /// and within about 1.7 s when it was the active controller too (Raft
+    /// election timeout 0.5–0.75 s, then a full session): short enough
+    /// that a client which only looks for a new leader on its one-second
+    /// scan (librdkafka) writes again within 2 s, and 3 s
+    /// (docs/config-reference.md).
     #[serde(
         default = "broker_session_timeout_ms",
         deserialize_with = "units::de_millis"
@@ -110,8 +113,8 @@ pub struct ControllerSection {
     pub adopt_broker: Option<i32>,
 }
 
-pub const DEFAULT_BROKER_HEARTBEAT_INTERVAL_MS: u64 = 250;
-pub const DEFAULT_BROKER_SESSION_TIMEOUT_MS: u64 = 1500;
+pub const DEFAULT_BROKER_HEARTBEAT_INTERVAL_MS: u64 = 100;
+pub const DEFAULT_BROKER_SESSION_TIMEOUT_MS: u64 = 800;
 
 fn broker_heartbeat_interval_ms() -> u64 {
     DEFAULT_BROKER_HEARTBEAT_INTERVAL_MS

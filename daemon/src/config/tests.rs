@@ -837,8 +837,13 @@ fn every_described_topic_config_is_a_known_key() {
 #[test]
 fn broker_timings_and_the_tls_dir_are_checked() {
     let spec = parse_spec(THREE, "cluster.toml").expect("valid");
-    assert_eq!(spec.controller.broker_heartbeat_interval_ms, 250);
-    assert_eq!(spec.controller.broker_session_timeout_ms, 1500);
+    assert_eq!(spec.controller.broker_heartbeat_interval_ms, 100);
+    assert_eq!(spec.controller.broker_session_timeout_ms, 800);
+    // The defaults pass their own rule: four heartbeats in a session.
+    assert!(
+        spec.controller.broker_session_timeout_ms
+            >= 4 * spec.controller.broker_heartbeat_interval_ms
+    );
     let with = |text: &str, key: &str| {
         text.replace("voters = [1, 2, 3]", &format!("voters = [1, 2, 3]\n{key}"))
     };
@@ -847,11 +852,11 @@ fn broker_timings_and_the_tls_dir_are_checked() {
         fast.contains("controller.broker_heartbeat_interval_ms: must be 50ms to 5s, got 10ms"),
         "{fast}"
     );
-    let short = errors(&with(THREE, "broker_session_timeout_ms = \"500ms\""));
+    let short = errors(&with(THREE, "broker_session_timeout_ms = \"300ms\""));
     assert!(
         short.contains(
-            "controller.broker_session_timeout_ms: must be at least 4 heartbeat intervals (1000ms) \
-             and at most 60s, got 500ms"
+            "controller.broker_session_timeout_ms: must be at least 4 heartbeat intervals (400ms) \
+             and at most 60s, got 300ms"
         ),
         "{short}"
     );

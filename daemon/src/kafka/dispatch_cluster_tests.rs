@@ -231,6 +231,7 @@ fn view() -> ClusterView {
     };
     ClusterView {
         brokers: vec![broker(1), broker(2)],
+        fenced: vec![broker(3)],
         controller_id: 2,
         topics: [(
             "t".to_string(),
@@ -260,9 +261,14 @@ fn metadata_answers_from_the_cluster_view() {
             .iter()
             .map(|b| (b.node_id.0, b.host.to_string()))
             .collect();
+        // The fenced broker 3 is listed after the live ones.
         assert_eq!(
             brokers,
-            vec![(1, "127.0.0.1".to_string()), (2, "127.0.0.2".to_string())],
+            vec![
+                (1, "127.0.0.1".to_string()),
+                (2, "127.0.0.2".to_string()),
+                (3, "127.0.0.3".to_string())
+            ],
             "v{version}"
         );
         if version >= 1 {
@@ -315,7 +321,11 @@ fn metadata_answers_from_the_cluster_view() {
         &DescribeClusterRequest::default().with_endpoint_type(1),
     );
     assert_eq!(r.controller_id.0, 2);
-    assert_eq!(r.brokers.len(), 2);
+    assert_eq!(
+        r.brokers.len(),
+        2,
+        "DescribeCluster lists the live brokers only"
+    );
 }
 
 /// Records what a member forwards to the controller, and agrees.

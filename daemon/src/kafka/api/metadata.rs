@@ -149,6 +149,7 @@ fn from_view(
     let brokers = view
         .brokers
         .iter()
+        .chain(&view.fenced)
         .map(|b| {
             MetadataResponseBroker::default()
                 .with_node_id(BrokerId(b.id))
