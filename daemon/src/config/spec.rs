@@ -90,8 +90,8 @@ pub struct ControllerSection {
     pub broker_heartbeat_interval_ms: u64,
     /// A broker not heard from for this long is fenced: its partitions
     /// move or go offline. The default fences a dead broker within 0.8 s,
-    /// and within about 1.7 s when it was the active controller too (Raft
-    /// election timeout 0.5–0.75 s, then a full session): short enough
+    /// and within about 1.3 s when it was the active controller too (Raft
+    /// election timeout 0.3–0.45 s, then a full session): short enough
     /// that a client which only looks for a new leader on its one-second
     /// scan (librdkafka) writes again within 2 s, and 3 s
     /// (docs/config-reference.md).

@@ -26,13 +26,16 @@ use super::snapshot::{decode_image, encode_image};
 use super::wire::ENTRY_DATA_BYTES_MAX;
 
 /// One Raft tick (plan §4.2).
-pub const TICK: Duration = Duration::from_millis(50);
-/// Leader heartbeats every 2 ticks = 100 ms.
+pub const TICK: Duration = Duration::from_millis(25);
+/// Leader heartbeats every 2 ticks = 50 ms.
 pub const HEARTBEAT_TICKS: usize = 2;
-/// Election timeout drawn in [10, 15) ticks = [500, 750) ms: a split vote
-/// costs at most 750 ms more, so even one fits the 2 s failover budget.
-pub const ELECTION_TICKS_MIN: usize = 10;
-pub const ELECTION_TICKS_MAX: usize = 15;
+/// Election timeout drawn in [12, 18) ticks = [300, 450) ms. A new
+/// controller is then active, and reached by every broker, before the
+/// brokers' leases (the 800 ms session after their last acknowledged
+/// heartbeat) run out, so a controller's death stops no partition leader
+/// (cluster/lifecycle_tests.rs); and a split vote costs at most 450 ms more.
+pub const ELECTION_TICKS_MIN: usize = 12;
+pub const ELECTION_TICKS_MAX: usize = 18;
 /// A stalled caller catches up at most this many ticks at once, so one late
 /// wake-up cannot spin; more than an election timeout is never needed.
 pub const TICKS_PER_CALL_MAX: u32 = 2 * ELECTION_TICKS_MAX as u32;
