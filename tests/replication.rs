@@ -1190,6 +1190,13 @@ fn a_reassignment_through_the_spec_adds_waits_moves_the_leader_and_removes() {
         .active_controller()
         .and_then(|a| cluster.gauge(a, gauge));
     assert_eq!(now, Some(1.0), "{gauge} while 3 is away");
+    // As Kafka counts: the ISR [1, 2] holds as many as the new list.
+    let under = cluster.gauge(1, "sluice_under_replicated_partitions");
+    assert_eq!(
+        under,
+        Some(0.0),
+        "moving made the partition under-replicated"
+    );
     let during: Vec<String> = (0..100).map(|i| format!("during-{i}")).collect();
     assert_eq!(send(during), 100, "writes go on while reassigning");
     // The leader's log no longer starts at 0 (DeleteRecords, as retention

@@ -42,6 +42,8 @@ pub struct HostedPartition {
     pub replicas: Vec<i32>,
     pub isr: Vec<i32>,
     pub partition_epoch: i32,
+    /// Replicas a reassignment removes when it completes.
+    pub removing: Vec<i32>,
 }
 
 impl HostedPartition {
@@ -51,6 +53,7 @@ impl HostedPartition {
             isr: self.isr.clone(),
             leader_epoch: self.leadership.epoch(),
             partition_epoch: self.partition_epoch,
+            removing: self.removing.clone(),
         }
     }
 }
@@ -203,6 +206,7 @@ impl Broker {
                 isr: Vec::new(),
                 leader_epoch: leadership.epoch(),
                 partition_epoch: -1,
+                removing: Vec::new(),
             };
             partition
                 .set_assignment(leadership, self.node_id(), no_set)

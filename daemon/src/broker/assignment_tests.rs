@@ -32,6 +32,7 @@ pub(crate) fn assignment(epoch: i32) -> TopicAssignment {
                 replicas: vec![1],
                 isr: vec![1],
                 partition_epoch: 0,
+                removing: Vec::new(),
             },
             HostedPartition {
                 index: 2,
@@ -42,6 +43,7 @@ pub(crate) fn assignment(epoch: i32) -> TopicAssignment {
                 replicas: vec![1],
                 isr: vec![1],
                 partition_epoch: 0,
+                removing: Vec::new(),
             },
         ],
     }

@@ -69,6 +69,7 @@ pub enum Replicated {
 /// How many replicas count for acks=all now (`min.insync.replicas`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IsrSizes {
+    /// The replication factor: replicas but those a reassignment removes.
     pub replicas: usize,
     pub committed: usize,
     pub maximal: usize,
@@ -161,6 +162,7 @@ impl Partition {
                     isr: vec![SOLO_REPLICA],
                     leader_epoch: epoch,
                     partition_epoch: 0,
+                    removing: Vec::new(),
                 },
                 LeaderEnd::all_durable(log_end),
                 initial_high_watermark,
@@ -228,6 +230,7 @@ impl Partition {
             isr: vec![SOLO_REPLICA],
             leader_epoch: new.epoch(),
             partition_epoch: 0,
+            removing: Vec::new(),
         };
         self.set_assignment(new, SOLO_REPLICA, solo)
     }
@@ -791,13 +794,19 @@ impl Partition {
     }
 
     /// The controller committed an ISR change this leader asked for.
-    pub fn isr_change_committed(&self, set: ReplicaSet) {
+    pub fn isr_change_committed(&self, mut set: ReplicaSet) {
         let mut replication = self.lock_replication();
         if let Role::Leader(state) = &mut replication.role
             && state.leader_epoch() == set.leader_epoch
-            && let Some(high_watermark) = state.on_committed(set)
         {
-            self.advance_high_watermark(high_watermark);
+            // An ISR change leaves the replicas, and a reassignment's
+            // removals, as they were (the answer does not carry those).
+            if set.replicas == state.replicas() {
+                set.removing = state.set().removing.clone();
+            }
+            if let Some(high_watermark) = state.on_committed(set) {
+                self.advance_high_watermark(high_watermark);
+            }
         }
     }
 
@@ -825,7 +834,7 @@ impl Partition {
     pub fn isr_sizes(&self) -> Option<IsrSizes> {
         match &self.lock_replication().role {
             Role::Leader(state) => Some(IsrSizes {
-                replicas: state.replicas().len(),
+                replicas: state.set().target_len(),
                 committed: state.isr().len(),
                 maximal: state.maximal_isr().len(),
             }),

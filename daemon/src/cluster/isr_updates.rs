@@ -103,6 +103,7 @@ impl IsrUpdates {
                         isr: state.isr,
                         leader_epoch: state.leader_epoch,
                         partition_epoch: state.partition_epoch,
+                        removing: Vec::new(),
                     });
                 }
                 Ok(Err(refusal)) if refusal_leaves_partition_unchanged(refusal.code()) => {

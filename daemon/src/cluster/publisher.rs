@@ -128,6 +128,7 @@ pub fn assignments(
                         replicas: state.replicas.clone(),
                         isr: state.isr.clone(),
                         partition_epoch: state.partition_epoch,
+                        removing: state.removing.clone(),
                     }
                 })
                 .collect();

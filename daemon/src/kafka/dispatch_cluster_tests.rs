@@ -530,6 +530,7 @@ fn offsets_assignment(mine: i32, leadership: Leadership) -> TopicAssignment {
             replicas: vec![1],
             isr: vec![1],
             partition_epoch: 0,
+            removing: Vec::new(),
         }],
     }
 }

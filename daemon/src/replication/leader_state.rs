@@ -31,6 +31,20 @@ pub struct ReplicaSet {
     pub isr: Vec<BrokerId>,
     pub leader_epoch: i32,
     pub partition_epoch: i32,
+    /// Replicas a reassignment removes once it completes: they still copy
+    /// and count in the ISR, but not toward the replication factor.
+    pub removing: Vec<BrokerId>,
+}
+
+impl ReplicaSet {
+    /// The replication factor the partition is promised: its replicas but
+    /// those a reassignment removes (Kafka's rule for under-replication).
+    pub fn target_len(&self) -> usize {
+        self.replicas
+            .iter()
+            .filter(|id| !self.removing.contains(id))
+            .count()
+    }
 }
 
 /// The leader's own log end (what followers copy) and the part of it that
@@ -154,6 +168,11 @@ impl LeaderState {
 
     pub fn replicas(&self) -> &[BrokerId] {
         &self.set.replicas
+    }
+
+    /// The committed replica set.
+    pub fn set(&self) -> &ReplicaSet {
+        &self.set
     }
 
     /// The committed ISR.

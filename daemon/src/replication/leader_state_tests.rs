@@ -10,6 +10,7 @@ fn set(isr: &[BrokerId], partition_epoch: i32) -> ReplicaSet {
         isr: isr.to_vec(),
         leader_epoch: 4,
         partition_epoch,
+        removing: Vec::new(),
     }
 }
 

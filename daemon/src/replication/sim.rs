@@ -644,6 +644,7 @@ fn set_of(state: &PartitionState) -> ReplicaSet {
         isr: state.isr.clone(),
         leader_epoch: state.leader_epoch,
         partition_epoch: state.partition_epoch,
+        removing: state.removing.clone(),
     }
 }
 
