@@ -670,6 +670,70 @@ fn holds(haystack: &[u8], needle: &str) -> bool {
         .any(|window| window == needle.as_bytes())
 }
 
+/// A leader's host gone silent for everyone, clients included (nft drops
+/// its QUIC datagrams and its Kafka port: a power cut, no reset anywhere).
+/// The cluster fails over as for a SIGKILL, but a client hears of it only
+/// when its request to the silent host times out: librdkafka's
+/// `socket.timeout.ms` (60 s by default, capped by `message.timeout.ms`).
+/// A producer that bounds it (1 s here, as OPERATIONS advises for such
+/// producers) writes again within the failover budget, and nothing it had
+/// acknowledged is lost.
+#[test]
+fn a_leader_host_gone_silent_is_replaced_and_a_client_with_a_socket_timeout_moves_on() {
+    let _serial = serial();
+    let cluster = Cluster::start(ORDERS);
+    let active = cluster.wait_formed(3, FORM_TIMEOUT);
+    wait_all_in_sync(&cluster, active);
+    let now = partitions(&cluster.status(active).unwrap(), "orders");
+    let Some(partition) = now.iter().position(|(l, _)| *l != active) else {
+        panic!("the active controller {active} leads every partition: {now:?}");
+    };
+    let (partition, leader) = (partition as i32, now[partition].0);
+    let bootstrap: Vec<String> = cluster.nodes.iter().map(|n| n.kafka.to_string()).collect();
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap.join(","))
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("message.timeout.ms", "30000")
+        .set("socket.timeout.ms", "1000")
+        .set("linger.ms", "1")
+        .create()
+        .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let before: Vec<String> = (0..100).map(|i| format!("before-{i}")).collect();
+    let mut acknowledged = runtime.block_on(send_all(&producer, partition, &before));
+    assert_eq!(acknowledged.len(), 100, "{}", cluster.logs());
+
+    let silent =
+        common::cluster::Isolation::cut_off_entirely(leader, cluster.node(leader).kafka.port());
+    let cut_at = Instant::now();
+    let (written_again, acked) = write_again(&runtime, &producer, partition, cut_at);
+    acknowledged.extend(acked);
+    let written_again =
+        written_again.unwrap_or_else(|| panic!("no write after the cut:\n{}", cluster.logs()));
+    println!(
+        "figure: partition leader's host gone silent (clients too), producer with socket.timeout.ms=1000 writing again after {:.3} s",
+        written_again.as_secs_f64()
+    );
+    assert!(written_again <= FAILOVER_BOUND, "{written_again:?}");
+    silent.heal();
+    let reader = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    let seen = consume_all(&cluster, reader, acknowledged.len());
+    let read: BTreeMap<&str, i64> = seen
+        .get(&partition)
+        .into_iter()
+        .flatten()
+        .map(|(offset, payload)| (payload.as_str(), *offset))
+        .collect();
+    for (payload, offset) in &acknowledged {
+        assert_eq!(read.get(payload.as_str()), Some(offset), "{payload}");
+    }
+    let identical = common::wait_until(Duration::from_secs(20), || {
+        replicas_identical(&cluster, &[1, 2, 3])
+    });
+    assert!(identical, "replicas differ: {}", replica_sizes(&cluster));
+}
+
 /// A running leader cut off from the other two by nft (UDP dropped on lo,
 /// so no reset reaches anyone; its Kafka port still answers clients): the
 /// controller fences it and elects a new leader from the ISR, and acks=all

@@ -557,6 +557,7 @@ impl Drop for LoopDisk {
 /// Removed on drop.
 pub struct Isolation {
     table: String,
+    also: Vec<String>,
 }
 
 fn nft(script: &str) {
@@ -596,7 +597,25 @@ impl Isolation {
              meta l4proto udp ip saddr 127.0.0.{id} ip daddr {{ {others} }} drop\n    \
              meta l4proto udp ip saddr {{ {others} }} ip daddr 127.0.0.{id} drop\n  }}\n}}\n"
         ));
-        Isolation { table }
+        Isolation {
+            table,
+            also: Vec::new(),
+        }
+    }
+
+    /// `cut_off`, and the node's Kafka port dropped too (TCP, both ways):
+    /// a host gone silent for its clients as well (a power cut), where
+    /// no reset tells a client anything.
+    pub fn cut_off_entirely(id: i32, kafka_port: u16) -> Isolation {
+        let mut isolation = Isolation::cut_off(id);
+        let table = format!("sluice_test_{}_{id}_kafka", std::process::id());
+        nft(&format!(
+            "table inet {table} {{\n  chain input {{\n    type filter hook input priority 0; policy accept;\n    \
+             ip daddr 127.0.0.{id} tcp dport {kafka_port} drop\n    \
+             ip saddr 127.0.0.{id} tcp sport {kafka_port} drop\n  }}\n}}\n"
+        ));
+        isolation.also.push(table);
+        isolation
     }
 
     /// Drops UDP between nodes `a` and `b` only, both ways: each still
@@ -608,7 +627,10 @@ impl Isolation {
              meta l4proto udp ip saddr 127.0.0.{a} ip daddr 127.0.0.{b} drop\n    \
              meta l4proto udp ip saddr 127.0.0.{b} ip daddr 127.0.0.{a} drop\n  }}\n}}\n"
         ));
-        Isolation { table }
+        Isolation {
+            table,
+            also: Vec::new(),
+        }
     }
 
     pub fn heal(self) {}
@@ -616,6 +638,8 @@ impl Isolation {
 
 impl Drop for Isolation {
     fn drop(&mut self) {
-        nft(&format!("delete table inet {}\n", self.table));
+        for table in self.also.iter().chain([&self.table]) {
+            nft(&format!("delete table inet {table}\n"));
+        }
     }
 }
