@@ -670,6 +670,21 @@ fn holds(haystack: &[u8], needle: &str) -> bool {
         .any(|window| window == needle.as_bytes())
 }
 
+/// A cluster of `orders` all in sync, and a partition (with its leader)
+/// that the active controller does not lead.
+/// Returns (cluster, active controller, partition, leader).
+fn leader_not_the_controller() -> (Cluster, i32, i32, i32) {
+    let cluster = Cluster::start(ORDERS);
+    let active = cluster.wait_formed(3, FORM_TIMEOUT);
+    wait_all_in_sync(&cluster, active);
+    let now = partitions(&cluster.status(active).unwrap(), "orders");
+    let Some(partition) = now.iter().position(|(l, _)| *l != active) else {
+        panic!("the active controller {active} leads every partition: {now:?}");
+    };
+    let leader = now[partition].0;
+    (cluster, active, partition as i32, leader)
+}
+
 /// A leader's host gone silent for everyone, clients included (nft drops
 /// its QUIC datagrams and its Kafka port: a power cut, no reset anywhere).
 /// The cluster fails over as for a SIGKILL, but a client hears of it only
@@ -681,14 +696,7 @@ fn holds(haystack: &[u8], needle: &str) -> bool {
 #[test]
 fn a_leader_host_gone_silent_is_replaced_and_a_client_with_a_socket_timeout_moves_on() {
     let _serial = serial();
-    let cluster = Cluster::start(ORDERS);
-    let active = cluster.wait_formed(3, FORM_TIMEOUT);
-    wait_all_in_sync(&cluster, active);
-    let now = partitions(&cluster.status(active).unwrap(), "orders");
-    let Some(partition) = now.iter().position(|(l, _)| *l != active) else {
-        panic!("the active controller {active} leads every partition: {now:?}");
-    };
-    let (partition, leader) = (partition as i32, now[partition].0);
+    let (cluster, _, partition, leader) = leader_not_the_controller();
     let bootstrap: Vec<String> = cluster.nodes.iter().map(|n| n.kafka.to_string()).collect();
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap.join(","))
@@ -744,14 +752,7 @@ fn a_leader_host_gone_silent_is_replaced_and_a_client_with_a_socket_timeout_move
 #[test]
 fn a_leader_cut_off_is_replaced_and_truncates_what_it_took_alone_when_it_returns() {
     let _serial = serial();
-    let cluster = Cluster::start(ORDERS);
-    let active = cluster.wait_formed(3, FORM_TIMEOUT);
-    wait_all_in_sync(&cluster, active);
-    let now = partitions(&cluster.status(active).unwrap(), "orders");
-    let Some(partition) = now.iter().position(|(l, _)| *l != active) else {
-        panic!("the active controller {active} leads every partition: {now:?}");
-    };
-    let (partition, leader) = (partition as i32, now[partition].0);
+    let (cluster, active, partition, leader) = leader_not_the_controller();
     let producer = producer(&cluster);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let mut acknowledged = Vec::new();

@@ -15,8 +15,8 @@ const TIMINGS: Timings = Timings {
     request_timeout: Duration::from_millis(250),
 };
 
-fn lifecycle(broker_id: BrokerId, now: Instant) -> Lifecycle {
-    let registration = BrokerRegistration {
+fn registration(broker_id: BrokerId) -> BrokerRegistration {
+    BrokerRegistration {
         broker_id,
         incarnation_id: Uuid::from_u128(5),
         kafka: HostPort {
@@ -25,8 +25,17 @@ fn lifecycle(broker_id: BrokerId, now: Instant) -> Lifecycle {
         },
         quic: "127.0.0.2:9093".parse().unwrap(),
         rack: None,
-    };
-    Lifecycle::new(registration, "aa".into(), vec![1, 2, 3], TIMINGS, now)
+    }
+}
+
+fn lifecycle(broker_id: BrokerId, now: Instant) -> Lifecycle {
+    Lifecycle::new(
+        registration(broker_id),
+        "aa".into(),
+        vec![1, 2, 3],
+        TIMINGS,
+        now,
+    )
 }
 
 fn reply(request_id: u64, outcome: Outcome) -> Reply {
@@ -259,18 +268,13 @@ fn after_the_active_controller_dies_every_broker_reaches_the_new_one_within_its_
                     elected: death + election + 20,
                     active: death + election + 40,
                 };
-                let registration = BrokerRegistration {
-                    broker_id,
-                    incarnation_id: Uuid::from_u128(5),
-                    kafka: HostPort {
-                        host: "127.0.0.2".into(),
-                        port: 9092,
-                    },
-                    quic: "127.0.0.2:9093".parse().unwrap(),
-                    rack: None,
-                };
-                let mut broker =
-                    Lifecycle::new(registration, "aa".into(), vec![1, 2, 3], timings, at(0));
+                let mut broker = Lifecycle::new(
+                    registration(broker_id),
+                    "aa".into(),
+                    vec![1, 2, 3],
+                    timings,
+                    at(0),
+                );
                 // Answers in flight: (arrival at the broker, from, reply).
                 let mut in_flight: Vec<(u64, BrokerId, Reply)> = Vec::new();
                 // When the new controller's session for this broker ends.

@@ -292,6 +292,12 @@ mod tests {
         desired
     }
 
+    /// Topic `a`, one partition on brokers 1 and 2.
+    fn on_1_and_2() -> DesiredSpec {
+        let one = spec("0000000000000001", vec![topic("a", 1, 1, &[])], &[]);
+        moved(one, "0000000000000001", Some(vec![vec![1, 2]]), 2)
+    }
+
     /// A changed replica list starts a reassignment that keeps the old
     /// replicas; it completes once the added one is in the ISR, and the
     /// removed leader hands over.
@@ -300,12 +306,7 @@ mod tests {
         use crate::controller::decide::change_partition;
         use crate::controller::reassign::{completions, is_reassigning};
         let mut image = four_brokers();
-        let first = moved(
-            spec("0000000000000001", vec![topic("a", 1, 1, &[])], &[]),
-            "0000000000000001",
-            Some(vec![vec![1, 2]]),
-            2,
-        );
+        let first = on_1_and_2();
         applied(&mut image, &first);
         let a = image.topic_by_name("a").unwrap().topic_id;
         let before = image.partition(&a, 0).unwrap().clone();
@@ -358,12 +359,7 @@ mod tests {
     #[test]
     fn a_changed_replication_factor_grows_or_cuts_the_replicas() {
         let mut image = four_brokers();
-        let first = moved(
-            spec("0000000000000001", vec![topic("a", 1, 1, &[])], &[]),
-            "0000000000000001",
-            Some(vec![vec![1, 2]]),
-            2,
-        );
+        let first = on_1_and_2();
         applied(&mut image, &first);
         let a = image.topic_by_name("a").unwrap().topic_id;
         applied(
