@@ -57,10 +57,17 @@
 //!   partition it hosted deletes its replica; one that restarted meanwhile
 //!   keeps its old files, unserved, and reuses them if the partition comes
 //!   back to it (as the real broker, which opens only what it is assigned).
+//! - Controlled shutdown (a fault too): the broker's heartbeats ask to be
+//!   fenced (`want_fence`, decided by `decide::on_heartbeat`) once leaving
+//!   would take no ISR it knows below min.insync (or after
+//!   `SHUTDOWN_WAIT_MS`), and it stops cleanly (everything synced) once
+//!   the metadata it knows shows it leading nothing, or `STOP_WAIT_MS`
+//!   later. Only an unfenced heartbeat answer extends a lease, as in
+//!   `cluster/lifecycle.rs`. The clean stop counts among the crashes.
 //!
 //! Not modelled yet: log
 //! retention (the log start stays 0, so `OutOfRange` answers never happen
-//! in practice), controlled shutdown, unclean elections,
+//! in practice), unclean elections,
 //! the controller's own failover, acks=0/1 and consumers' fetches (the
 //! client-observable high watermark stands for them).
 //!
@@ -105,6 +112,11 @@ const FETCH_WAIT_MS: i64 = 80;
 const FETCH_ENTRIES_MAX: usize = 4;
 const PRODUCE_TIMEOUT_MS: i64 = 150;
 const FLUSH_INTERVAL_MS: i64 = 150;
+/// A controlled shutdown waits at most this while leaving would take an
+/// ISR below min.insync, then asks to be fenced anyway; and stops the
+/// broker at most `STOP_WAIT_MS` after that.
+const SHUTDOWN_WAIT_MS: i64 = 300;
+const STOP_WAIT_MS: i64 = 400;
 const STEP_MS_MAX: u64 = 4;
 /// The random phase, then everything heals and must converge within this.
 const CHAOS_MS: i64 = 4_000;
@@ -287,10 +299,13 @@ enum Body {
         broker_epoch: i64,
         metadata_offset: i64,
         sent_at: i64,
+        want_fence: bool,
     },
     HeartbeatAnswer {
         broker_epoch: i64,
         accepted: bool,
+        /// Only an unfenced answer extends the lease (cluster/lifecycle.rs).
+        fenced: bool,
         sent_at: i64,
         meta: Meta,
     },
@@ -492,6 +507,9 @@ struct Broker {
     metadata_offset: i64,
     next_flush: i64,
     parts: Vec<Part>,
+    /// A controlled shutdown under way since then: heartbeats ask to be
+    /// fenced, and the process stops cleanly once it leads nothing.
+    stopping_since: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -569,6 +587,7 @@ struct Stats {
     excused_checks: u64,
     reassignments: u64,
     reassignments_completed: u64,
+    controlled_stops: u64,
 }
 
 impl Stats {
@@ -588,6 +607,7 @@ impl Stats {
         self.excused_checks += other.excused_checks;
         self.reassignments += other.reassignments;
         self.reassignments_completed += other.reassignments_completed;
+        self.controlled_stops += other.controlled_stops;
     }
 }
 
@@ -664,6 +684,7 @@ impl Sim {
                 metadata_offset: 0,
                 next_flush: rng.range(1, FLUSH_INTERVAL_MS),
                 parts: (0..config.partitions).map(|_| Part::new()).collect(),
+                stopping_since: None,
             })
             .collect();
         let producers = (0..producers)
@@ -871,23 +892,30 @@ impl Sim {
                 broker_epoch,
                 metadata_offset,
                 sent_at,
+                want_fence,
             } => {
                 let heartbeat = Heartbeat {
                     broker_id: from,
                     broker_epoch,
                     current_metadata_offset: metadata_offset,
-                    want_fence: false,
+                    want_fence,
                 };
-                let accepted = match decide::on_heartbeat(&self.controller.image, &heartbeat) {
-                    Ok(decision) => {
-                        self.controller.sessions.touch(from, now);
-                        if let Some(batch) = decision.records {
-                            self.commit(batch);
+                let (accepted, fenced) =
+                    match decide::on_heartbeat(&self.controller.image, &heartbeat) {
+                        Ok(decision) => {
+                            self.controller.sessions.touch(from, now);
+                            if let Some(batch) = decision.records {
+                                if want_fence {
+                                    self.note(|| {
+                                        format!("controller: broker {from} fenced on request")
+                                    });
+                                }
+                                self.commit(batch);
+                            }
+                            (true, decision.fenced)
                         }
-                        true
-                    }
-                    Err(_) => false,
-                };
+                        Err(_) => (false, true),
+                    };
                 let meta = self.controller.meta();
                 self.send(
                     CONTROLLER,
@@ -895,6 +923,7 @@ impl Sim {
                     Body::HeartbeatAnswer {
                         broker_epoch,
                         accepted,
+                        fenced,
                         sent_at,
                         meta,
                     },
@@ -986,6 +1015,7 @@ impl Sim {
             Body::HeartbeatAnswer {
                 broker_epoch,
                 accepted,
+                fenced,
                 sent_at,
                 meta,
             } => {
@@ -998,7 +1028,7 @@ impl Sim {
                     broker.broker_epoch = None;
                     broker.lease_until = i64::MIN;
                     broker.next_register = 0;
-                } else {
+                } else if !fenced {
                     broker.lease_until = broker.lease_until.max(sent_at + LEASE_MS);
                 }
                 self.take_meta(id, &meta);
@@ -1585,6 +1615,16 @@ impl Sim {
             Some(broker_epoch) if now >= broker.next_heartbeat => {
                 broker.next_heartbeat = now + HEARTBEAT_MS;
                 let metadata_offset = broker.metadata_offset;
+                let want_fence = broker.stopping_since.is_some_and(|since| {
+                    // As cluster/controlled_shutdown.rs: wait (bounded)
+                    // while leaving would take an ISR below min.insync.
+                    now >= since + SHUTDOWN_WAIT_MS
+                        || broker.parts.iter().all(|part| {
+                            part.known
+                                .as_ref()
+                                .is_none_or(|k| !k.isr.contains(&id) || k.isr.len() > MIN_ISR)
+                        })
+                });
                 self.send(
                     id as usize,
                     CONTROLLER,
@@ -1592,6 +1632,7 @@ impl Sim {
                         broker_epoch,
                         metadata_offset,
                         sent_at: now,
+                        want_fence,
                     },
                 );
             }
@@ -1609,7 +1650,37 @@ impl Sim {
             self.leader_tick(id, partition)?;
             self.follower_tick(id, partition);
         }
+        self.maybe_stop(id);
         Ok(())
+    }
+
+    /// A controlled shutdown's end (cluster/controlled_shutdown.rs): once
+    /// the metadata it knows shows it leading nothing, or after
+    /// `STOP_WAIT_MS` in any case, the broker syncs everything and stops.
+    fn maybe_stop(&mut self, id: BrokerId) {
+        let now = self.now;
+        let broker = self.broker(id);
+        let Some(since) = broker.stopping_since else {
+            return;
+        };
+        let leads = broker
+            .parts
+            .iter()
+            .any(|part| part.known.as_ref().is_some_and(|k| k.leader == id));
+        if leads && now < since + SHUTDOWN_WAIT_MS + STOP_WAIT_MS {
+            return;
+        }
+        self.note(|| {
+            format!(
+                "broker {id}: controlled shutdown done (leads nothing: {})",
+                !leads
+            )
+        });
+        self.stats.controlled_stops += 1;
+        for part in &mut self.broker_mut(id).parts {
+            part.durable = part.log_end();
+        }
+        self.crash(id);
     }
 
     fn leader_tick(&mut self, id: BrokerId, partition: usize) -> Result<(), Failure> {
@@ -1719,13 +1790,29 @@ impl Sim {
         };
         // The same broker leading at a newer epoch (a reassignment removed
         // a replica) holds what it acknowledged, as a new leader must.
-        let on_new_leader = state.leader != NO_LEADER
-            && (state.leader != id || state.leader_epoch != epoch)
-            && match self.incarnation_registered(state.leader) {
-                true => has(state.leader),
-                false => state.isr.iter().any(|member| has(*member)),
-            };
-        if (state.leader != id || state.leader_epoch != epoch) && !on_new_leader {
+        // A leader fenced on its own request while it was the last ISR
+        // member leaves the partition leaderless: the next leader can only
+        // come from that ISR, which must hold the write.
+        let on_new_leader = match state.leader {
+            NO_LEADER => state.isr.iter().all(|member| has(*member)),
+            _ => {
+                (state.leader != id || state.leader_epoch != epoch)
+                    && match self.incarnation_registered(state.leader) {
+                        true => has(state.leader),
+                        false => state.isr.iter().any(|member| has(*member)),
+                    }
+            }
+        };
+        // Within the page-cache policy's limit: every ISR member without
+        // the write lost its unsynced copy in a crash (checker 5's excuse).
+        let lost = self.check.lost.get(&(partition, waiter.offset, waiter.id));
+        let excused = self.config.policy == Policy::PageCache
+            && lost.is_some()
+            && state
+                .isr
+                .iter()
+                .all(|member| has(*member) || lost.is_some_and(|l| l.contains(member)));
+        if (state.leader != id || state.leader_epoch != epoch) && !on_new_leader && !excused {
             return Err(self.fail(
                 Checker::AckOnlyUnderLease,
                 format!("broker {id} acknowledged offset {} of p{partition} at epoch {epoch}, while the controller has {state:?}", waiter.offset),
@@ -1803,6 +1890,7 @@ impl Sim {
 
     fn crash(&mut self, id: BrokerId) {
         self.note(|| format!("broker {id}: crash"));
+        self.broker_mut(id).stopping_since = None;
         self.stats.crashes += 1;
         self.stats.fault_events += 1;
         self.purge(id as usize);
@@ -2029,6 +2117,12 @@ impl Sim {
         self.faults = CALM;
         self.cut.clear();
         for id in BROKER_IDS {
+            // A controlled shutdown under way ends now, and the broker
+            // comes back like any other.
+            if self.broker(id).stopping_since.is_some() {
+                self.broker_mut(id).stopping_since = Some(i64::MIN / 2);
+                self.maybe_stop(id);
+            }
             if !self.broker(id).up {
                 self.restart(id);
             }
@@ -2295,7 +2389,7 @@ impl Sim {
 
     // ---- random faults ----
 
-    fn random_fault(&mut self, weights: &[u64; 7]) {
+    fn random_fault(&mut self, weights: &[u64; 8]) {
         let total: u64 = weights.iter().sum();
         let mut pick = self.rng.below(total);
         let mut action = 0;
@@ -2339,6 +2433,15 @@ impl Sim {
             4 => {
                 self.note(|| "heal".into());
                 self.cut.clear();
+            }
+            7 => {
+                let broker = self.broker(id);
+                if broker.up && broker.broker_epoch.is_some() && broker.stopping_since.is_none() {
+                    self.note(|| format!("broker {id}: controlled shutdown"));
+                    self.stats.fault_events += 1;
+                    let now = self.now;
+                    self.broker_mut(id).stopping_since = Some(now);
+                }
             }
             6 => {
                 // A spec change: any order of the brokers, half the time
@@ -2392,6 +2495,7 @@ fn random_run(seed: u64, bugs: Bugs) -> Result<Stats, Failure> {
         rng.below(4),
         1 + rng.below(4),
         rng.below(4),
+        rng.below(3),
         rng.below(3),
     ];
     let interval = (20 + rng.below(200)) as i64;
@@ -2465,7 +2569,7 @@ fn random_faults_keep_replication_safe() {
     let elapsed = started.elapsed();
     let per = |n: u64| n as f64 / count as f64;
     eprintln!(
-        "replication sim: {count} seeds in {elapsed:.1?} ({:.0} seeds/s); per seed on average: {:.1} fault events ({:.1} crashes) and {:.1} messages dropped or duplicated, {:.0} steps, {:.1} writes acknowledged, {:.1} leader terms, {:.1} truncations; excused by the page-cache limit: {} lost writes (many copies lost at once), {} (the ISR members left had all lost it), {} checks of agreement or high watermark at lost offsets; {} unresolved divergences, {} refused follower appends, {} writes abandoned; {:.1} reassignments started and {:.1} completed",
+        "replication sim: {count} seeds in {elapsed:.1?} ({:.0} seeds/s); per seed on average: {:.1} fault events ({:.1} crashes) and {:.1} messages dropped or duplicated, {:.0} steps, {:.1} writes acknowledged, {:.1} leader terms, {:.1} truncations; excused by the page-cache limit: {} lost writes (many copies lost at once), {} (the ISR members left had all lost it), {} checks of agreement or high watermark at lost offsets; {} unresolved divergences, {} refused follower appends, {} writes abandoned; {:.1} reassignments started and {:.1} completed; {:.1} controlled shutdowns",
         count as f64 / elapsed.as_secs_f64(),
         per(total.fault_events),
         per(total.crashes),
@@ -2482,6 +2586,7 @@ fn random_faults_keep_replication_safe() {
         total.abandoned_writes,
         per(total.reassignments),
         per(total.reassignments_completed),
+        per(total.controlled_stops),
     );
     assert!(total.acked > count * 10, "the runs acknowledge writes");
 }
