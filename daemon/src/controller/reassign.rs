@@ -5,10 +5,12 @@
 //! `adding` = target replicas that held nothing before, `removing` = the
 //! replicas leaving. The leader and ISR stay. The added replicas fetch like
 //! any follower and the leader's ISR expansion brings each in once it has
-//! caught up. Once every adding replica is in the ISR the controller
-//! completes: `replicas` = the target, the removed leave the ISR, and a
-//! removed leader hands over to the first in-sync target replica. Pure
-//! functions over partition states; the controller node runs them.
+//! caught up. Once every adding replica is in the ISR, and min.insync of
+//! the target are, the controller completes at a new leader epoch:
+//! `replicas` = the target, the removed leave the ISR, and a removed leader
+//! hands over to the first in-sync target replica. Pure functions over
+//! partition states; the controller node runs them (`complete` says why
+//! each rule is there).
 
 use std::collections::{BTreeMap, BTreeSet};
 
