@@ -521,13 +521,7 @@ fn quic_source(endpoint: &Arc<NodeEndpoint>) -> crate::metrics::QuicSource {
                 peer: path.peer,
                 open_connections: path.open_connections as u64,
                 rtt_seconds: path.rtt.map(|rtt| rtt.as_secs_f64()),
-                sent_packets: path.counts.sent_packets,
-                lost_packets: path.counts.lost_packets,
-                congestion_events: path.counts.congestion_events,
-                sent_bytes: path.counts.sent_bytes,
-                received_bytes: path.counts.received_bytes,
-                stream_frames_sent: path.counts.stream_frames_sent,
-                stream_frames_received: path.counts.stream_frames_received,
+                counts: path.counts,
                 open_streams: path
                     .open_streams
                     .iter()

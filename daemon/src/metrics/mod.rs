@@ -66,13 +66,7 @@ pub struct QuicPeerFigures {
     /// quinn's smoothed RTT; `None` without an open connection.
     pub rtt_seconds: Option<f64>,
     /// Cumulative over every connection to the peer since the process started.
-    pub sent_packets: u64,
-    pub lost_packets: u64,
-    pub congestion_events: u64,
-    pub sent_bytes: u64,
-    pub received_bytes: u64,
-    pub stream_frames_sent: u64,
-    pub stream_frames_received: u64,
+    pub counts: crate::transport::path_stats::PathCounts,
     /// Streams open now, by kind label.
     pub open_streams: Vec<(&'static str, u64)>,
 }

@@ -199,17 +199,18 @@ pub fn refresh_quic() {
                 .with_label_values(&[id, kind])
                 .set(i64::try_from(*open).unwrap_or(i64::MAX));
         }
+        let c = &peer.counts;
         let counters = [
-            (&q.sent_packets, vec![id], peer.sent_packets),
-            (&q.lost_packets, vec![id], peer.lost_packets),
-            (&q.congestion_events, vec![id], peer.congestion_events),
-            (&q.bytes, vec![id, "sent"], peer.sent_bytes),
-            (&q.bytes, vec![id, "received"], peer.received_bytes),
-            (&q.stream_frames, vec![id, "sent"], peer.stream_frames_sent),
+            (&q.sent_packets, vec![id], c.sent_packets),
+            (&q.lost_packets, vec![id], c.lost_packets),
+            (&q.congestion_events, vec![id], c.congestion_events),
+            (&q.bytes, vec![id, "sent"], c.sent_bytes),
+            (&q.bytes, vec![id, "received"], c.received_bytes),
+            (&q.stream_frames, vec![id, "sent"], c.stream_frames_sent),
             (
                 &q.stream_frames,
                 vec![id, "received"],
-                peer.stream_frames_received,
+                c.stream_frames_received,
             ),
         ];
         for (family, labels, total) in counters {
